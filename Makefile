@@ -1,0 +1,61 @@
+# Two commands do all set-up on a fresh machine:
+#   make reproduce   the cpu profile, end to end (run_all.py --profile cpu)
+#   make test        unit tests + nbval on the committed (smoke) notebooks
+# Each creates .venv, installs the pinned requirements and this package, registers the
+# Jupyter kernel and obtains Fashion-MNIST when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KERNEL := ddcs-mi
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+.PHONY: install data reproduce smoke test unit nbval golden benchmarks lab clean-venv
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (ddcs-mi)" >/dev/null
+	touch $(STAMP)
+
+# Fashion-MNIST: a local copy, else Debian's package (installed here when root with apt),
+# else torchvision's download (the only network use). Verified by sha256 either way.
+data: $(STAMP)
+	@$(PY) -m lib.data status 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing the Debian package dataset-fashion-mnist"; \
+	    (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	     { apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }) || true; \
+	  fi; \
+	  $(PY) -m lib.data fetch; }
+
+reproduce: data
+	$(PY) run_all.py --profile cpu
+
+smoke: data
+	$(PY) run_all.py --profile smoke
+
+unit: data
+	DDCS_MI_HEADLESS=1 $(PY) -m pytest tests -q
+
+nbval: data
+	DDCS_MI_HEADLESS=1 PYTHONHASHSEED=0 $(PY) -m pytest $(NBVAL) notebooks -q
+
+test: unit nbval
+
+golden: data
+	$(PY) run_all.py --golden
+
+benchmarks: data
+	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+lab: data
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,139 @@
+"""The three profiles (smoke, cpu, paper) as one table, and their resolution with overrides.
+
+One code path, three sizes: every notebook reads its sizes from the resolved config and
+nothing else. ``resolve("cpu", {"target_epochs": 5})`` returns a read-only mapping; an
+unknown profile or override key is a ``ValueError`` that lists the valid ones.
+"""
+from __future__ import annotations
+
+import copy
+from types import MappingProxyType
+from typing import Any, Mapping
+
+# Keys shared by every profile; each profile below overrides some of them.
+_BASE: dict[str, Any] = {
+    "dataset": "fashion-mnist",      # fashion-mnist (smoke, cpu) | faces (paper)
+    "split": "same-class",           # same-class (default) | class-disjoint (label-level contrast)
+    "split_seed": 0,                 # seed of the committed split index files in data/splits
+    "private_classes": [0, 2, 3, 5, 7],
+    "private_per_class": 100,        # |D| per private class; |R| is the same
+    "image_size": 32,
+    "device": "auto",                # auto | cpu | cuda; smoke forces cpu
+    "seeds": [0, 1, 2],              # repetitions looped inside the notebooks that need them
+    "batch_size": 128,
+    # target T (MCNN family), trained on D
+    "target_arch": "mcnn",
+    "target_width": 32,
+    "target_epochs": 60,
+    "target_lr": 2e-3,
+    "target_augment": True,          # random 2-px shifts and horizontal flips
+    "target_loss": "focal",          # focal (the paper) | ce
+    "focal_gamma": 2.0,
+    # evaluator E (SCNN family), 10-way, trained on the train split minus D and R
+    "eval_arch": "scnn",
+    "eval_width": 24,
+    "eval_epochs": 4,
+    "eval_augment": False,
+    "eval_lr": 2e-3,
+    "eval_train_limit": 0,           # 0 = all eligible images
+    # attacker's perceptual network P, trained on the public set only
+    "perc_arch": "mcnn",
+    "perc_width": 32,
+    "perc_epochs": 2,
+    "perc_augment": False,
+    "perc_lr": 2e-3,
+    "perc_train_limit": 0,           # 0 = all public images
+    # runner
+    "cell_timeout_s": 1800,
+}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        **_BASE,
+        "device": "cpu",
+        "private_per_class": 20,
+        "seeds": [0],
+        "target_epochs": 15,
+        "eval_epochs": 1,
+        "eval_train_limit": 3000,
+        "perc_epochs": 1,
+        "perc_train_limit": 3000,
+        "cell_timeout_s": 300,
+    },
+    "cpu": dict(_BASE),
+    "paper": {
+        **_BASE,
+        "dataset": "faces",
+        "private_classes": list(range(200)),
+        "private_per_class": 0,      # faces: every image of a private identity but the held-out 3
+        "image_size": 112,
+        "device": "cuda",
+        "target_arch": "vgg16_bn",
+        "target_width": 64,
+        "target_epochs": 100,
+        "eval_arch": "resnet",
+        "eval_epochs": 50,
+        "perc_arch": "lpips-vgg",
+        "batch_size": 64,
+        "cell_timeout_s": 3 * 3600,
+    },
+}
+
+PROFILE_NOTES = {
+    "smoke": "golden outputs of the committed notebooks, nbval and CI; CPU always",
+    "cpu": "small-scale reproduction of every claim on real data, with seeds (default)",
+    "paper": "the paper's scale (faces, larger models) on a GPU; resumable stages",
+}
+
+
+def _compatible(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (int, str, list)):
+        return isinstance(value, type(default))
+    return True
+
+
+def resolve(profile: str, overrides: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    """The config of ``profile`` with ``overrides`` applied, read-only.
+
+    Raises ``ValueError`` for an unknown profile, an unknown override key, a value of the
+    wrong type, or an attempt to leave the CPU under ``smoke``.
+    """
+    if profile not in PROFILES:
+        raise ValueError(
+            f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}"
+        )
+    cfg = copy.deepcopy(PROFILES[profile])
+    for key, value in dict(overrides or {}).items():
+        if key not in cfg:
+            raise ValueError(
+                f"unknown override key {key!r} for profile {profile!r}; valid keys: "
+                + ", ".join(sorted(cfg))
+            )
+        if not _compatible(cfg[key], value):
+            raise ValueError(
+                f"override {key}={value!r} has type {type(value).__name__}; "
+                f"expected {type(cfg[key]).__name__} like the default {cfg[key]!r}"
+            )
+        cfg[key] = float(value) if isinstance(cfg[key], float) else value
+    if profile == "smoke" and cfg["device"] != "cpu":
+        raise ValueError("the smoke profile always runs on the CPU (its golden outputs are CPU "
+                         "values); drop the 'device' override or use the cpu profile")
+    cfg["profile"] = profile
+    return MappingProxyType(cfg)
+
+
+def format_config(cfg: Mapping[str, Any]) -> str:
+    """The resolved config as sorted ``key = value`` lines (stable, pinned in notebooks)."""
+    return "\n".join(f"{k} = {cfg[k]!r}" for k in sorted(cfg))
+
+
+def table() -> list[dict[str, Any]]:
+    """One row per profile with the sizes that differ between them, for display."""
+    keys = ["dataset", "image_size", "private_per_class", "seeds", "target_epochs",
+            "eval_epochs", "eval_train_limit", "perc_epochs", "device"]
+    return [{"profile": p, **{k: PROFILES[p][k] for k in keys}, "purpose": PROFILE_NOTES[p]}
+            for p in PROFILES]

@@ -1,0 +1,64 @@
+"""Profile resolution: overrides, clear errors, smoke on the CPU."""
+from __future__ import annotations
+
+import pytest
+
+from lib import profiles
+
+
+@pytest.mark.parametrize("name", list(profiles.PROFILES))
+def test_every_profile_resolves(name):
+    cfg = profiles.resolve(name)
+    assert cfg["profile"] == name
+    assert set(cfg) == set(profiles.PROFILES["cpu"]) | {"profile"}
+
+
+def test_overrides_apply_and_coerce():
+    cfg = profiles.resolve("cpu", {"target_epochs": 3, "target_lr": 1})
+    assert cfg["target_epochs"] == 3 and cfg["target_lr"] == 1.0
+    assert isinstance(cfg["target_lr"], float)
+    assert profiles.resolve("cpu")["target_epochs"] == profiles.PROFILES["cpu"]["target_epochs"]
+
+
+def test_resolved_config_is_read_only():
+    cfg = profiles.resolve("smoke")
+    with pytest.raises(TypeError):
+        cfg["target_epochs"] = 1
+    cfg["private_classes"].append(99)  # a copy: the table itself is unchanged
+    assert 99 not in profiles.PROFILES["smoke"]["private_classes"]
+
+
+def test_unknown_profile_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown profile 'gpu'.*smoke, cpu, paper"):
+        profiles.resolve("gpu")
+
+
+def test_unknown_key_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown override key 'epochs'.*target_epochs"):
+        profiles.resolve("cpu", {"epochs": 3})
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ValueError, match="expected int"):
+        profiles.resolve("cpu", {"target_epochs": "many"})
+    with pytest.raises(ValueError, match="expected bool|expected int"):
+        profiles.resolve("cpu", {"target_epochs": True})
+
+
+def test_smoke_forces_the_cpu():
+    assert profiles.resolve("smoke")["device"] == "cpu"
+    with pytest.raises(ValueError, match="CPU"):
+        profiles.resolve("smoke", {"device": "cuda"})
+
+
+def test_cpu_profile_keeps_protocol_sizes():
+    cfg = profiles.resolve("cpu")
+    assert cfg["private_per_class"] == 100 and len(cfg["seeds"]) >= 3
+    assert cfg["private_classes"] == [0, 2, 3, 5, 7]
+    assert cfg["target_loss"] == "focal" and cfg["focal_gamma"] == 2.0
+
+
+def test_format_config_is_sorted_and_stable():
+    text = profiles.format_config(profiles.resolve("smoke"))
+    keys = [line.split(" = ")[0] for line in text.splitlines()]
+    assert keys == sorted(keys)
