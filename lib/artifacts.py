@@ -1,0 +1,194 @@
+"""Artefacts of a run: atomic writes, a sha256 manifest, safetensors checkpoints.
+
+Every file a notebook writes is registered in ``<run>/manifest.json`` with its sha256;
+loading verifies it, so a modified file is an ``ArtifactError`` naming the file and the fix.
+Nothing here unpickles: tensors and checkpoints are safetensors with JSON metadata.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(RuntimeError):
+    """An artefact is missing, modified since it was written, or not what it claims to be."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` via a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+# ---------------------------------------------------------------------------- manifest
+def read_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{path} is not valid JSON ({err}); restore it or start a new run")
+
+
+def register(run_dir: Path, path: Path, producer: str = "", **info: Any) -> dict:
+    """Record ``path`` (inside ``run_dir``) with its sha256 in the run's manifest."""
+    run_dir, path = Path(run_dir), Path(path)
+    rel = path.resolve().relative_to(run_dir.resolve()).as_posix()
+    entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "producer": producer,
+             "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info}
+    manifest = read_manifest(run_dir)
+    manifest[rel] = entry
+    atomic_write_json(run_dir / MANIFEST, manifest)
+    return entry
+
+
+def verify(run_dir: Path, path: Path) -> None:
+    """Raise ``ArtifactError`` unless ``path`` is registered and its sha256 matches."""
+    run_dir, path = Path(run_dir), Path(path)
+    rel = path.resolve().relative_to(run_dir.resolve()).as_posix()
+    entry = read_manifest(run_dir).get(rel)
+    if not path.is_file():
+        raise ArtifactError(f"artefact {rel} is missing from {run_dir}")
+    if entry is None:
+        raise ArtifactError(f"artefact {rel} is not registered in {run_dir / MANIFEST}; it was "
+                            "not written by this pipeline. Remove it and re-run the notebook "
+                            "that makes it")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise ArtifactError(
+            f"artefact {rel} was modified after it was written (sha256 {digest[:12]}…, "
+            f"manifest {entry['sha256'][:12]}…). Nothing was overwritten. Delete the file to "
+            "rebuild it, or start a new run folder")
+
+
+def exists(run_dir: Path, rel: str) -> bool:
+    return (Path(run_dir) / rel).is_file()
+
+
+# ---------------------------------------------------------------------------- tensors
+_PICKLE_MAGIC = (b"\x80",)          # pickle protocol 2+ opcode PROTO
+_ZIP_MAGIC = b"PK\x03\x04"          # torch.save's zip container (holds a pickle)
+
+
+def _refuse_pickles(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(_ZIP_MAGIC) or zipfile.is_zipfile(path) or head[:1] in _PICKLE_MAGIC:
+        raise ArtifactError(
+            f"{path} is a pickle / torch.save file; refusing to unpickle it (it could run "
+            "arbitrary code). Checkpoints here are safetensors: convert it with "
+            "torch.load(..., weights_only=True) and safetensors.torch.save_file, or rebuild it")
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None,
+                 run_dir: Path | None = None, producer: str = "") -> Path:
+    """Save tensors as safetensors (atomic), JSON ``metadata``; register when ``run_dir``."""
+    path = Path(path)
+    meta = {"json": json.dumps(metadata or {}, sort_keys=True)}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if run_dir is not None:
+        register(run_dir, path, producer=producer, kind="safetensors")
+    return path
+
+
+def load_tensors(path: Path, run_dir: Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load safetensors (verified against the manifest when ``run_dir``) → (tensors, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist")
+    if run_dir is not None:
+        verify(run_dir, path)
+    _refuse_pickles(path)
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ArtifactError(f"{path} is not a readable safetensors file ({err}); delete it "
+                            "and rebuild it") from err
+    return tensors, json.loads(meta.get("json", "{}"))
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, arch: dict, config: dict | None = None,
+                    split_sha256: str = "", run_dir: Path | None = None,
+                    producer: str = "", extra: dict | None = None) -> Path:
+    """A model's state dict as safetensors, with architecture, config and split hash."""
+    meta = {"arch": arch, "config": dict(config or {}), "split_sha256": split_sha256,
+            **(extra or {})}
+    return save_tensors(path, model.state_dict(), meta, run_dir, producer)
+
+
+def load_checkpoint(path: Path, run_dir: Path | None = None) -> tuple[dict, dict]:
+    """(state_dict, metadata) of a safetensors checkpoint; refuses pickles."""
+    return load_tensors(path, run_dir)
+
+
+def save_json(path: Path, obj: Any, run_dir: Path | None = None, producer: str = "") -> Path:
+    atomic_write_json(Path(path), obj)
+    if run_dir is not None:
+        register(run_dir, path, producer=producer, kind="json")
+    return Path(path)
+
+
+def load_json(path: Path, run_dir: Path | None = None) -> Any:
+    if run_dir is not None:
+        verify(run_dir, path)
+    return json.loads(Path(path).read_text())
+
+
+def require(path: Path, build: Callable[[], Any], save: Callable[[Path, Any], Any],
+            load: Callable[[Path], Any]) -> tuple[Any, bool]:
+    """Load ``path`` if it exists (verified by ``load``), else ``build`` and ``save`` it.
+
+    Returns (value, reused). A modified artefact raises instead of being silently rebuilt.
+    """
+    if Path(path).is_file():
+        return load(path), True
+    value = build()
+    save(path, value)
+    return value, False

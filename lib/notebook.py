@@ -1,0 +1,152 @@
+"""What every notebook calls first: ``ctx = lib.notebook.setup(...)``.
+
+The context carries the resolved config, the run folder, the device and the seeds, and it
+is how a notebook records claims and metrics, saves figures and reads/writes artefacts
+(verified against the run's manifest).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from . import artifacts, paths, plotting, profiles, seeding
+
+INTERACTIVE = "interactive"
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (no absolute paths in outputs)."""
+    try:
+        return Path(path).resolve().relative_to(paths.repo_root()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def resolve_device(requested: str, cfg: Mapping[str, Any]) -> str:
+    """``DEVICE`` parameter (auto|cpu|cuda) against the profile; smoke is always the CPU."""
+    choice = cfg["device"] if requested == "auto" else requested
+    if choice not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {requested!r}; valid: auto, cpu, cuda")
+    if cfg["profile"] == "smoke" and choice != "cpu":
+        raise ValueError("the smoke profile always runs on the CPU; use DEVICE='auto' or 'cpu'")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"profile {cfg['profile']!r} asks for a CUDA device and none is "
+                           "visible; pass DEVICE='cpu' to run it on the CPU (slowly)")
+    return choice
+
+
+def interactive_run_dir(profile: str, overrides: Mapping[str, Any]) -> Path:
+    """``runs/interactive/<profile>/``, or ``<profile>-<hash>`` when there are overrides."""
+    name = profile
+    if overrides:
+        blob = json.dumps(dict(overrides), sort_keys=True).encode()
+        name += "-" + hashlib.sha256(blob).hexdigest()[:8]
+    return paths.runs_dir() / INTERACTIVE / name
+
+
+@dataclass
+class Context:
+    """Resolved config, run folder, device, seeds, and the recording helpers."""
+    cfg: Mapping[str, Any]
+    run_dir: Path
+    device: str
+    seed: int
+    notebook: str
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def profile(self) -> str:
+        return self.cfg["profile"]
+
+    def subseed(self, name: str) -> int:
+        return seeding.derive_seed(self.seed, name)
+
+    def path(self, rel: str) -> Path:
+        return self.run_dir / rel
+
+    # ---------------------------------------------------------------- artefacts
+    def save_tensors(self, rel: str, tensors: dict, metadata: dict | None = None) -> Path:
+        return artifacts.save_tensors(self.path(rel), tensors, metadata, self.run_dir,
+                                      self.notebook)
+
+    def load_tensors(self, rel: str) -> tuple[dict, dict]:
+        return artifacts.load_tensors(self.path(rel), self.run_dir)
+
+    def save_json(self, rel: str, obj: Any) -> Path:
+        return artifacts.save_json(self.path(rel), obj, self.run_dir, self.notebook)
+
+    def load_json(self, rel: str) -> Any:
+        return artifacts.load_json(self.path(rel), self.run_dir)
+
+    def exists(self, rel: str) -> bool:
+        return artifacts.exists(self.run_dir, rel)
+
+    # ---------------------------------------------------------------- records
+    def record(self, key: str, values: Any) -> None:
+        """Merge ``{key: values}`` into ``metrics/<notebook>.json``."""
+        rel = f"metrics/{self.notebook}.json"
+        current = self.load_json(rel) if self.exists(rel) else {}
+        current[key] = values
+        self.save_json(rel, current)
+
+    def claim(self, claim_id: str, claim: str, criterion: str, measured: Any,
+              passed: bool, details: str = "") -> dict:
+        """Record a claim (never raise on failure) in ``metrics/claims.json`` and show it."""
+        rel = "metrics/claims.json"
+        claims = self.load_json(rel) if self.exists(rel) else {}
+        entry = {"id": claim_id, "claim": claim, "criterion": criterion, "measured": measured,
+                 "passed": bool(passed), "notebook": self.notebook, "profile": self.profile,
+                 "details": details}
+        claims[claim_id] = entry
+        self.save_json(rel, claims)
+        print(f"{claim_id} {'PASS' if passed else 'FAIL'} | {claim} | criterion: {criterion} "
+              f"| measured: {measured}")
+        return entry
+
+    def savefig(self, fig, fig_id: str) -> None:
+        """Save into ``figures/<fig_id>.png`` of the run (registered), then show."""
+        path = plotting.savefig(fig, self.run_dir / "figures", fig_id)
+        artifacts.register(self.run_dir, path, producer=self.notebook, kind="figure")
+
+    def describe(self) -> str:
+        """Run folder and device (unpinned: they differ between machines)."""
+        return (f"run folder: {display_path(self.run_dir)}\ndevice: {self.device}\n"
+                f"master seed: {self.seed}")
+
+
+def setup(profile: str = "smoke", run_dir: str = "", seed: int = 0, device: str = "auto",
+          overrides: Mapping[str, Any] | None = None, notebook: str = "notebook",
+          show_config: bool = True) -> Context:
+    """Resolve the profile, seed everything, pick the device and the run folder."""
+    overrides = dict(overrides or {})
+    cfg = profiles.resolve(profile, overrides)
+    dev = resolve_device(device, cfg)
+    folder = Path(run_dir).resolve() if run_dir else interactive_run_dir(profile, overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    seeding.seed_everything(seed)
+    plotting.set_theme()
+    if show_config:
+        print(profiles.format_config(cfg))
+    return Context(cfg=cfg, run_dir=folder, device=dev, seed=seed, notebook=notebook,
+                   overrides=overrides)
+
+
+def provenance(ctx: Context | None = None) -> str:
+    """Versions, device and git commit (shown in every notebook's Provenance section)."""
+    from .runner import environment_info
+
+    info = environment_info(ctx.device if ctx else "")
+    lines = [f"python {info['python']} on {info['platform']} ({info['cpu_count']} CPUs)",
+             "packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items() if v),
+             f"git commit {info['git_commit'][:12]}" + (" (dirty)" if info["git_dirty"] else ""),
+             f"torch threads {info.get('torch_threads')}, CUDA: {info.get('cuda')}"]
+    if ctx is not None:
+        lines.append(f"device {ctx.device}, run folder {display_path(ctx.run_dir)}")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""Figures: one theme, one save helper with stable ids, image grids."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+
+
+def set_theme() -> None:
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 120, "image.cmap": "gray"})
+
+
+def savefig(fig: matplotlib.figure.Figure, figures_dir: Path, fig_id: str,
+            show: bool = True) -> Path:
+    """Save ``fig`` as ``<figures_dir>/<fig_id>.png`` (stable name), then show it."""
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    path = figures_dir / f"{fig_id}.png"
+    fig.savefig(path, bbox_inches="tight")
+    if show:
+        plt.show()
+    else:
+        plt.close(fig)
+    return path
+
+
+def to_display(images: torch.Tensor) -> np.ndarray:
+    """(N, 1, H, W) in [-1, 1] → (N, H, W) in [0, 1] for imshow."""
+    return images.detach().cpu().clamp(-1, 1).add(1).div(2)[:, 0].numpy()
+
+
+def image_grid(rows: list[torch.Tensor], row_labels: list[str] | None = None,
+               title: str | None = None, scale: float = 0.9) -> matplotlib.figure.Figure:
+    """A figure with one row of images per tensor in ``rows`` (each (N, 1, H, W), [-1, 1])."""
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(scale * n_cols, scale * len(rows) + 0.4),
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        pics = to_display(row)
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([]); ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < len(pics):
+                ax.imshow(pics[j], vmin=0, vmax=1, cmap="gray")
+        if row_labels:
+            axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

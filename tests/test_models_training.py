@@ -1,0 +1,124 @@
+"""Classifier architectures, losses, training determinism, and the role stages."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lib import artifacts, data as D, notebook, profiles, seeding, training
+from lib.models import ARCHITECTURES, ConvClassifier
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_classifier_shapes(arch):
+    model = ConvClassifier(arch, 7, width=4).eval()
+    x = torch.randn(3, 1, 32, 32)
+    maps = model.feature_maps(x)
+    assert len(maps) == len(ARCHITECTURES[arch])
+    assert maps[-1].shape == (3, 16, 4, 4)
+    assert model.embed(x).shape == (3, model.embed_dim)
+    assert model(x).shape == (3, 7)
+
+
+def test_unknown_architecture():
+    with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
+        ConvClassifier("vgg", 3)
+
+
+def test_focal_loss_gamma_zero_is_cross_entropy():
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    assert torch.allclose(training.focal_loss(logits, y, 0.0), F.cross_entropy(logits, y))
+
+
+def test_focal_loss_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
+    y = torch.tensor([0, 0])
+    expected = (-(0.5 ** 2) * np.log(0.5) - (0.1 ** 2) * np.log(0.9)) / 2
+    assert training.focal_loss(logits, y, 2.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def toy_data(n=64):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 1, 32, 32, generator=g) * 0.1
+    x[y == 1, :, :16] += 1.0  # class 1: bright top half
+    return x, y
+
+
+def test_training_is_deterministic_and_learns():
+    x, y = toy_data()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        model = ConvClassifier("mcnn", 2, width=4)
+        hist = training.train_classifier(model, x, y, epochs=4, lr=1e-2, batch_size=16,
+                                         seed=1, loss="focal", progress=False)
+        runs.append((model, hist))
+    (a, _), (b, _) = runs
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(pa, pb)
+    assert runs[0][1]["loss"][-1] < runs[0][1]["loss"][0]
+    logits = training.predict_logits(runs[0][0], x)
+    assert training.topk_accuracy(logits, y) > 0.9
+
+
+def test_training_rejects_bad_input():
+    x, y = toy_data(8)
+    with pytest.raises(ValueError, match="unknown loss"):
+        training.train_classifier(ConvClassifier("mcnn", 2, 4), x, y, epochs=1, lr=1e-3,
+                                  batch_size=4, seed=0, loss="hinge")
+    with pytest.raises(ValueError, match="as many labels"):
+        training.train_classifier(ConvClassifier("mcnn", 2, 4), x, y[:3], epochs=1, lr=1e-3,
+                                  batch_size=4, seed=0)
+
+
+def test_accuracy_and_confusion_by_hand():
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0]])
+    y = torch.tensor([0, 2, 0])
+    assert training.topk_accuracy(logits, y, 1) == pytest.approx(1 / 3)
+    assert training.topk_accuracy(logits, y, 2) == pytest.approx(2 / 3)
+    cm = training.confusion_matrix(logits.argmax(1), y, 3)
+    assert cm.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]
+    with pytest.raises(ValueError):
+        training.topk_accuracy(logits[:0], y[:0])
+
+
+def test_derived_seeds_are_stable_and_distinct():
+    assert seeding.derive_seed(0, "target") == seeding.derive_seed(0, "target")
+    assert seeding.derive_seed(0, "target") != seeding.derive_seed(0, "evaluator")
+    assert seeding.derive_seed(0, "target") != seeding.derive_seed(1, "target")
+
+
+def test_roles_see_only_their_data(fmnist):
+    cfg = profiles.resolve("smoke")
+    _, split = D.split_for_config(cfg, fmnist)
+    _, y_t, idx_t = training.role_training_set("target", cfg, fmnist, split, 0)
+    assert np.array_equal(idx_t, split.private) and set(y_t.tolist()) == set(range(5))
+    _, _, idx_p = training.role_training_set("perceptual", cfg, fmnist, split, 0)
+    assert len(idx_p) == cfg["perc_train_limit"] and np.isin(idx_p, split.public).all()
+    _, _, idx_e = training.role_training_set("evaluator", cfg, fmnist, split, 0)
+    assert not np.isin(idx_e, np.r_[split.private, split.reference]).any()
+    with pytest.raises(ValueError, match="unknown role"):
+        training.role_training_set("judge", cfg, fmnist, split, 0)
+
+
+def test_require_classifier_trains_then_reuses(tmp_runs, fmnist):
+    ctx = notebook.setup("smoke", str(tmp_runs / "r"), 0, "auto", {"target_epochs": 1},
+                         notebook="test", show_config=False)
+    model, idx, info = training.require_classifier(ctx, "target")
+    assert not info["reused"] and len(idx) == 100
+    again, idx2, info2 = training.require_classifier(ctx, "target")
+    assert info2["reused"] and np.array_equal(idx, idx2)
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(model(x), again(x))
+    other = notebook.setup("smoke", str(tmp_runs / "r"), 0, "auto", {"target_epochs": 2},
+                           notebook="test", show_config=False)
+    with pytest.raises(artifacts.ArtifactError, match="another config"):
+        training.require_classifier(other, "target")
+
+
+def test_soundness_criterion():
+    assert training.soundness_criterion("cpu", 5)[:2] == (0.85, 0.90)
+    t_min, e_min, text = training.soundness_criterion("smoke", 5)
+    assert (t_min, e_min) == (0.2, 0.1) and "chance" in text

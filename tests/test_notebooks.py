@@ -1,0 +1,79 @@
+"""Notebook hygiene: anatomy, parameters, stored outputs, no run-specific residue."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+import pytest
+
+from lib import paths, runner
+
+NOTEBOOK_DIR = paths.repo_root() / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+SMOKE_DEFAULTS = {"PROFILE": "smoke", "RUN_DIR": "", "SEED": 0, "DEVICE": "auto", "OVERRIDES": {}}
+ABSOLUTE_PATH = re.compile(r"(/work/|/home/|/root/|/tmp/|/Users/|[A-Z]:\\\\)")
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_runner_list_equals_the_folder():
+    assert [p.stem for p in NOTEBOOKS] == runner.NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+class TestNotebook:
+    def test_title_and_sections(self, path):
+        cells = load(path)["cells"]
+        assert cells[0]["cell_type"] == "markdown"
+        assert source(cells[0]).startswith(f"# {path.stem[:2]} · ")
+        markdown = "\n".join(source(c) for c in cells if c["cell_type"] == "markdown")
+        assert "## Summary" in markdown and "## Provenance" in markdown
+
+    def test_one_parameters_cell_with_smoke_literals(self, path):
+        cells = load(path)["cells"]
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1
+        values = {}
+        for node in ast.parse(source(tagged[0])).body:
+            assert isinstance(node, ast.Assign), "parameters cell holds assignments only"
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        assert values == SMOKE_DEFAULTS
+        assert not any("injected-parameters" in c.get("metadata", {}).get("tags", [])
+                       for c in cells)
+
+    def test_setup_follows_parameters(self, path):
+        code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+        assert "parameters" in code[0]["metadata"].get("tags", [])
+        assert "lib.notebook.setup(PROFILE, RUN_DIR, SEED, DEVICE, OVERRIDES" in source(code[1])
+        assert f'notebook="{path.stem}"' in source(code[1])
+
+    def test_outputs_kept_and_counts_in_order(self, path):
+        code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+        assert any(c["outputs"] for c in code), "golden outputs are missing"
+        assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1))
+        assert any("NBVAL_CHECK_OUTPUT" in source(c) for c in code)
+
+    def test_no_papermill_residue(self, path):
+        nb = load(path)
+        assert "papermill" not in nb["metadata"]
+        for cell in nb["cells"]:
+            assert "papermill" not in cell.get("metadata", {})
+            assert "execution" not in cell.get("metadata", {})
+
+    def test_no_absolute_paths_or_errors_in_outputs(self, path):
+        for cell in load(path)["cells"]:
+            for out in cell.get("outputs", []):
+                assert out["output_type"] != "error", f"stored error: {out.get('ename')}"
+                text = json.dumps({k: v for k, v in out.get("data", {}).items()
+                                   if not k.startswith("image/")}) + "".join(out.get("text", ""))
+                assert not ABSOLUTE_PATH.search(text), text[:200]
+
+    def test_kernel_is_this_project(self, path):
+        assert load(path)["metadata"]["kernelspec"]["name"] == runner.KERNEL_NAME

@@ -1,0 +1,172 @@
+"""The runner with papermill mocked: order, keep-going, resume, summaries, kernel check."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+
+from lib import runner
+
+SUMMARY_KEYS = {"schema_version", "run", "profile", "overrides", "seed", "git_commit",
+                "started", "finished", "notebooks", "claims", "metrics"}
+
+
+class FakeExecutor:
+    """Writes the output notebook like papermill; fails on the names in ``fail``."""
+
+    def __init__(self, fail=()):
+        self.fail, self.calls, self.env = set(fail), [], []
+
+    def __call__(self, input_path, output_path, parameters, cwd, timeout):
+        name = input_path.stem
+        self.calls.append((name, parameters, timeout))
+        self.env.append(os.environ.get("PYTHONHASHSEED"))
+        output_path.write_text(json.dumps({"cells": [], "metadata": {}}))
+        if parameters and name == "02_classifiers":  # a notebook recording a claim
+            run_dir = parameters["RUN_DIR"]
+            from lib import artifacts
+            artifacts.save_json(os.path.join(run_dir, "metrics", "claims.json"),
+                                {"C0": {"id": "C0", "claim": "sound", "criterion": "x",
+                                        "measured": "T 0.9", "passed": True}}, run_dir)
+        if name in self.fail:
+            raise RuntimeError(f"{name} exploded")
+
+
+def run(**kw):
+    kw.setdefault("kernel_check", False)
+    kw.setdefault("log", lambda s: None)
+    return runner.run(**kw)
+
+
+def test_runs_all_in_order_and_writes_a_summary(tmp_runs):
+    ex = FakeExecutor()
+    code, run_dir = run(profile="smoke", executor=ex)
+    assert code == 0 and run_dir.parent == tmp_runs
+    assert [c[0] for c in ex.calls] == runner.NOTEBOOKS
+    assert ex.calls[0][1] == {"PROFILE": "smoke", "RUN_DIR": str(run_dir), "SEED": 0,
+                              "DEVICE": "auto", "OVERRIDES": {}}
+    assert ex.calls[0][2] == 300 and set(ex.env) == {"0"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary) == SUMMARY_KEYS
+    assert [n["status"] for n in summary["notebooks"]] == ["ok"] * len(runner.NOTEBOOKS)
+    assert summary["claims"][0]["id"] == "C0"
+    assert "| C0 |" in (run_dir / "summary.md").read_text()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert f"notebooks/{runner.NOTEBOOKS[0]}.ipynb" in manifest
+    assert json.loads((run_dir / "env.json").read_text())["packages"]["torch"]
+
+
+def test_keeps_going_past_a_failure_and_exits_non_zero(tmp_runs):
+    ex = FakeExecutor(fail={"01_data"})
+    code, run_dir = run(profile="smoke", executor=ex)
+    assert code == 1
+    assert [c[0] for c in ex.calls] == runner.NOTEBOOKS  # the later ones still ran
+    summary = json.loads((run_dir / "summary.json").read_text())
+    failed = [n for n in summary["notebooks"] if n["status"] == "failed"]
+    assert [n["name"] for n in failed] == ["01_data"] and "exploded" in failed[0]["error"]
+
+
+def test_resume_skips_unchanged_successes_only(tmp_runs):
+    code, run_dir = run(profile="smoke", executor=FakeExecutor(fail={"01_data"}))
+    ex = FakeExecutor()
+    code, again = run(profile="smoke", executor=ex, resume=run_dir)
+    assert code == 0 and again == run_dir
+    assert [c[0] for c in ex.calls] == ["01_data"]
+    ex2 = FakeExecutor()
+    run(profile="smoke", executor=ex2, resume=run_dir, seed=0)
+    assert ex2.calls == []
+
+
+def test_resume_refuses_another_profile_or_folder(tmp_runs, tmp_path):
+    _, run_dir = run(profile="smoke", executor=FakeExecutor())
+    with pytest.raises(runner.RunnerError, match="same ones"):
+        run(profile="cpu", executor=FakeExecutor(), resume=run_dir)
+    with pytest.raises(runner.RunnerError, match="not a run folder"):
+        run(profile="smoke", executor=FakeExecutor(), resume=tmp_path)
+
+
+def test_fingerprint_changes_with_parameters_and_code(tmp_path):
+    nb = runner.notebook_path("00_overview")
+    a = runner.fingerprint(nb, {"PROFILE": "smoke"})
+    assert a == runner.fingerprint(nb, {"PROFILE": "smoke"})
+    assert a != runner.fingerprint(nb, {"PROFILE": "cpu"})
+    assert a != runner.fingerprint(runner.notebook_path("01_data"), {"PROFILE": "smoke"})
+
+
+def test_never_reuses_a_run_folder(tmp_runs):
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    a, b = runner.new_run_dir("cpu", now), runner.new_run_dir("cpu", now)
+    assert a != b and a.is_dir() and b.is_dir()
+    assert a.name.startswith("20260101T000000Z_cpu_")
+
+
+def test_bad_arguments_fail_before_any_folder_is_made(tmp_runs):
+    with pytest.raises(ValueError, match="unknown profile"):
+        run(profile="laptop", executor=FakeExecutor())
+    with pytest.raises(ValueError, match="unknown override key"):
+        run(profile="smoke", overrides={"nope": 1}, executor=FakeExecutor())
+    with pytest.raises(runner.RunnerError, match="unknown notebook"):
+        run(profile="smoke", notebooks=["42_magic"], executor=FakeExecutor())
+    assert not tmp_runs.exists() or not any(tmp_runs.iterdir())
+
+
+def test_cli_reports_bad_input_with_exit_code_2(tmp_runs, capsys):
+    assert runner.main(["--profile", "laptop"]) == 2
+    assert "unknown profile" in capsys.readouterr().err
+    assert runner.main(["--list"]) == 0
+    assert capsys.readouterr().out.split() == runner.NOTEBOOKS
+
+
+def test_override_parsing():
+    assert runner._parse_override("target_epochs=3") == ("target_epochs", 3)
+    assert runner._parse_override("split=class-disjoint") == ("split", "class-disjoint")
+    assert runner._parse_override("seeds=[1,2]") == ("seeds", [1, 2])
+
+
+def test_kernel_check(monkeypatch):
+    from jupyter_client import kernelspec
+
+    class Spec:
+        argv = ["/somewhere/else/python", "-m", "ipykernel_launcher"]
+
+    monkeypatch.setattr(kernelspec.KernelSpecManager, "get_kernel_spec", lambda self, n: Spec)
+    with pytest.raises(runner.RunnerError, match="not this environment"):
+        runner.check_kernel()
+
+    def missing(self, name):
+        raise kernelspec.NoSuchKernel(name)
+
+    monkeypatch.setattr(kernelspec.KernelSpecManager, "get_kernel_spec", missing)
+    with pytest.raises(runner.RunnerError, match="ipykernel install"):
+        runner.check_kernel()
+
+
+def test_golden_cleans_in_place_and_keeps_notebook_on_failure(tmp_runs, tmp_path, monkeypatch):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for name in ("00_overview", "01_data"):
+        (folder / f"{name}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
+    monkeypatch.setattr(runner, "notebook_path", lambda n: folder / f"{n}.ipynb")
+    shared = tmp_runs / "interactive" / "smoke"
+    shared.mkdir(parents=True)
+
+    def executor(input_path, output_path, parameters, cwd, timeout):
+        assert parameters is None  # no injected-parameters cell
+        if input_path.stem == "01_data":
+            raise RuntimeError("broken")
+        output_path.write_text(json.dumps({
+            "metadata": {"papermill": {"duration": 1}},
+            "cells": [{"cell_type": "code", "metadata": {"papermill": {}, "execution": {},
+                                                        "tags": []}, "outputs": ["x"]}]}))
+
+    code = runner.golden(["00_overview", "01_data"], executor, kernel_check=False,
+                         log=lambda s: None)
+    assert code == 1
+    cleaned = json.loads((folder / "00_overview.ipynb").read_text())
+    assert cleaned["metadata"] == {} and cleaned["cells"][0]["metadata"] == {}
+    assert json.loads((folder / "01_data.ipynb").read_text()) == {"cells": [], "metadata": {}}
+    assert not shared.exists() and any(p.name.startswith("smoke.replaced-")
+                                       for p in shared.parent.iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["00_overview.ipynb", "01_data.ipynb"]
