@@ -32,7 +32,7 @@ _BASE: dict[str, Any] = {
     # evaluator E (SCNN family), 10-way, trained on the train split minus D and R
     "eval_arch": "scnn",
     "eval_width": 24,
-    "eval_epochs": 4,
+    "eval_epochs": 5,
     "eval_augment": False,
     "eval_lr": 2e-3,
     "eval_train_limit": 0,           # 0 = all eligible images
