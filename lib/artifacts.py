@@ -101,14 +101,26 @@ def exists(run_dir: Path, rel: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- tensors
-_PICKLE_MAGIC = (b"\x80",)          # pickle protocol 2+ opcode PROTO
+_PICKLE_MAGIC = b"\x80"             # pickle protocol 2+ opcode PROTO
 _ZIP_MAGIC = b"PK\x03\x04"          # torch.save's zip container (holds a pickle)
 
 
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header '{...'."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9:
+        return False
+    return head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
 def _refuse_pickles(path: Path) -> None:
+    if _looks_like_safetensors(path):
+        return
     with open(path, "rb") as fh:
         head = fh.read(4)
-    if head.startswith(_ZIP_MAGIC) or zipfile.is_zipfile(path) or head[:1] in _PICKLE_MAGIC:
+    if head.startswith(_ZIP_MAGIC) or head[:1] == _PICKLE_MAGIC or zipfile.is_zipfile(path):
         raise ArtifactError(
             f"{path} is a pickle / torch.save file; refusing to unpickle it (it could run "
             "arbitrary code). Checkpoints here are safetensors: convert it with "

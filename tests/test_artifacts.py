@@ -70,6 +70,18 @@ def test_raw_pickle_payload_is_refused(tmp_path):
         A.load_checkpoint(path)
 
 
+def test_safetensors_whose_header_length_starts_like_a_pickle_loads(tmp_path):
+    """Regression: a header length whose first byte is 0x80 is not a pickle opcode."""
+    path = tmp_path / "t.safetensors"
+    for pad in range(300):
+        A.save_tensors(path, {"a": torch.zeros(2)}, {"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    tensors, meta = A.load_tensors(path)
+    assert torch.equal(tensors["a"], torch.zeros(2)) and len(meta["pad"]) == pad
+
+
 def test_garbage_is_a_clear_error(tmp_path):
     path = tmp_path / "garbage.safetensors"
     path.write_bytes(b"not a safetensors file at all")
