@@ -6,7 +6,7 @@ Submodules load on first use (``lib.notebook.setup(...)`` works after ``import l
 """
 import importlib
 
-__all__ = ["artifacts", "data", "models", "notebook", "paths", "plotting", "profiles",
+__all__ = ["artifacts", "data", "metrics", "models", "notebook", "paths", "plotting", "profiles",
            "runner", "seeding", "training"]
 __version__ = "0.1.0"
 

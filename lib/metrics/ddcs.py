@@ -1,0 +1,95 @@
+"""DDCS — the Diversity and Distance Composite Score (PAPER.md §1).
+
+Within each class, every reconstruction is assigned to its nearest training sample (ties go
+to the lowest index). A training sample's score is the inverse of the smallest (``best``) or
+the mean (``avg``) distance of the reconstructions assigned to it, and 0 when none is. The
+dataset score averages over *all* training samples passed in, covered or not.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DEFAULT_EPS = 1e-8
+"""Distance floor: a zero distance (an exact copy) scores 1/eps instead of infinity."""
+
+
+@dataclass(frozen=True)
+class DDCSResult:
+    """Dataset and per-sample DDCS, and how reconstructions were assigned."""
+    best: float                     # DDCS_best = mean over samples of 1 / min assigned distance
+    avg: float                      # DDCS_avg = mean over samples of 1 / mean assigned distance
+    per_sample_best: np.ndarray     # (N,), 0 for samples no reconstruction was assigned to
+    per_sample_avg: np.ndarray      # (N,)
+    n_assigned: np.ndarray          # (N,) reconstructions assigned to each sample
+    assignment: np.ndarray          # (M,) index of the training sample each one is assigned to
+    assigned_distance: np.ndarray   # (M,) its distance to that sample
+    min_distance: np.ndarray        # (N,) smallest assigned distance, +inf when uncovered
+
+    @property
+    def resilient_fraction(self) -> float:
+        """Fraction of training samples with score 0 (no reconstruction assigned)."""
+        return float(np.mean(self.per_sample_best == 0))
+
+
+def _as_numpy(x, dtype=None) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def check_distances(dist: np.ndarray, m: int, n: int) -> None:
+    """Raise ``ValueError`` unless ``dist`` is a finite, non-negative (m, n) matrix."""
+    if dist.ndim != 2 or dist.shape != (m, n):
+        raise ValueError(f"distance matrix has shape {dist.shape}; expected (reconstructions, "
+                         f"training samples) = ({m}, {n})")
+    if m == 0 or n == 0:
+        raise ValueError(f"DDCS needs at least one reconstruction and one training sample "
+                         f"(got {m} and {n})")
+    if not np.isfinite(dist).all():
+        raise ValueError("NaN or inf in the distance matrix; check the features it came from")
+    if (dist < 0).any():
+        raise ValueError(f"negative distances (min {dist.min():.3g}); a distance must be ≥ 0")
+
+
+def assign(dist: np.ndarray, recon_labels: np.ndarray, train_labels: np.ndarray) -> np.ndarray:
+    """Index of the nearest same-class training sample of each reconstruction (lowest on ties)."""
+    missing = sorted(set(np.unique(recon_labels).tolist()) - set(np.unique(train_labels).tolist()))
+    if missing:
+        raise ValueError(f"reconstruction class(es) {missing} have no training samples; pass "
+                         "the training samples of every evaluated class")
+    masked = np.where(recon_labels[:, None] == train_labels[None, :], dist, np.inf)
+    return masked.argmin(axis=1)  # first minimum → lowest index on ties
+
+
+def ddcs(dist, recon_labels, train_labels, eps: float = DEFAULT_EPS) -> DDCSResult:
+    """DDCS of reconstructions against training samples from an (M, N) distance matrix.
+
+    ``dist[i, j]`` is the distance between reconstruction i and training sample j (numpy or
+    torch; only same-class pairs are used). N is ``len(train_labels)``: samples of classes
+    without reconstructions count with score 0, so pass only the evaluated classes.
+    Distances are floored at ``eps`` before inversion.
+    """
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (got {eps})")
+    recon_labels = _as_numpy(recon_labels).astype(np.int64).ravel()
+    train_labels = _as_numpy(train_labels).astype(np.int64).ravel()
+    dist = _as_numpy(dist, np.float64)
+    m, n = len(recon_labels), len(train_labels)
+    check_distances(dist, m, n)
+    nearest = assign(dist, recon_labels, train_labels)
+    d = dist[np.arange(m), nearest]
+    counts = np.bincount(nearest, minlength=n)
+    min_dist = np.full(n, np.inf)
+    np.minimum.at(min_dist, nearest, d)
+    sums = np.bincount(nearest, weights=d, minlength=n)
+    covered = counts > 0
+    best = np.zeros(n)
+    avg = np.zeros(n)
+    best[covered] = 1.0 / np.maximum(min_dist[covered], eps)
+    avg[covered] = 1.0 / np.maximum(sums[covered] / counts[covered], eps)
+    return DDCSResult(best=float(best.mean()), avg=float(avg.mean()), per_sample_best=best,
+                      per_sample_avg=avg, n_assigned=counts, assignment=nearest,
+                      assigned_distance=d, min_distance=min_dist)
