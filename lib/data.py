@@ -354,7 +354,7 @@ def subset(data: FashionMNIST, indices: np.ndarray, train: bool = True,
     """Model-ready images and original labels (0–9) of ``indices`` in one split."""
     images = data.train_images if train else data.test_images
     labels = data.train_labels if train else data.test_labels
-    idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    idx = torch.from_numpy(np.array(indices, dtype=np.int64))  # a copy: inputs may be read-only
     return to_model_input(images[idx], size), labels[idx].clone()
 
 

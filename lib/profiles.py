@@ -43,6 +43,10 @@ _BASE: dict[str, Any] = {
     "perc_augment": False,
     "perc_lr": 2e-3,
     "perc_train_limit": 0,           # 0 = all public images
+    # evaluation (metrics issue); reconstructions per class ≥ private samples per class
+    "recon_per_class": 100,
+    "prdc_k": 3,
+    "n_permutations": 1000,
     # runner
     "cell_timeout_s": 1800,
 }
@@ -58,6 +62,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval_train_limit": 3000,
         "perc_epochs": 1,
         "perc_train_limit": 3000,
+        "recon_per_class": 20,
+        "n_permutations": 200,
         "cell_timeout_s": 300,
     },
     "cpu": dict(_BASE),
@@ -75,6 +81,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval_epochs": 50,
         "perc_arch": "lpips-vgg",
         "batch_size": 64,
+        "recon_per_class": 50,
         "cell_timeout_s": 3 * 3600,
     },
 }

@@ -74,12 +74,19 @@ class PerceptualDistance(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) vectors whose squared Euclidean distances are this distance."""
-        parts = []
-        for i, f in enumerate(self._maps(x)):
+        maps = self._maps(x)
+        sizes = [f[0].numel() for f in maps]
+        out = maps[0].new_empty((len(x), sum(sizes)))
+        offset = 0
+        for i, (f, size) in enumerate(zip(maps, sizes)):
             h, w = f.shape[-2:]
-            scaled = unit_normalise(f) * (self._weight(i, f) / (h * w)).sqrt()
-            parts.append(scaled.flatten(1))
-        return torch.cat(parts, dim=1)
+            # f / ||f||_channels * sqrt(w / HW), written straight into the output (one pass)
+            scale = (self._weight(i, f) / (h * w)).sqrt()
+            inv_norm = 1.0 / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + NORM_EPS)
+            out[:, offset:offset + size].view_as(f).copy_(f * inv_norm * scale
+                                                          if scale.dim() else f * (inv_norm * scale))
+            offset += size
+        return out
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The per-pair formula, (N,), differentiable in x and y (twice)."""

@@ -1,0 +1,53 @@
+"""Controls that calibrate DDCS: what an attacker gets without inverting the target.
+
+(a) ``public_by_target``: public images labelled by the target's argmax — an attacker with
+public data and query access, no inversion (random generator samples labelled the same way
+join once the generator exists). (b) ``real_test``: real test images of the private classes
+with their true labels — knowledge of the class, not of the training samples. Attack results
+are read against these.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import data as data_mod
+from ..training import predict_logits
+
+CONTROLS = {
+    "public_by_target": "public images labelled by the target's argmax",
+    "real_test": "real test images of the private classes, true labels",
+}
+
+
+def _per_class_draw(labels: np.ndarray, classes, per_class: int, rng) -> np.ndarray:
+    picks = []
+    for c in classes:
+        pool = np.flatnonzero(labels == c)
+        if pool.size < per_class:
+            raise ValueError(f"class {c} has {pool.size} candidates; the control needs "
+                             f"{per_class} per class")
+        picks.append(np.sort(rng.choice(pool, size=per_class, replace=False)))
+    return np.concatenate(picks)
+
+
+def public_by_target(data, split, target: torch.nn.Module, classes, per_class: int,
+                     seed: int, size: int = 32, candidates: int = 20) -> tuple[torch.Tensor, np.ndarray]:
+    """``per_class`` public images per private class, labelled by the target's argmax."""
+    rng = np.random.default_rng(seed)
+    n = min(len(split.public), candidates * per_class * len(classes))
+    idx = np.sort(rng.choice(split.public, size=n, replace=False))
+    images, _ = data_mod.subset(data, idx, train=True, size=size)
+    predicted = np.asarray(classes)[predict_logits(target, images).argmax(1).numpy()]
+    chosen = _per_class_draw(predicted, classes, per_class, rng)
+    return images[chosen], predicted[chosen]
+
+
+def real_test(data, split, classes, per_class: int, seed: int,
+              size: int = 32) -> tuple[torch.Tensor, np.ndarray]:
+    """``per_class`` real test images of each private class with their true labels."""
+    rng = np.random.default_rng(seed)
+    labels = data.test_labels[split.test].numpy()
+    chosen = split.test[_per_class_draw(labels, classes, per_class, rng)]
+    images, y = data_mod.subset(data, chosen, train=False, size=size)
+    return images, y.numpy()

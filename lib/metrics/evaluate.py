@@ -1,0 +1,179 @@
+"""One entry point for every metric of a set of reconstructions, and the per-sample audit.
+
+``Judge`` holds the frozen networks and the features of the private set D and the reference
+set R (extracted once). ``Judge.evaluate(images, labels)`` returns the dataset-level metrics,
+each with the feature space it was computed in, and the audit table: one row per private
+training sample with its DDCS scores, how many reconstructions were assigned to it, and its
+nearest reconstruction — which training images an attack leaks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import CLASS_NAMES
+from ..training import embed as penultimate, predict_logits
+from .ddcs import DDCSResult, ddcs
+from .distances import PerceptualDistance, pairwise_sq_distances
+from .fidelity import frechet_distance, knn_distance, per_class_prdc, restricted_accuracy, topk_accuracy
+from .membership import MembershipResult, membership_gap
+
+# What each feature space is, and how it deviates from the paper (PROTOCOL.md).
+SPACES = {
+    "d_P": "LPIPS-style distance on the attacker's perceptual network P (uniform layer weights); "
+           "paper: LPIPS-VGG",
+    "d_E": "LPIPS-style distance on the evaluator E (judge side; E never saw D or R)",
+    "E-penultimate": "evaluator E's penultimate features; paper: Inception pool3 (FID/PRDC) "
+                     "and the evaluator's features (KNN)",
+    "E-logits": "evaluator E, 10-way (strict) or restricted to the private classes",
+}
+DISTANCES = ("d_P", "d_E")
+
+
+@dataclass
+class SetFeatures:
+    """Images of a fixed set (D or R) in every feature space, with labels and dataset indices."""
+    labels: np.ndarray
+    indices: np.ndarray
+    embeddings: dict[str, torch.Tensor]
+    penultimate: torch.Tensor
+    images: torch.Tensor
+
+
+def class_block_distances(emb_a: torch.Tensor, labels_a: np.ndarray, emb_b: torch.Tensor,
+                          labels_b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) squared embedding distances for same-class pairs (float64); other
+    entries are 0 and are never read by DDCS."""
+    dist = np.zeros((len(labels_a), len(labels_b)))
+    for c in np.unique(labels_a):
+        rows, cols = np.flatnonzero(labels_a == c), np.flatnonzero(labels_b == c)
+        if cols.size:
+            dist[np.ix_(rows, cols)] = pairwise_sq_distances(emb_a[rows], emb_b[cols]).numpy()
+    return dist
+
+
+@dataclass
+class Evaluation:
+    """Metrics (name → {value, space}), the audit table, and the underlying results."""
+    metrics: dict
+    audit: pd.DataFrame
+    ddcs: dict[str, DDCSResult] = field(default_factory=dict)
+    membership: dict[str, MembershipResult] = field(default_factory=dict)
+
+    def values(self) -> dict[str, float | None]:
+        return {k: v["value"] for k, v in self.metrics.items()}
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([{"metric": k, "value": v["value"], "feature space": v["space"],
+                              "note": v.get("not_computed", "")}
+                             for k, v in self.metrics.items()])
+
+
+class Judge:
+    """Evaluates reconstructions against D (and R) with the judge's and attacker's networks."""
+
+    def __init__(self, evaluator: torch.nn.Module, perceptual: torch.nn.Module,
+                 private: tuple, reference: tuple, private_classes, k: int = 3,
+                 n_permutations: int = 1000, seed: int = 0, allow_not_computed: bool = False,
+                 batch_size: int = 256) -> None:
+        """``private`` and ``reference`` are (images, original labels, dataset indices)."""
+        self.evaluator, self.batch_size = evaluator.eval(), batch_size
+        self.distances = {"d_P": PerceptualDistance(perceptual, name="d_P"),
+                          "d_E": PerceptualDistance(evaluator, name="d_E")}
+        self.private_classes = [int(c) for c in private_classes]
+        self.k, self.n_permutations, self.seed = k, n_permutations, seed
+        self.allow_not_computed = allow_not_computed
+        self.private = self.features(*private)
+        self.reference = self.features(*reference)
+
+    def features(self, images: torch.Tensor, labels, indices=None) -> SetFeatures:
+        """Every feature space of ``images`` (one pass per network)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        emb = {name: d.embed_batched(images, self.batch_size) for name, d in self.distances.items()}
+        for name, e in emb.items():
+            if not torch.isfinite(e).all():
+                raise ValueError(f"NaN or inf in the {name} features of the images; check the "
+                                 "images (range [-1, 1]) and the network")
+        return SetFeatures(labels, np.arange(len(labels)) if indices is None else np.asarray(indices),
+                           emb, penultimate(self.evaluator, images, self.batch_size), images)
+
+    def _metric(self, metrics: dict, name: str, space: str, compute) -> None:
+        try:
+            metrics[name] = {"value": float(compute()), "space": space}
+        except ValueError as err:
+            if not (self.allow_not_computed and "too few samples" in str(err)):
+                raise
+            metrics[name] = {"value": None, "space": space, "not_computed": str(err)}
+
+    def evaluate(self, images: torch.Tensor, labels) -> Evaluation:
+        """All metrics of reconstructions ``images`` made for classes ``labels`` (original ids)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        unknown = sorted(set(labels.tolist()) - set(self.private_classes))
+        if unknown:
+            raise ValueError(f"reconstruction labels {unknown} are not private classes "
+                             f"{self.private_classes}")
+        rec = self.features(images, labels)
+        priv, ref = self.private, self.reference
+        metrics: dict = {}
+        results, members = {}, {}
+        for name in DISTANCES:
+            d_priv = class_block_distances(rec.embeddings[name], labels,
+                                           priv.embeddings[name], priv.labels)
+            d_ref = class_block_distances(rec.embeddings[name], labels,
+                                          ref.embeddings[name], ref.labels)
+            mem = membership_gap(d_priv, d_ref, labels, priv.labels, ref.labels, "best",
+                                 self.n_permutations, self.seed)
+            results[name], members[name] = mem.ddcs_members, mem
+            metrics[f"ddcs_best_{name}"] = {"value": mem.ddcs_members.best, "space": name}
+            metrics[f"ddcs_avg_{name}"] = {"value": mem.ddcs_members.avg, "space": name}
+            metrics[f"resilient_fraction_{name}"] = {
+                "value": mem.ddcs_members.resilient_fraction, "space": name}
+            metrics[f"ddcs_best_R_{name}"] = {"value": mem.ddcs_nonmembers.best, "space": name}
+            metrics[f"gap_DR_{name}"] = {"value": mem.gap, "space": name}
+            metrics[f"gap_p_{name}"] = {"value": mem.p_value, "space": name}
+        logits = predict_logits(self.evaluator, images, self.batch_size)
+        target = torch.as_tensor(labels)
+        metrics["acc1_strict"] = {"value": topk_accuracy(logits, target, 1), "space": "E-logits"}
+        metrics["acc5_strict"] = {"value": topk_accuracy(logits, target, 5), "space": "E-logits"}
+        metrics["acc1_restricted"] = {"value": restricted_accuracy(logits, labels,
+                                                                   self.private_classes),
+                                      "space": "E-logits"}
+        metrics["knn_dist"] = {"value": knn_distance(rec.penultimate, labels, priv.penultimate,
+                                                     priv.labels), "space": "E-penultimate"}
+        self._metric(metrics, "fid_e", "E-penultimate",
+                     lambda: frechet_distance(rec.penultimate, priv.penultimate, strict=True))
+        try:
+            pr = per_class_prdc(priv.penultimate, priv.labels, rec.penultimate, labels, self.k)
+            for key, value in pr["mean"].items():
+                metrics[key] = {"value": value, "space": "E-penultimate"}
+        except ValueError as err:
+            if not (self.allow_not_computed and "too few samples" in str(err)):
+                raise
+            for key in ("precision", "recall", "density", "coverage"):
+                metrics[key] = {"value": None, "space": "E-penultimate", "not_computed": str(err)}
+        return Evaluation(metrics, self.audit_table(rec, labels, results, members), results,
+                          members)
+
+    def audit_table(self, rec: SetFeatures, labels: np.ndarray, results: dict,
+                    members: dict) -> pd.DataFrame:
+        """One row per private training sample: its exposure under each distance."""
+        priv = self.private
+        table = pd.DataFrame({"dataset_index": priv.indices, "class": priv.labels,
+                              "class_name": [CLASS_NAMES[c] for c in priv.labels]})
+        for name, res in results.items():
+            dist = class_block_distances(priv.embeddings[name], priv.labels,
+                                         rec.embeddings[name], labels)
+            same = priv.labels[:, None] == labels[None, :]
+            masked = np.where(same, dist, np.inf)
+            nearest = masked.argmin(axis=1)
+            nearest_d = masked[np.arange(len(priv.labels)), nearest]
+            table[f"ddcs_best_{name}"] = res.per_sample_best
+            table[f"ddcs_avg_{name}"] = res.per_sample_avg
+            table[f"n_assigned_{name}"] = res.n_assigned
+            table[f"nearest_recon_{name}"] = np.where(np.isfinite(nearest_d), nearest, -1)
+            table[f"nearest_distance_{name}"] = nearest_d
+            table[f"nonmember_quantile_{name}"] = members[name].per_sample_nonmember_quantile
+        return table

@@ -1,0 +1,109 @@
+"""The evaluation entry point, the controls, and intervals over seeds."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lib import data as D
+from lib import metrics as M
+from lib.models import ConvClassifier
+
+
+def nets():
+    torch.manual_seed(0)
+    return ConvClassifier("scnn", 10, width=4).eval(), ConvClassifier("mcnn", 10, width=4).eval()
+
+
+def images(n, seed):
+    return torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def make_judge(**kw):
+    e, p = nets()
+    labels = np.repeat([0, 2], 6)
+    return M.Judge(e, p, (images(12, 1), labels, np.arange(100, 112)),
+                   (images(12, 2), labels, np.arange(200, 212)), [0, 2],
+                   n_permutations=20, **kw), labels
+
+
+def test_evaluate_reports_every_metric_with_its_space():
+    judge, labels = make_judge(allow_not_computed=True)
+    ev = judge.evaluate(images(12, 3), labels)
+    expected = {"ddcs_best_d_P", "ddcs_avg_d_P", "resilient_fraction_d_P", "ddcs_best_R_d_P",
+                "gap_DR_d_P", "gap_p_d_P", "acc1_strict", "acc5_strict", "acc1_restricted",
+                "knn_dist", "fid_e", "precision", "recall", "density", "coverage"}
+    assert expected <= set(ev.metrics)
+    assert all(v["space"] in M.SPACES for v in ev.metrics.values())
+    assert ev.metrics["fid_e"]["value"] is None or ev.metrics["fid_e"]["value"] >= -1e-9
+
+
+def test_fid_below_its_minimum_raises_unless_allowed():
+    judge, labels = make_judge()  # 12 images, 16-dimensional E features: FID-E needs 17
+    assert judge.private.penultimate.shape[1] == 16
+    with pytest.raises(ValueError, match="too few samples for the Fréchet distance"):
+        judge.evaluate(images(12, 3), labels)
+    allowed, labels = make_judge(allow_not_computed=True)
+    ev = allowed.evaluate(images(12, 3), labels)
+    assert ev.metrics["fid_e"]["value"] is None and "too few" in ev.metrics["fid_e"]["not_computed"]
+
+
+def test_ddcs_in_the_judge_equals_ddcs_on_the_distance_matrix():
+    judge, labels = make_judge(allow_not_computed=True)
+    recon = images(12, 3)
+    ev = judge.evaluate(recon, labels)
+    d = judge.distances["d_P"]
+    dist = M.pairwise_sq_distances(d.embed(recon), d.embed(judge.private.images))
+    assert ev.metrics["ddcs_best_d_P"]["value"] == pytest.approx(M.ddcs(dist, labels, labels).best,
+                                                                 rel=1e-5)
+
+
+def test_audit_table_has_one_row_per_private_sample():
+    judge, labels = make_judge(allow_not_computed=True)
+    ev = judge.evaluate(images(12, 3), labels)
+    audit = ev.audit
+    assert len(audit) == 12 and audit.dataset_index.tolist() == list(range(100, 112))
+    covered = audit.n_assigned_d_P > 0
+    assert (audit.ddcs_best_d_P[covered] > 0).all() and (audit.ddcs_best_d_P[~covered] == 0).all()
+    # a covered sample's best score is 1 / its nearest same-class reconstruction's distance
+    row = audit[covered].iloc[0]
+    assert row.ddcs_best_d_P == pytest.approx(1 / row.nearest_distance_d_P, rel=1e-9)
+    assert audit.n_assigned_d_P.sum() == 12
+
+
+def test_bad_reconstructions_are_refused():
+    judge, labels = make_judge(allow_not_computed=True)
+    with pytest.raises(ValueError, match="not private classes"):
+        judge.evaluate(images(12, 3), np.repeat([0, 5], 6))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        judge.evaluate(images(12, 3) * np.nan, labels)
+
+
+def test_controls(fmnist):
+    split = D.load_split(fmnist, "same-class", 20, 0)
+    target = ConvClassifier("mcnn", 5, width=4).eval()
+    x, y = M.real_test(fmnist, split, [0, 2, 3, 5, 7], 4, seed=0)
+    assert x.shape == (20, 1, 32, 32) and np.bincount(y, minlength=8)[[0, 2, 3, 5, 7]].tolist() == [4] * 5
+    x2, _ = M.real_test(fmnist, split, [0, 2, 3, 5, 7], 4, seed=0)
+    assert torch.equal(x, x2)
+    with pytest.raises(ValueError, match="candidates"):
+        M.public_by_target(fmnist, split, target, [0, 2, 3, 5, 7], 10_000, seed=0)
+
+    class Oracle(torch.nn.Module):  # "predicts" by mean brightness bands: every class occurs
+        def forward(self, x):
+            band = ((x.mean((1, 2, 3)) + 1) * 10).long().clamp(0, 4)
+            return torch.nn.functional.one_hot(band, 5).float()
+
+    xp, yp = M.public_by_target(fmnist, split, Oracle(), [0, 2, 3, 5, 7], 2, seed=0)
+    assert xp.shape == (10, 1, 32, 32) and sorted(yp.tolist()) == [0, 0, 2, 2, 3, 3, 5, 5, 7, 7]
+
+
+def test_mean_ci():
+    assert M.mean_ci([2.0])[0] == 2.0 and math.isnan(M.mean_ci([2.0])[1])
+    mean, lo, hi = M.mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and lo == pytest.approx(2 - 4.302652729911275 / math.sqrt(3))
+    assert M.format_ci([1.0, 2.0, 3.0]).startswith("2 [")
+    with pytest.raises(ValueError):
+        M.mean_ci([])
