@@ -4,6 +4,7 @@ from .controls import CONTROLS, public_by_target, real_test
 from .ddcs import DEFAULT_EPS, DDCSResult, ddcs
 from .distances import PerceptualDistance, lpips_vgg, pairwise_sq_distances
 from .evaluate import SPACES, Evaluation, Judge, class_block_distances
+from .inception import inception_pool3
 from .fidelity import (frechet_distance, knn_distance, knn_distances, per_class_prdc, prdc,
                        restricted_accuracy, topk_accuracy)
 from .membership import MembershipResult, membership_gap
@@ -13,4 +14,4 @@ __all__ = ["CONTROLS", "public_by_target", "real_test", "DEFAULT_EPS", "DDCSResu
            "PerceptualDistance", "lpips_vgg", "pairwise_sq_distances", "SPACES", "Evaluation",
            "Judge", "class_block_distances", "frechet_distance", "knn_distance",
            "knn_distances", "per_class_prdc", "prdc", "restricted_accuracy", "topk_accuracy",
-           "MembershipResult", "membership_gap", "format_ci", "mean_ci"]
+           "MembershipResult", "membership_gap", "format_ci", "mean_ci", "inception_pool3"]

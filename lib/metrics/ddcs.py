@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 DEFAULT_EPS = 1e-8
-"""Distance floor: a zero distance (an exact copy) scores 1/eps instead of infinity."""
+"""Distance floor. Distances are floored at ``eps`` before inversion, so a zero distance (an
+exact copy of a training sample) gives the large but finite score ``1 / eps`` instead of inf,
+and dataset means stay finite."""
 
 
 @dataclass(frozen=True)
@@ -22,11 +24,11 @@ class DDCSResult:
     best: float                     # DDCS_best = mean over samples of 1 / min assigned distance
     avg: float                      # DDCS_avg = mean over samples of 1 / mean assigned distance
     per_sample_best: np.ndarray     # (N,), 0 for samples no reconstruction was assigned to
-    per_sample_avg: np.ndarray      # (N,)
-    n_assigned: np.ndarray          # (N,) reconstructions assigned to each sample
-    assignment: np.ndarray          # (M,) index of the training sample each one is assigned to
+    per_sample_avg: np.ndarray      # (N,), 0 likewise
+    n_assigned: np.ndarray          # (N,) int, reconstructions assigned to each sample
+    assignment: np.ndarray          # (M,) index in 0..N-1 of the sample each one is assigned to
     assigned_distance: np.ndarray   # (M,) its distance to that sample
-    min_distance: np.ndarray        # (N,) smallest assigned distance, +inf when uncovered
+    min_distance: np.ndarray        # (N,) m_kj, smallest assigned distance, +inf when uncovered
 
     @property
     def resilient_fraction(self) -> float:
@@ -35,23 +37,43 @@ class DDCSResult:
 
 
 def _as_numpy(x, dtype=None) -> np.ndarray:
+    """A numpy copy/view of a numpy array, torch tensor or sequence."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def as_labels(x, name: str) -> np.ndarray:
+    """1-D int64 class labels from numpy, torch or a list; ``ValueError`` if not integers."""
+    labels = _as_numpy(x)
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one class per item); got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not (np.issubdtype(labels.dtype, np.number) and np.all(labels == np.round(labels))):
+            raise ValueError(f"{name} must be integer class ids; got dtype {labels.dtype}")
+    return labels.astype(np.int64)
+
+
+def check_eps(eps: float) -> None:
+    """Raise ``ValueError`` unless ``eps`` is a finite positive number."""
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0 (got {eps}); the default is "
+                         f"{DEFAULT_EPS}")
 
 
 def check_distances(dist: np.ndarray, m: int, n: int) -> None:
     """Raise ``ValueError`` unless ``dist`` is a finite, non-negative (m, n) matrix."""
     if dist.ndim != 2 or dist.shape != (m, n):
         raise ValueError(f"distance matrix has shape {dist.shape}; expected (reconstructions, "
-                         f"training samples) = ({m}, {n})")
+                         f"training samples) = ({m}, {n}) from the label lengths")
     if m == 0 or n == 0:
         raise ValueError(f"DDCS needs at least one reconstruction and one training sample "
                          f"(got {m} and {n})")
     if not np.isfinite(dist).all():
         raise ValueError("NaN or inf in the distance matrix; check the features it came from")
     if (dist < 0).any():
-        raise ValueError(f"negative distances (min {dist.min():.3g}); a distance must be ≥ 0")
+        raise ValueError(f"negative distances (min {dist.min():.3g}); a distance must be >= 0 "
+                         "(clamp round-off of squared distances at 0)")
 
 
 def assign(dist: np.ndarray, recon_labels: np.ndarray, train_labels: np.ndarray) -> np.ndarray:
@@ -60,22 +82,24 @@ def assign(dist: np.ndarray, recon_labels: np.ndarray, train_labels: np.ndarray)
     if missing:
         raise ValueError(f"reconstruction class(es) {missing} have no training samples; pass "
                          "the training samples of every evaluated class")
-    masked = np.where(recon_labels[:, None] == train_labels[None, :], dist, np.inf)
-    return masked.argmin(axis=1)  # first minimum → lowest index on ties
+    nearest = np.empty(len(recon_labels), dtype=np.int64)
+    for c in np.unique(recon_labels):                  # per class: memory O(M_c × N_c)
+        rows, cols = np.flatnonzero(recon_labels == c), np.flatnonzero(train_labels == c)
+        nearest[rows] = cols[dist[np.ix_(rows, cols)].argmin(axis=1)]  # first min → lowest
+    return nearest
 
 
 def ddcs(dist, recon_labels, train_labels, eps: float = DEFAULT_EPS) -> DDCSResult:
     """DDCS of reconstructions against training samples from an (M, N) distance matrix.
 
     ``dist[i, j]`` is the distance between reconstruction i and training sample j (numpy or
-    torch; only same-class pairs are used). N is ``len(train_labels)``: samples of classes
-    without reconstructions count with score 0, so pass only the evaluated classes.
-    Distances are floored at ``eps`` before inversion.
+    torch; only same-class pairs are read, other entries may hold any finite value ≥ 0).
+    N is ``len(train_labels)``: samples of classes without reconstructions count with score 0,
+    so pass only the evaluated classes. Distances are floored at ``eps`` before inversion.
     """
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0 (got {eps})")
-    recon_labels = _as_numpy(recon_labels).astype(np.int64).ravel()
-    train_labels = _as_numpy(train_labels).astype(np.int64).ravel()
+    check_eps(eps)
+    recon_labels = as_labels(recon_labels, "recon_labels")
+    train_labels = as_labels(train_labels, "train_labels")
     dist = _as_numpy(dist, np.float64)
     m, n = len(recon_labels), len(train_labels)
     check_distances(dist, m, n)

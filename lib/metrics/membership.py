@@ -13,9 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .ddcs import DEFAULT_EPS, DDCSResult, _as_numpy, check_distances, ddcs
+from .ddcs import DEFAULT_EPS, DDCSResult, _as_numpy, as_labels, check_distances, check_eps, ddcs
 
 STATISTICS = ("best", "avg")
+MAX_ELEMENTS = 1 << 23
+"""Largest (permutations × reconstructions × pooled samples) tensor built at once (64 MiB)."""
+REL_TOL = 1e-9
+"""A null gap counts as ≥ the observed one within REL_TOL × the DDCS magnitude: the observed
+gap and the null gaps are summed in different orders, so exact ties differ by round-off."""
 
 
 @dataclass(frozen=True)
@@ -23,23 +28,26 @@ class MembershipResult:
     """DDCS against members and non-members, their gap, and its permutation p-value."""
     ddcs_members: DDCSResult
     ddcs_nonmembers: DDCSResult
-    statistic: str
-    gap: float
-    p_value: float
-    null_gaps: np.ndarray
+    statistic: str                             # "best" or "avg"
+    gap: float                                 # DDCS(D) − DDCS(R) of that statistic
+    p_value: float                             # one-sided, (1 + #{null ≥ gap}) / (1 + P)
+    null_gaps: np.ndarray                      # (P,) gaps under reshuffled membership
     n_permutations: int
     per_sample_member_score: np.ndarray        # (N_D,) each member's score against D
     per_sample_nonmember_quantile: np.ndarray  # (N_D,) mid-rank of it among its class's R scores
 
 
-def _class_blocks(dist_m, dist_n, recon_labels, member_labels, nonmember_labels):
-    """Per class: (distances of its reconstructions to [its members | its non-members], n)."""
+def _class_blocks(dist_m: np.ndarray, dist_n: np.ndarray, recon_labels: np.ndarray,
+                  member_labels: np.ndarray, nonmember_labels: np.ndarray) -> list:
+    """Per class of D ∪ R: (distances of its reconstructions to [its members | its
+    non-members] as a float64 tensor, n = members per class)."""
     blocks = []
     for c in np.unique(np.r_[member_labels, nonmember_labels]):
         cols_m, cols_n = np.flatnonzero(member_labels == c), np.flatnonzero(nonmember_labels == c)
         if cols_m.size != cols_n.size:
             raise ValueError(f"class {c}: {cols_m.size} members but {cols_n.size} non-members; "
-                             "the membership test needs equal numbers per class")
+                             "the membership test needs equal numbers per class (subsample "
+                             "the larger set)")
         rows = np.flatnonzero(recon_labels == c)
         block = np.concatenate([dist_m[np.ix_(rows, cols_m)], dist_n[np.ix_(rows, cols_n)]], 1)
         blocks.append((torch.from_numpy(block), cols_m.size))
@@ -48,35 +56,52 @@ def _class_blocks(dist_m, dist_n, recon_labels, member_labels, nonmember_labels)
 
 def _half_score_sums(block: torch.Tensor, masks: torch.Tensor, statistic: str,
                      eps: float) -> torch.Tensor:
-    """Σ of per-sample scores over the columns selected by each mask row (P,)."""
-    if block.shape[0] == 0:
-        return torch.zeros(masks.shape[0], dtype=torch.float64)
-    masked = torch.where(masks[:, None, :], block[None], torch.inf)      # (P, Mc, 2n)
-    dmin, idx = masked.min(dim=2)                                          # (P, Mc)
+    """(P,) sums of DDCS per-sample scores when only the columns selected by each mask row
+    exist: each reconstruction goes to its nearest selected column (lowest on ties).
+
+    Computed in numpy float64 (faster here than torch, whose small reductions carry a
+    large fixed cost on few cores)."""
+    block, masks = block.numpy(), masks.numpy()
     p, cols = masks.shape
+    if block.shape[0] == 0:
+        return torch.zeros(p, dtype=torch.float64)
+    masked = np.where(masks[:, None, :], block[None], np.inf)             # (P, Mc, 2n)
+    idx = masked.argmin(axis=2)                                            # first minimum
+    dmin = np.take_along_axis(masked, idx[..., None], axis=2)[..., 0].ravel()
+    flat = (idx + cols * np.arange(p)[:, None]).ravel()                    # (perm, column)
     if statistic == "best":
-        per = torch.full((p, cols), torch.inf, dtype=torch.float64)
-        per.scatter_reduce_(1, idx, dmin, reduce="amin")
+        per = np.full(p * cols, np.inf)
+        np.minimum.at(per, flat, dmin)
     else:
-        sums = torch.zeros((p, cols), dtype=torch.float64).scatter_add_(1, idx, dmin)
-        counts = torch.zeros((p, cols), dtype=torch.float64).scatter_add_(
-            1, idx, torch.ones_like(dmin))
-        per = torch.where(counts > 0, sums / counts.clamp(min=1), torch.inf)
-    scores = torch.where(torch.isfinite(per), 1.0 / per.clamp(min=eps), 0.0)
-    return scores.sum(dim=1)
+        counts = np.bincount(flat, minlength=p * cols)
+        sums = np.bincount(flat, weights=dmin, minlength=p * cols)
+        per = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+    covered = np.isfinite(per)
+    scores = np.zeros(p * cols)
+    scores[covered] = 1.0 / np.maximum(per[covered], eps)
+    return torch.from_numpy(scores.reshape(p, cols).sum(axis=1))
 
 
-def gaps_for_masks(blocks, masks_per_class, statistic: str, n_members: int, n_nonmembers: int,
-                   eps: float = DEFAULT_EPS) -> np.ndarray:
-    """DDCS(members) − DDCS(non-members) for explicit membership masks, one per class.
+def gaps_for_masks(blocks: list, masks_per_class: list, statistic: str, n_members: int,
+                   n_nonmembers: int, eps: float = DEFAULT_EPS,
+                   chunk: int = 100) -> np.ndarray:
+    """(P,) DDCS(members) − DDCS(non-members) for explicit membership masks, one per class.
 
     ``masks_per_class[i]`` is a boolean (P, 2n) tensor: True marks the columns of class i's
-    block treated as members. Each half is scored with the DDCS rules on its own.
+    block treated as members. Each half is scored with the DDCS rules on its own. At most
+    ``chunk`` permutations (fewer for big blocks, see MAX_ELEMENTS) are processed at once.
     """
-    total_m = total_n = 0.0
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 (got {chunk})")
+    n_perm = masks_per_class[0].shape[0] if masks_per_class else 0
+    total_m = torch.zeros(n_perm, dtype=torch.float64)
+    total_n = torch.zeros(n_perm, dtype=torch.float64)
     for (block, _), masks in zip(blocks, masks_per_class):
-        total_m = total_m + _half_score_sums(block, masks, statistic, eps)
-        total_n = total_n + _half_score_sums(block, ~masks, statistic, eps)
+        step = max(1, min(chunk, MAX_ELEMENTS // max(1, block.numel())))
+        for start in range(0, n_perm, step):
+            part = masks[start:start + step]
+            total_m[start:start + step] += _half_score_sums(block, part, statistic, eps)
+            total_n[start:start + step] += _half_score_sums(block, ~part, statistic, eps)
     return (total_m / n_members - total_n / n_nonmembers).numpy()
 
 
@@ -87,44 +112,62 @@ def random_masks(n: int, n_permutations: int, rng: np.random.Generator) -> torch
     return torch.from_numpy(ranks < n)
 
 
+def permutation_masks(class_sizes: list[int], n_permutations: int, seed: int) -> list:
+    """The masks ``membership_gap`` uses: one (P, 2n) mask per class, drawn class by class
+    from ``numpy.random.default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    return [random_masks(n, n_permutations, rng) for n in class_sizes]
+
+
+def _mid_rank_quantiles(scores: np.ndarray, labels: np.ndarray, ref_scores: np.ndarray,
+                        ref_labels: np.ndarray) -> np.ndarray:
+    """For each score, (#{same-class ref < it} + ½ #{same-class ref == it}) / #{same-class ref}."""
+    quantile = np.empty(len(scores))
+    for c in np.unique(labels):
+        ref = np.sort(ref_scores[ref_labels == c])
+        idx = np.flatnonzero(labels == c)
+        lower = np.searchsorted(ref, scores[idx], side="left")
+        upper = np.searchsorted(ref, scores[idx], side="right")
+        quantile[idx] = (lower + 0.5 * (upper - lower)) / len(ref)
+    return quantile
+
+
 def membership_gap(dist_members, dist_nonmembers, recon_labels, member_labels,
                    nonmember_labels, statistic: str = "best", n_permutations: int = 1000,
                    seed: int = 0, eps: float = DEFAULT_EPS, chunk: int = 100) -> MembershipResult:
     """The D-vs-R gap of DDCS for the same reconstructions, with a permutation p-value.
 
-    One-sided: p = (1 + #{null gap ≥ observed}) / (1 + n_permutations).
+    ``dist_members`` is (M, N_D), ``dist_nonmembers`` (M, N_R); every class needs as many
+    members as non-members. The null reshuffles, within each class, which half of D ∪ R is
+    "members" and rescores both halves with the DDCS rules. One-sided:
+    p = (1 + #{null gap ≥ observed}) / (1 + n_permutations).
     """
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
     if n_permutations < 1:
-        raise ValueError(f"n_permutations must be ≥ 1 (got {n_permutations})")
-    recon_labels = _as_numpy(recon_labels).astype(np.int64).ravel()
-    member_labels = _as_numpy(member_labels).astype(np.int64).ravel()
-    nonmember_labels = _as_numpy(nonmember_labels).astype(np.int64).ravel()
+        raise ValueError(f"n_permutations must be >= 1 (got {n_permutations})")
+    check_eps(eps)
+    recon_labels = as_labels(recon_labels, "recon_labels")
+    member_labels = as_labels(member_labels, "member_labels")
+    nonmember_labels = as_labels(nonmember_labels, "nonmember_labels")
     dist_m = _as_numpy(dist_members, np.float64)
     dist_n = _as_numpy(dist_nonmembers, np.float64)
     check_distances(dist_m, len(recon_labels), len(member_labels))
     check_distances(dist_n, len(recon_labels), len(nonmember_labels))
+    blocks = _class_blocks(dist_m, dist_n, recon_labels, member_labels, nonmember_labels)
     on_d = ddcs(dist_m, recon_labels, member_labels, eps)
     on_r = ddcs(dist_n, recon_labels, nonmember_labels, eps)
-    observed = getattr(on_d, statistic) - getattr(on_r, statistic)
+    stat_d, stat_r = getattr(on_d, statistic), getattr(on_r, statistic)
+    observed = stat_d - stat_r
 
-    blocks = _class_blocks(dist_m, dist_n, recon_labels, member_labels, nonmember_labels)
-    rng = np.random.default_rng(seed)
-    null = []
-    for start in range(0, n_permutations, chunk):
-        p = min(chunk, n_permutations - start)
-        masks = [random_masks(n, p, rng) for _, n in blocks]
-        null.append(gaps_for_masks(blocks, masks, statistic, len(member_labels),
-                                   len(nonmember_labels), eps))
-    null = np.concatenate(null)
-    p_value = (1 + np.sum(null >= observed - 1e-12)) / (1 + n_permutations)
+    masks = permutation_masks([n for _, n in blocks], n_permutations, seed)
+    null = gaps_for_masks(blocks, masks, statistic, len(member_labels), len(nonmember_labels),
+                          eps, chunk)
+    tol = REL_TOL * max(1.0, abs(stat_d), abs(stat_r))
+    p_value = (1 + np.sum(null >= observed - tol)) / (1 + n_permutations)
 
     score_d = getattr(on_d, f"per_sample_{statistic}")
     score_r = getattr(on_r, f"per_sample_{statistic}")
-    quantile = np.empty(len(member_labels))
-    for i, (c, s) in enumerate(zip(member_labels, score_d)):
-        ref = score_r[nonmember_labels == c]
-        quantile[i] = (np.sum(ref < s) + 0.5 * np.sum(ref == s)) / len(ref)
+    quantile = _mid_rank_quantiles(score_d, member_labels, score_r, nonmember_labels)
     return MembershipResult(on_d, on_r, statistic, float(observed), float(p_value), null,
                             n_permutations, score_d, quantile)
