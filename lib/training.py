@@ -105,11 +105,10 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
-    """Fraction of rows whose label is among the ``k`` largest logits."""
-    if len(logits) == 0:
-        raise ValueError("accuracy of an empty set is undefined")
-    top = logits.topk(k, dim=1).indices
-    return (top == labels[:, None]).any(dim=1).float().mean().item()
+    """Acc@k; the one implementation is ``lib.metrics.fidelity.topk_accuracy``."""
+    from .metrics.fidelity import topk_accuracy as implementation  # lazy: metrics imports us
+
+    return implementation(logits, labels, k)
 
 
 def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
