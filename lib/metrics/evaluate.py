@@ -118,7 +118,7 @@ class Judge:
         rec = self.features(images, labels)
         priv, ref = self.private, self.reference
         metrics: dict = {}
-        results, members = {}, {}
+        results, members, to_private = {}, {}, {}
         for name in DISTANCES:
             d_priv = class_block_distances(rec.embeddings[name], labels,
                                            priv.embeddings[name], priv.labels)
@@ -126,7 +126,7 @@ class Judge:
                                           ref.embeddings[name], ref.labels)
             mem = membership_gap(d_priv, d_ref, labels, priv.labels, ref.labels, "best",
                                  self.n_permutations, self.seed)
-            results[name], members[name] = mem.ddcs_members, mem
+            results[name], members[name], to_private[name] = mem.ddcs_members, mem, d_priv
             metrics[f"ddcs_best_{name}"] = {"value": mem.ddcs_members.best, "space": name}
             metrics[f"ddcs_avg_{name}"] = {"value": mem.ddcs_members.avg, "space": name}
             metrics[f"resilient_fraction_{name}"] = {
@@ -154,18 +154,20 @@ class Judge:
                 raise
             for key in ("precision", "recall", "density", "coverage"):
                 metrics[key] = {"value": None, "space": "E-penultimate", "not_computed": str(err)}
-        return Evaluation(metrics, self.audit_table(rec, labels, results, members), results,
-                          members)
+        return Evaluation(metrics, self.audit_table(labels, to_private, results, members),
+                          results, members)
 
-    def audit_table(self, rec: SetFeatures, labels: np.ndarray, results: dict,
+    def audit_table(self, labels: np.ndarray, to_private: dict, results: dict,
                     members: dict) -> pd.DataFrame:
-        """One row per private training sample: its exposure under each distance."""
+        """One row per private training sample: its exposure under each distance.
+
+        ``to_private[name]`` is the (reconstructions × private) distance matrix already
+        computed for DDCS (only same-class entries are meaningful)."""
         priv = self.private
         table = pd.DataFrame({"dataset_index": priv.indices, "class": priv.labels,
                               "class_name": [CLASS_NAMES[c] for c in priv.labels]})
         for name, res in results.items():
-            dist = class_block_distances(priv.embeddings[name], priv.labels,
-                                         rec.embeddings[name], labels)
+            dist = to_private[name].T
             same = priv.labels[:, None] == labels[None, :]
             masked = np.where(same, dist, np.inf)
             nearest = masked.argmin(axis=1)
