@@ -13,7 +13,6 @@ products). ``lpips_vgg`` is the real LPIPS-VGG v0.1, built from local files only
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -243,7 +242,7 @@ def _load_vgg_features(path: Path) -> nn.Sequential:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as err:
+    except Exception as err:  # weights-only loading refuses anything but tensors, or the file is damaged
         raise ValueError(f"{path} is not a readable torch state dict ({err}); replace it with "
                          f"torchvision's {LPIPS_VGG_WEIGHTS_FILE}. {_VGG_DOWNLOAD_HINT}") from err
     if not isinstance(state, dict):
