@@ -65,3 +65,57 @@ def build_classifier(spec: dict) -> ConvClassifier:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------- GAN
+class Generator(nn.Module):
+    """DCGAN-style generator: z (N, z_dim) → image (N, channels, 32, 32) in [-1, 1].
+
+    A linear layer to a 4×4 map with ``4 · width`` channels, three transposed-conv blocks
+    (4×4 kernels, stride 2, batch norm, ReLU) doubling the size to 32×32, tanh output.
+    """
+
+    def __init__(self, z_dim: int = 64, width: int = 32, channels: int = 1) -> None:
+        super().__init__()
+        self.arch_spec = {"z_dim": z_dim, "width": width, "channels": channels}
+        self.z_dim = z_dim
+        self.stem = nn.Sequential(nn.Linear(z_dim, 4 * width * 16, bias=False),
+                                  nn.Unflatten(1, (4 * width, 4, 4)),
+                                  nn.BatchNorm2d(4 * width), nn.ReLU())
+        self.blocks = nn.Sequential(
+            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False),   # 8×8
+            nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),       # 16×16
+            nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1),                    # 32×32
+            nn.Tanh(),
+        )
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None,
+                       truncation: float = 1.0) -> torch.Tensor:
+        """Standard normal codes, shrunk toward 0 by ``truncation`` (1 = none)."""
+        return truncation * torch.randn(n, self.z_dim, generator=generator)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(z))
+
+
+class Discriminator(nn.Module):
+    """DCGAN-style discriminator: image (N, channels, 32, 32) → logit (N,).
+
+    Three strided 4×4 conv blocks with LeakyReLU (no batch norm: it would couple the R1
+    penalty across the batch), then a linear layer on the 4×4 map.
+    """
+
+    def __init__(self, width: int = 32, channels: int = 1) -> None:
+        super().__init__()
+        self.arch_spec = {"width": width, "channels": channels}
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),          # 16×16
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),         # 8×8
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),     # 4×4
+            nn.Flatten(), nn.Linear(4 * width * 16, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)

@@ -47,6 +47,33 @@ _BASE: dict[str, Any] = {
     "recon_per_class": 100,
     "prdc_k": 3,
     "n_permutations": 1000,
+    # the attacker's GAN prior (DCGAN-style, 32×32), pretrained on the public set only
+    "gan_z_dim": 64,
+    "gan_width": 32,                 # generator channels at 16×16 (×2, ×4 deeper)
+    "gan_d_width": 32,
+    "gan_steps": 2000,
+    "gan_batch": 64,
+    "gan_lr": 2e-4,
+    "gan_r1_gamma": 1.0,             # lazy R1 weight (γ), applied every gan_r1_every steps
+    "gan_r1_every": 16,
+    "gan_ema_kimg": 10.0,            # half-life of the generator EMA in thousands of images
+    "gan_augment": False,            # differentiable augmentation of D's inputs (kornia)
+    "gan_train_limit": 0,            # 0 = all public images
+    # transfer (PAPER.md §3): vanilla | entropy | entropy+ngd from the same checkpoint
+    "transfer_steps": 300,
+    "transfer_lr": 2e-4,
+    "entropy_weight": 1.0,           # λ_H of `entropy` (the paper: 1); cpu: the committed sweep
+    "ngd_entropy_weight": 1.0,       # λ_H of `entropy+ngd` (the paper: 1); cpu: the committed sweep
+    "entropy_reduction": "sum",      # sum over the batch (the paper) | mean
+    "entropy_objective": "entropy",  # entropy (the paper) | spread (deviation: minus batch-mean entropy)
+    "ngd_rank": 20,                  # top-k eigenpairs of the LPIPS-style metric
+    "ngd_codes": 16,                 # reference codes (the paper's per-GPU batch); row i uses i mod 16
+    "ngd_mode": "faithful",          # faithful (the paper) | per-sample (deviation: damped, refreshed)
+    "ngd_damping": 0.0,              # added to the eigenvalues (faithful: 0)
+    "ngd_refresh_every": 50,         # per-sample mode: recompute the metric every N steps
+    "monitor_samples": 512,          # fixed codes for the class histogram / collapse monitor
+    "monitor_every": 25,
+    "collapse_max_share": 0.5,       # collapsed when one target class takes more of the samples
     # runner
     "cell_timeout_s": 1800,
 }
@@ -64,6 +91,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "perc_train_limit": 3000,
         "recon_per_class": 20,
         "n_permutations": 200,
+        "gan_width": 16,
+        "gan_d_width": 16,
+        "gan_steps": 150,
+        "gan_train_limit": 3000,
+        "transfer_steps": 12,
+        "ngd_rank": 4,
+        "ngd_codes": 4,
+        "monitor_samples": 128,
+        "monitor_every": 4,
         "cell_timeout_s": 300,
     },
     "cpu": dict(_BASE),

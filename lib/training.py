@@ -237,3 +237,213 @@ def soundness_criterion(profile: str, n_target_classes: int, n_eval_classes: int
         t_min, e_min = 1.0 / n_target_classes, 1.0 / n_eval_classes
         return t_min, e_min, f"smoke: T > {t_min:.2f} and E > {e_min:.2f} (above chance)"
     return 0.85, 0.90, "T ≥ 0.85 and E ≥ 0.90"
+
+
+# ------------------------------------------------------------------------------------- GAN
+def gan_augmentation(size: int = 32) -> nn.Module:
+    """Differentiable augmentation of discriminator inputs (DiffAugment-style, kornia):
+    random translation by up to 1/8 of the side and a random 1/4-side cutout. Applied alike
+    to real and generated images, so D never learns the augmentation itself."""
+    return K.AugmentationSequential(
+        K.RandomAffine(degrees=0.0, translate=(0.125, 0.125), padding_mode="zeros", p=1.0),
+        K.RandomErasing(scale=(1 / 16, 1 / 16), ratio=(1.0, 1.0), value=0.0, p=1.0),
+    )
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Logistic loss: softplus(−D(x)) + softplus(D(G(z))), batch means."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: softplus(−D(G(z))), batch mean."""
+    return F.softplus(-fake_logits).mean()
+
+
+def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """E ||∇_x D(x)||² on real images (Mescheder et al. 2018), differentiable in D."""
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def ema_beta(batch_size: int, ema_kimg: float) -> float:
+    """Per-step EMA decay for a half-life of ``ema_kimg`` thousand images (StyleGAN2's rule)."""
+    return 0.5 ** (batch_size / max(ema_kimg * 1000.0, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """ema ← β·ema + (1 − β)·model for parameters; buffers (batch-norm statistics) copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tensor, *,
+              steps: int, batch_size: int, lr: float, seed: int, r1_gamma: float = 1.0,
+              r1_every: int = 16, ema_kimg: float = 10.0, augment: bool = False,
+              betas: tuple[float, float] = (0.5, 0.99), generator_ema: nn.Module | None = None,
+              extra_generator_loss=None, log_every: int = 10, device: str = "cpu",
+              progress: bool | None = None, desc: str = "GAN") -> tuple[nn.Module, dict]:
+    """Alternate discriminator and generator Adam steps on ``images``; returns (EMA G, history).
+
+    D: logistic loss, lazy R1 (γ = ``r1_gamma`` every ``r1_every`` steps, scaled by the
+    interval). G: non-saturating loss, plus ``extra_generator_loss(fake, step) -> (loss,
+    stats)`` when given (the transfer modes add their target term here). ``generator`` and
+    ``discriminator`` are trained in place; the EMA copy (``generator_ema``, a deep copy of
+    G when None) is what the attacks use. Every draw comes from ``seed``.
+    """
+    import copy
+
+    from tqdm import tqdm
+
+    if steps < 0 or batch_size < 1 or len(images) == 0:
+        raise ValueError(f"need steps ≥ 0, batch_size ≥ 1 and some images (steps={steps}, "
+                         f"batch_size={batch_size}, images={len(images)})")
+    torch.manual_seed(seed)
+    draws = torch.Generator().manual_seed(seed)
+    G, D = generator.to(device).train(), discriminator.to(device).train()
+    G_ema = (copy.deepcopy(generator) if generator_ema is None else generator_ema).to(device)
+    G_ema.eval().requires_grad_(False)
+    aug = gan_augmentation(images.shape[-1]).to(device) if augment else nn.Identity()
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    beta = ema_beta(batch_size, ema_kimg)
+    history: dict[str, list] = {"step": [], "d_loss": [], "g_loss": [], "r1": [],
+                                "d_real": [], "d_fake": []}
+    show = progress_enabled() if progress is None else progress
+    r1_value = float("nan")
+    for step in tqdm(range(steps), desc=desc, disable=not show, leave=False):
+        real = images[torch.randint(len(images), (batch_size,), generator=draws)].to(device)
+        z = torch.randn(batch_size, G.z_dim, generator=draws).to(device)
+        # discriminator
+        D.requires_grad_(True)
+        with torch.no_grad():
+            fake = G(z)
+        real_logits, fake_logits = D(aug(real)), D(aug(fake))
+        d_loss = discriminator_loss(real_logits, fake_logits)
+        if r1_gamma > 0 and step % r1_every == 0:
+            r1 = r1_penalty(D, aug(real))
+            d_loss = d_loss + 0.5 * r1_gamma * r1_every * r1
+            r1_value = r1.item()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        # generator
+        D.requires_grad_(False)
+        z = torch.randn(batch_size, G.z_dim, generator=draws).to(device)
+        fake = G(z)
+        g_loss = generator_loss(D(aug(fake)))
+        total, stats = g_loss, {}
+        if extra_generator_loss is not None:
+            extra, stats = extra_generator_loss(fake, step)
+            total = total + extra
+        opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        opt_g.step()
+        update_ema(G_ema, G, beta)
+        if step % log_every == 0 or step == steps - 1:
+            history["step"].append(step)
+            history["d_loss"].append(d_loss.item())
+            history["g_loss"].append(g_loss.item())
+            history["r1"].append(r1_value)
+            history["d_real"].append(real_logits.mean().item())
+            history["d_fake"].append(fake_logits.mean().item())
+            for key, value in stats.items():
+                history.setdefault(key, []).append(float(value))
+    D.requires_grad_(True)
+    G.eval()
+    D.eval()
+    return G_ema, history
+
+
+@torch.no_grad()
+def generate(generator: nn.Module, latents: torch.Tensor, batch_size: int = 512,
+             device: str = "cpu") -> torch.Tensor:
+    """Images of ``generator`` (eval mode) for ``latents``, batched, on the CPU."""
+    generator.eval().to(device)
+    return torch.cat([generator(latents[i:i + batch_size].to(device)).cpu()
+                      for i in range(0, len(latents), batch_size)])
+
+
+def pack_modules(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """One flat tensor dict ``{"<name>.<param>": tensor}`` for several modules (one file)."""
+    return {f"{name}.{k}": v.detach().cpu().contiguous()
+            for name, module in modules.items() for k, v in module.state_dict().items()}
+
+
+def unpack_modules(tensors: dict[str, torch.Tensor], modules: dict[str, nn.Module]) -> None:
+    """Load ``pack_modules``' output back into ``modules`` (strict: every key must match)."""
+    for name, module in modules.items():
+        prefix = name + "."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                if k.startswith(prefix)})
+
+
+def gan_config(cfg) -> dict:
+    """The config entries the pretrained GAN depends on (stored with its checkpoint)."""
+    keys = [k for k in cfg if k.startswith("gan_")] + [
+        "dataset", "split", "split_seed", "private_classes", "private_per_class", "image_size"]
+    return {k: cfg[k] for k in sorted(keys)}
+
+
+def build_gan(cfg):
+    """An untrained (generator, discriminator) pair of the profile's sizes."""
+    from .models import Discriminator, Generator
+
+    return (Generator(cfg["gan_z_dim"], cfg["gan_width"]),
+            Discriminator(cfg["gan_d_width"]))
+
+
+def gan_training_set(cfg, data, split, seed: int) -> torch.Tensor:
+    """The public images the GAN learns from (``gan_train_limit`` of them when set)."""
+    import numpy as np
+
+    from . import data as data_mod
+
+    idx = split.public
+    limit = cfg["gan_train_limit"]
+    if limit and limit < len(idx):
+        idx = np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))
+    return data_mod.subset(data, idx, train=True, size=cfg["image_size"])[0]
+
+
+def require_gan(ctx, data=None, split=None):
+    """The pretrained GAN prior from the run folder, pretrained now on the public set if missing.
+
+    Returns (generator, generator_ema, discriminator, info). The EMA generator is the prior
+    the attacks use; the raw generator and the discriminator are where transfer starts.
+    """
+    from . import artifacts
+    from . import data as data_mod
+
+    rel = "models/gan_prior.safetensors"
+    wanted = gan_config(ctx.cfg)
+    G, D = build_gan(ctx.cfg)
+    G_ema = build_gan(ctx.cfg)[0]
+    if ctx.exists(rel):
+        tensors, meta = ctx.load_tensors(rel)
+        if meta.get("config") != wanted:
+            raise artifacts.ArtifactError(
+                f"{ctx.path(rel)} was trained under another config ({meta.get('config')}); "
+                f"this notebook wants {wanted}. Use a new RUN_DIR, or delete the file to retrain")
+        unpack_modules(tensors, {"G": G, "G_ema": G_ema, "D": D})
+        return G.eval(), G_ema.eval(), D.eval(), {"reused": True, "history": meta["history"]}
+    if data is None or split is None:
+        data, split = data_mod.split_for_config(ctx.cfg, data)
+    seed = ctx.subseed("gan_prior")
+    images = gan_training_set(ctx.cfg, data, split, seed)
+    torch.manual_seed(seed)
+    G, D = build_gan(ctx.cfg)
+    G_ema, history = train_gan(
+        G, D, images, steps=ctx.cfg["gan_steps"], batch_size=ctx.cfg["gan_batch"],
+        lr=ctx.cfg["gan_lr"], seed=seed, r1_gamma=ctx.cfg["gan_r1_gamma"],
+        r1_every=ctx.cfg["gan_r1_every"], ema_kimg=ctx.cfg["gan_ema_kimg"],
+        augment=ctx.cfg["gan_augment"], device=ctx.device, desc="GAN prior")
+    G, G_ema, D = G.cpu().eval(), G_ema.cpu().eval(), D.cpu().eval()
+    ctx.save_tensors(rel, pack_modules({"G": G, "G_ema": G_ema, "D": D}),
+                     {"generator": G.arch_spec, "discriminator": D.arch_spec, "config": wanted,
+                      "seed": seed, "history": history, "n_images": len(images)})
+    return G, G_ema, D, {"reused": False, "history": history}

@@ -1,0 +1,238 @@
+"""The natural-gradient metric of image space under a perceptual distance (PAPER.md §3).
+
+For an image x and a distance d (LPIPS-style, d(x, x) = 0, d ≥ 0), the local Riemannian
+metric of image space is the Hessian
+
+    H(x) = ∇²_δ d(x, x + δ) |_{δ=0}        (dim × dim, dim = C·H·W, positive semi-definite).
+
+It is never formed: ``hessian_vector_product`` computes H v by double back-propagation.
+Lanczos (``scipy.sparse.linalg.eigsh``) on that operator gives the top k eigenpairs
+(λ_i, v_i), and a loss's image-space gradient g is replaced by the natural gradient
+
+    g̃ = V diag(1 / (λ + damping)) Vᵀ g,
+
+a rank-k pseudo-inverse of H (the paper: k = 20, no damping). The paper computes the
+eigenpairs once at a few random reference codes and indexes them by batch position
+(``ReferenceMetric``, the faithful mode); ``metric_at`` gives the per-sample metric (a
+labelled deviation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+HVP = Callable[[torch.Tensor], torch.Tensor]
+METHODS = ("lanczos", "exact")
+
+
+def hessian_vector_product(distance: Distance, image: torch.Tensor) -> HVP:
+    """``hvp(v) = H v`` with H = ∇²_δ d(image, image + δ) at δ = 0.
+
+    ``distance(x, y)`` returns per-pair distances (N,); ``image`` is (C, H, W) or
+    (1, C, H, W). ``v`` is (dim,) or (m, dim), dim = C·H·W; m vectors cost one double
+    back-propagation through m copies of the image. The result has v's shape, the image's
+    dtype and device, and is detached.
+    """
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"hessian_vector_product needs one image (C, H, W) or (1, C, H, W), "
+                         f"got shape {tuple(image.shape)}; build one operator per image")
+    x = image.detach()
+    dim = x[0].numel()
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        v = torch.as_tensor(v)
+        single = v.dim() == 1
+        vs = v.unsqueeze(0) if single else v
+        if vs.dim() != 2 or vs.shape[1] != dim:
+            raise ValueError(f"hvp needs vectors (dim,) or (m, dim) with dim = {dim} "
+                             f"(= C·H·W of the image {tuple(x.shape[1:])}), got shape "
+                             f"{tuple(v.shape)}")
+        vs = vs.to(x.device, x.dtype)
+        xs = x.repeat(len(vs), 1, 1, 1)
+        delta = torch.zeros_like(xs, requires_grad=True)
+        with torch.enable_grad():
+            total = distance(xs, xs + delta).sum()
+            (grad,) = torch.autograd.grad(total, delta, create_graph=True)
+            if not grad.requires_grad:  # d is at most linear in δ: H = 0
+                out = torch.zeros_like(vs)
+            else:
+                (out,) = torch.autograd.grad((grad.flatten(1) * vs).sum(), delta)
+                out = out.flatten(1)
+        out = out.detach()
+        return out[0] if single else out
+
+    return hvp
+
+
+def exact_hessian(hvp: HVP, dim: int, batch: int = 256) -> torch.Tensor:
+    """H (dim, dim), materialised by applying ``hvp`` to the identity ``batch`` columns at a
+    time and symmetrised, (H + Hᵀ)/2. Costs dim Hessian-vector products: small dims, tests."""
+    if dim < 1 or batch < 1:
+        raise ValueError(f"exact_hessian needs dim ≥ 1 and batch ≥ 1, got {dim} and {batch}")
+    eye = torch.eye(dim, dtype=torch.float64)
+    rows = torch.cat([hvp(eye[i:i + batch]) for i in range(0, dim, batch)])  # row i = H e_i
+    return (rows + rows.T) / 2
+
+
+def _fix_signs(vecs: torch.Tensor) -> torch.Tensor:
+    """Flip each column so that its largest-magnitude entry is positive."""
+    idx = vecs.abs().argmax(dim=0)
+    signs = torch.sign(vecs[idx, torch.arange(vecs.shape[1])])
+    return vecs * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+def top_eigenpairs(hvp: HVP, dim: int, k: int, method: str = "lanczos", tol: float = 1e-6,
+                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest eigenvalues (k,) and eigenvectors (dim, k) of the symmetric operator
+    ``hvp``, largest first, float64 on the CPU, each eigenvector's largest-|entry| positive.
+
+    ``method="lanczos"``: ARPACK (``eigsh``, which="LA") with relative tolerance ``tol`` and a
+    start vector drawn from ``numpy.random.default_rng(seed)``; needs k < dim.
+    ``method="exact"``: ``exact_hessian`` + ``torch.linalg.eigh`` (dim Hessian-vector products).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    if not 1 <= k <= dim:
+        raise ValueError(f"k must be in 1..dim = {dim}, got {k}")
+    if method == "exact":
+        vals, vecs = torch.linalg.eigh(exact_hessian(hvp, dim).to("cpu", torch.float64))
+        vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
+        return vals.contiguous(), _fix_signs(vecs).contiguous()
+    if k >= dim:
+        raise ValueError(f"Lanczos (eigsh) needs k < dim, got k = {k}, dim = {dim}; "
+                         "use method=\"exact\" for the full spectrum")
+
+    def matmat(block: np.ndarray) -> np.ndarray:  # (dim, m) → (dim, m)
+        out = hvp(torch.from_numpy(np.ascontiguousarray(block.T, dtype=np.float64)))
+        return out.to("cpu", torch.float64).numpy().T
+
+    operator = LinearOperator((dim, dim), dtype=np.float64, matmat=matmat,
+                              matvec=lambda v: matmat(np.reshape(v, (dim, 1)))[:, 0])
+    v0 = np.random.default_rng(seed).standard_normal(dim)
+    try:
+        vals, vecs = eigsh(operator, k=k, which="LA", tol=tol, v0=v0)
+    except ArpackNoConvergence as err:
+        raise RuntimeError(f"Lanczos did not converge to tol = {tol} for k = {k} ({err}); "
+                           "raise tol, compute in float64, or use method=\"exact\" for "
+                           "small dims") from err
+    order = np.argsort(vals)[::-1].copy()
+    vals = torch.from_numpy(vals[order].copy())
+    vecs = torch.from_numpy(vecs[:, order].copy())
+    return vals, _fix_signs(vecs)
+
+
+def precondition(grad: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor,
+                 damping: float = 0.0) -> torch.Tensor:
+    """The natural gradient V diag(1/(λ + damping)) Vᵀ g of each row g of ``grad``.
+
+    ``grad``: (B, dim) or (B, C, H, W) (result in the same shape and dtype). Either one
+    metric for the whole batch, ``eigvals`` (k,) and ``eigvecs`` (dim, k), or one per
+    sample, ``eigvals`` (B, k) and ``eigvecs`` (B, dim, k).
+    """
+    if grad.dim() < 2:
+        raise ValueError(f"precondition needs a batch of gradients (B, dim) or (B, C, H, W), "
+                         f"got shape {tuple(grad.shape)}")
+    g = grad.reshape(len(grad), -1)
+    batch, dim = g.shape
+    shared = eigvals.dim() == 1 and eigvecs.dim() == 2
+    per_sample = (eigvals.dim() == 2 and eigvecs.dim() == 3
+                  and eigvals.shape[0] == eigvecs.shape[0] == batch)
+    if not (shared or per_sample) or eigvecs.shape[-2:] != (dim, eigvals.shape[-1]):
+        raise ValueError(f"precondition: eigvals {tuple(eigvals.shape)} and eigvecs "
+                         f"{tuple(eigvecs.shape)} do not fit {batch} gradients of dim {dim}; "
+                         f"give eigvals (k,) with eigvecs ({dim}, k), or per sample eigvals "
+                         f"({batch}, k) with eigvecs ({batch}, {dim}, k)")
+    denom = eigvals.detach().to("cpu", torch.float64) + float(damping)
+    if not torch.isfinite(denom).all() or (denom <= 0).any():
+        raise ValueError(f"precondition: λ + damping must be finite and > 0, got min "
+                         f"{denom.min().item():.3g} (damping {damping}); use damping > 0 or "
+                         "fewer eigenpairs (drop the non-positive eigenvalues)")
+    if shared:
+        eigvals, eigvecs = eigvals[None], eigvecs[None]
+    vecs = eigvecs.to(g.device, g.dtype)
+    scale = 1.0 / (eigvals.to(g.device, g.dtype) + float(damping))     # (1 or B, k)
+    coeffs = (g.unsqueeze(1) @ vecs).squeeze(1) * scale                # (B, k)
+    out = (coeffs.unsqueeze(1) @ vecs.transpose(-1, -2)).squeeze(1)    # (B, dim)
+    return out.reshape(grad.shape)
+
+
+def metric_at(distance: Distance, images: torch.Tensor, k: int, method: str = "lanczos",
+              seed: int = 0, tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-k metric at each of ``images`` (n, C, H, W): eigvals (n, k) and eigvecs
+    (n, dim, k), float64 on the CPU (``top_eigenpairs`` of each image's Hessian)."""
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"metric_at needs a non-empty batch of images (n, C, H, W), got "
+                         f"shape {tuple(images.shape)}")
+    dim = images[0].numel()
+    pairs = [top_eigenpairs(hessian_vector_product(distance, image), dim, k, method, tol, seed)
+             for image in images]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+@dataclass
+class ReferenceMetric:
+    """The paper's metric: top-k eigenpairs at n_codes reference images, used by batch
+    position (row i of a batch uses reference i mod n_codes). ``eigvals`` (n_codes, k),
+    ``eigvecs`` (n_codes, dim, k); eigvals are stored in float64, eigvecs in float32."""
+
+    eigvals: torch.Tensor
+    eigvecs: torch.Tensor
+    damping: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.eigvals = torch.as_tensor(self.eigvals).detach().to("cpu", torch.float64)
+        self.eigvecs = torch.as_tensor(self.eigvecs).detach().to("cpu", torch.float32)
+        vals, vecs = self.eigvals, self.eigvecs
+        if (vals.dim() != 2 or vecs.dim() != 3 or len(vals) == 0 or len(vecs) != len(vals)
+                or vecs.shape[2] != vals.shape[1]):
+            raise ValueError(f"ReferenceMetric needs eigvals (n_codes, k) and eigvecs "
+                             f"(n_codes, dim, k), got {tuple(self.eigvals.shape)} and "
+                             f"{tuple(self.eigvecs.shape)}")
+        self.damping = float(self.damping)
+
+    @property
+    def n_codes(self) -> int:
+        return len(self.eigvals)
+
+    def precondition(self, grad: torch.Tensor) -> torch.Tensor:
+        """The natural gradient of each row of ``grad`` (B, dim) or (B, C, H, W), row i under
+        reference metric i mod n_codes; same shape and dtype as ``grad``."""
+        out = torch.empty_like(grad)
+        for code in range(min(len(grad), self.n_codes)):
+            out[code::self.n_codes] = precondition(grad[code::self.n_codes], self.eigvals[code],
+                                                   self.eigvecs[code], self.damping)
+        return out
+
+    def spectrum(self) -> np.ndarray:
+        """The eigenvalues (n_codes, k) as a float64 numpy array, largest first per code."""
+        return self.eigvals.numpy().copy()
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """{"eigvals", "eigvecs"}, contiguous (for ``safetensors.torch.save_file``)."""
+        return {"eigvals": self.eigvals.contiguous(), "eigvecs": self.eigvecs.contiguous()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor],
+                     damping: float = 0.0) -> "ReferenceMetric":
+        """The inverse of ``to_tensors``."""
+        missing = {"eigvals", "eigvecs"} - set(tensors)
+        if missing:
+            raise ValueError(f"ReferenceMetric.from_tensors: missing {sorted(missing)}; "
+                             "give the dict written by to_tensors")
+        return cls(tensors["eigvals"], tensors["eigvecs"], damping)
+
+
+def build_reference_metric(distance: Distance, images: torch.Tensor, k: int,
+                           method: str = "lanczos", damping: float = 0.0, seed: int = 0,
+                           tol: float = 1e-6) -> ReferenceMetric:
+    """``ReferenceMetric`` from the top-k metric at each reference image (n, C, H, W) (the
+    caller generates them from random codes)."""
+    eigvals, eigvecs = metric_at(distance, images, k, method, seed, tol)
+    return ReferenceMetric(eigvals, eigvecs, damping)

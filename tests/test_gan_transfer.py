@@ -1,0 +1,241 @@
+"""The GAN prior (losses, R1, EMA, training) and the transfer framework (lib.transfer)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lib import ngd, transfer
+from lib.models import ConvClassifier, Discriminator, Generator
+from lib.training import (discriminator_loss, ema_beta, gan_augmentation, generator_loss,
+                          pack_modules, r1_penalty, train_gan, unpack_modules, update_ema)
+
+
+def _tiny_gan(seed: int = 0):
+    torch.manual_seed(seed)
+    return Generator(z_dim=8, width=4), Discriminator(width=4)
+
+
+def _tiny_target(seed: int = 1):
+    torch.manual_seed(seed)
+    return ConvClassifier("mcnn", 5, width=4).eval()
+
+
+def _public(n: int = 64) -> torch.Tensor:
+    return torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def _settings(**changes) -> transfer.TransferSettings:
+    base = transfer.TransferSettings(steps=3, batch_size=8, lr=1e-3, entropy_weight=1.0,
+                                     ngd_rank=4, ngd_codes=2, monitor_samples=16,
+                                     monitor_every=2, r1_every=2)
+    return base.replace(**changes)
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                  b.state_dict().values()))
+
+
+# ------------------------------------------------------------------------------ GAN parts
+def test_generator_and_discriminator_shapes():
+    G, D = _tiny_gan()
+    z = G.sample_latents(5, torch.Generator().manual_seed(0))
+    x = G.eval()(z)
+    assert x.shape == (5, 1, 32, 32) and x.abs().max() <= 1
+    assert D(x).shape == (5,)
+    assert G.sample_latents(3, truncation=0.0).abs().max() == 0
+
+
+def test_gan_losses_against_hand_computation():
+    real, fake = torch.tensor([0.0, 2.0]), torch.tensor([-1.0, 0.0])
+    sp = lambda v: math.log1p(math.exp(v))  # noqa: E731
+    d = (sp(-0.0) + sp(-2.0)) / 2 + (sp(-1.0) + sp(0.0)) / 2
+    assert discriminator_loss(real, fake).item() == pytest.approx(d, rel=1e-6)
+    assert generator_loss(fake).item() == pytest.approx((sp(1.0) + sp(0.0)) / 2, rel=1e-6)
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_the_squared_weight_norm():
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))
+    D = lambda x: lin(x).squeeze(1)  # noqa: E731
+
+    class Wrap(nn.Module):
+        def forward(self, x):
+            return D(x)
+
+    penalty = r1_penalty(Wrap(), torch.randn(4, 3, 2, 2))
+    assert penalty.item() == pytest.approx(lin[1].weight.pow(2).sum().item(), rel=1e-6)
+    assert penalty.requires_grad  # differentiable in D's weights
+
+
+def test_ema_update_and_half_life():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    expected = 0.9 * a.weight.detach() + 0.1 * b.weight.detach()
+    update_ema(a, b, 0.9)
+    assert torch.allclose(a.weight, expected)
+    beta = ema_beta(64, 10.0)
+    assert beta ** (10_000 / 64) == pytest.approx(0.5, rel=1e-9)
+
+
+def test_gan_augmentation_is_differentiable():
+    x = torch.randn(4, 1, 32, 32, requires_grad=True)
+    torch.manual_seed(0)
+    gan_augmentation()(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_train_gan_is_deterministic_and_logs():
+    outs = []
+    for _ in range(2):
+        G, D = _tiny_gan()
+        G_ema, hist = train_gan(G, D, _public(), steps=4, batch_size=8, lr=1e-3, seed=5,
+                                r1_every=2, augment=True, log_every=1, progress=False)
+        outs.append((G, G_ema, D, hist))
+    assert _same_weights(outs[0][0], outs[1][0]) and _same_weights(outs[0][1], outs[1][1])
+    assert _same_weights(outs[0][2], outs[1][2])
+    assert outs[0][3]["step"] == [0, 1, 2, 3]
+    assert all(math.isfinite(v) for v in outs[0][3]["d_loss"])
+    G0, _ = _tiny_gan()
+    assert not _same_weights(outs[0][0], G0)  # it trained
+
+
+def test_pack_unpack_round_trip():
+    G, D = _tiny_gan()
+    G2, D2 = _tiny_gan(seed=9)
+    unpack_modules(pack_modules({"G": G, "D": D}), {"G": G2, "D": D2})
+    assert _same_weights(G, G2) and _same_weights(D, D2)
+
+
+# ------------------------------------------------------------------------------ objectives
+def test_entropy_loss_against_hand_computation():
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])   # p = (.5,.5), (.75,.25)
+    h1 = math.log(2)
+    h2 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert transfer.entropy_loss(logits).item() == pytest.approx(h1 + h2, rel=1e-6)
+    assert transfer.entropy_loss(logits, "mean").item() == pytest.approx((h1 + h2) / 2,
+                                                                          rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        transfer.entropy_loss(logits, "max")
+
+
+def test_spread_loss_penalises_a_collapsed_batch():
+    confident_same = torch.tensor([[20.0, 0, 0], [20.0, 0, 0], [20.0, 0, 0]])
+    confident_spread = torch.tensor([[20.0, 0, 0], [0, 20.0, 0], [0, 0, 20.0]])
+    assert transfer.spread_loss(confident_same).item() == pytest.approx(0.0, abs=1e-6)
+    assert transfer.spread_loss(confident_spread).item() == pytest.approx(-3 * math.log(3),
+                                                                          rel=1e-5)
+    # the plain entropy term cannot tell them apart
+    assert transfer.entropy_loss(confident_same).item() == pytest.approx(
+        transfer.entropy_loss(confident_spread).item(), abs=1e-6)
+    with pytest.raises(ValueError, match="objective"):
+        transfer.target_objective(confident_same, "nope")
+
+
+def test_surrogate_loss_gives_the_vector_jacobian_product():
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 6))
+    z = torch.randn(4, 3)
+    direction = torch.randn(4, 6)
+    params = tuple(G.parameters())
+    grads = torch.autograd.grad(transfer.surrogate_loss(G(z), direction), params)
+
+    def images_of(*ps):
+        return torch.func.functional_call(G, dict(zip([n for n, _ in G.named_parameters()],
+                                                      ps)), (z,))
+
+    _, vjp = torch.autograd.functional.vjp(images_of, params, direction)
+    for g, v in zip(grads, vjp):
+        assert torch.allclose(g, v, atol=1e-6)
+
+
+def test_monitor_flags_a_collapsed_generator():
+    class AlwaysZero(nn.Module):
+        def forward(self, x):
+            return torch.stack([torch.full((len(x),), 5.0)] + [torch.zeros(len(x))] * 4, 1)
+
+    G, _ = _tiny_gan()
+    latents = torch.randn(10, 8)
+    out = transfer.monitor_generator(G, AlwaysZero(), latents, 5, collapse_max_share=0.5)
+    assert out["class_shares"][0] == 1.0 and out["collapsed"] and out["max_share"] == 1.0
+    assert not G.training or True
+
+
+# ------------------------------------------------------------------------------ fine-tuning
+def _fine_tune(mode, settings=None, **kw):
+    G, D = _tiny_gan()
+    return transfer.fine_tune(mode, G, D, _tiny_target(), _public(), settings or _settings(),
+                              seed=11, **kw)
+
+
+def _identity_metric(n_codes: int = 2) -> ngd.ReferenceMetric:
+    eye = torch.eye(1024)
+    return ngd.ReferenceMetric(eigvals=torch.ones(n_codes, 1024),
+                               eigvecs=eye.expand(n_codes, 1024, 1024).clone())
+
+
+def test_vanilla_is_reproducible_and_leaves_inputs_alone():
+    G, D = _tiny_gan()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    a = transfer.fine_tune("vanilla", G, D, _tiny_target(), _public(), _settings(), seed=11)
+    b = _fine_tune("vanilla")
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    assert _same_weights(a.generator, b.generator) and _same_weights(a.generator_ema,
+                                                                      b.generator_ema)
+    assert _same_weights(a.discriminator, b.discriminator)
+    assert [m["step"] for m in a.monitor] == [0, 2, 3]
+
+
+def test_modes_differ_only_where_they_should():
+    vanilla = _fine_tune("vanilla")
+    zero_weight = _fine_tune("entropy", _settings(entropy_weight=0.0))
+    assert _same_weights(vanilla.generator, zero_weight.generator)
+    assert _same_weights(vanilla.discriminator, zero_weight.discriminator)
+    entropy = _fine_tune("entropy")
+    assert not _same_weights(vanilla.generator, entropy.generator)
+    # the natural gradient with an identity metric is the plain gradient
+    identity = _fine_tune("entropy+ngd", metric=_identity_metric())
+    for x, y in zip(entropy.generator.state_dict().values(),
+                    identity.generator.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-6)
+    assert "target_entropy" in entropy.history and "direction_norm" in identity.history
+
+
+def test_natural_gradient_changes_the_update():
+    entropy = _fine_tune("entropy")
+    target = _tiny_target()
+    from lib.metrics.distances import PerceptualDistance
+
+    ngd_run = _fine_tune("entropy+ngd", distance=PerceptualDistance(target))
+    assert not _same_weights(entropy.generator, ngd_run.generator)
+    assert all(math.isfinite(v) for v in ngd_run.history["direction_norm"])
+
+
+def test_fine_tune_refuses_bad_settings():
+    with pytest.raises(ValueError, match="unknown transfer mode"):
+        _fine_tune("ngd")
+    with pytest.raises(ValueError, match="metric"):
+        _fine_tune("entropy+ngd")
+    with pytest.raises(ValueError, match="damping"):
+        _fine_tune("entropy+ngd", _settings(ngd_mode="per-sample"))
+    with pytest.raises(ValueError, match="entropy_weight"):
+        _fine_tune("entropy", _settings(entropy_weight=-1.0))
+
+
+def test_per_sample_mode_runs_with_damping():
+    from lib.metrics.distances import PerceptualDistance
+
+    out = _fine_tune("entropy+ngd", _settings(ngd_mode="per-sample", ngd_damping=1e-3,
+                                               ngd_refresh_every=2, steps=2),
+                     distance=PerceptualDistance(_tiny_target()))
+    assert all(math.isfinite(v) for v in out.history["direction_norm"])
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_settings_from_every_profile(profile):
+    from lib.profiles import resolve
+
+    settings = transfer.TransferSettings.from_config(resolve(profile))
+    settings.check()
+    assert settings.steps > 0 and settings.ngd_mode == "faithful"
