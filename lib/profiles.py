@@ -59,6 +59,7 @@ _BASE: dict[str, Any] = {
     "gan_ema_kimg": 10.0,            # half-life of the generator EMA in thousands of images
     "gan_augment": False,            # differentiable augmentation of D's inputs (kornia)
     "gan_train_limit": 0,            # 0 = all public images
+    "fid_samples": 5000,             # generated vs public images for FID-E of a generator
     # transfer (PAPER.md §3): vanilla | entropy | entropy+ngd from the same checkpoint
     "transfer_steps": 300,
     "transfer_lr": 2e-4,
@@ -95,6 +96,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gan_d_width": 16,
         "gan_steps": 150,
         "gan_train_limit": 3000,
+        "fid_samples": 1000,
         "transfer_steps": 12,
         "ngd_rank": 4,
         "ngd_codes": 4,

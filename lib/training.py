@@ -397,16 +397,23 @@ def build_gan(cfg):
             Discriminator(cfg["gan_d_width"]))
 
 
-def gan_training_set(cfg, data, split, seed: int) -> torch.Tensor:
-    """The public images the GAN learns from (``gan_train_limit`` of them when set)."""
+def gan_training_indices(cfg, split, seed: int):
+    """Train-split indices of the public images the GAN learns from (``gan_train_limit`` of
+    them, drawn with ``seed``, when set)."""
     import numpy as np
-
-    from . import data as data_mod
 
     idx = split.public
     limit = cfg["gan_train_limit"]
     if limit and limit < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))
+    return idx
+
+
+def gan_training_set(cfg, data, split, seed: int) -> torch.Tensor:
+    """The public images the GAN learns from (see ``gan_training_indices``)."""
+    from . import data as data_mod
+
+    idx = gan_training_indices(cfg, split, seed)
     return data_mod.subset(data, idx, train=True, size=cfg["image_size"])[0]
 
 

@@ -433,6 +433,21 @@ SWEEP_RULE = ("among the weights whose generator never collapsed (at no monitor 
               "never at D or R.")
 
 
+def sweep_file() -> Path:
+    """Where the committed sweep lives (``results/entropy_sweep.json``)."""
+    from .paths import repo_root
+
+    return repo_root() / "results" / "entropy_sweep.json"
+
+
+def load_sweep(path: Path | None = None) -> dict | None:
+    """The committed sweep's results, or None when it has not been run."""
+    import json
+
+    path = Path(path) if path is not None else sweep_file()
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def choose_weight(rows: list[dict]) -> dict:
     """The sweep row chosen by ``SWEEP_RULE`` (rows: weight, collapsed_any, final_entropy).
 
@@ -509,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from . import notebook, paths, runner
+    from . import notebook, runner
 
     parser = argparse.ArgumentParser(prog="python -m lib.transfer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -517,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu")
     p.add_argument("--run-dir", default="", help="reuse this run folder's models (default: new)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(paths.repo_root() / "results" / "entropy_sweep.json"))
+    p.add_argument("--out", default=str(sweep_file()))
     args = parser.parse_args(argv)
     run_dir = args.run_dir or str(runner.new_run_dir(args.profile))
     ctx = notebook.setup(args.profile, run_dir, args.seed, "auto", {}, notebook="entropy_sweep",

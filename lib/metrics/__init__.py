@@ -1,6 +1,6 @@
 """Metrics: DDCS, membership-calibrated DDCS, LPIPS-style distances, fidelity/diversity,
 one evaluation entry point (``Judge``) and the controls that calibrate it."""
-from .controls import CONTROLS, public_by_target, real_test
+from .controls import CONTROLS, public_by_target, random_generator, real_test
 from .ddcs import DEFAULT_EPS, DDCSResult, ddcs
 from .distances import PerceptualDistance, lpips_vgg, pairwise_sq_distances
 from .evaluate import SPACES, Evaluation, Judge, class_block_distances
@@ -10,7 +10,7 @@ from .fidelity import (frechet_distance, knn_distance, knn_distances, per_class_
 from .membership import MembershipResult, membership_gap
 from .stats import format_ci, mean_ci
 
-__all__ = ["CONTROLS", "public_by_target", "real_test", "DEFAULT_EPS", "DDCSResult", "ddcs",
+__all__ = ["CONTROLS", "public_by_target", "random_generator", "real_test", "DEFAULT_EPS", "DDCSResult", "ddcs",
            "PerceptualDistance", "lpips_vgg", "pairwise_sq_distances", "SPACES", "Evaluation",
            "Judge", "class_block_distances", "frechet_distance", "knn_distance",
            "knn_distances", "per_class_prdc", "prdc", "restricted_accuracy", "topk_accuracy",

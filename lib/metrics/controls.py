@@ -1,8 +1,9 @@
 """Controls that calibrate DDCS: what an attacker gets without inverting the target.
 
 (a) ``public_by_target``: public images labelled by the target's argmax — an attacker with
-public data and query access, no inversion (random generator samples labelled the same way
-join once the generator exists). (b) ``real_test``: real test images of the private classes
+public data and query access, no inversion; ``random_generator``: the GAN prior's samples at
+random codes, the most target-confident per class — the attack's starting point, no
+optimisation. (b) ``real_test``: real test images of the private classes
 with their true labels — knowledge of the class, not of the training samples. Attack results
 are read against these.
 """
@@ -15,6 +16,7 @@ from .. import data as data_mod
 from ..training import predict_logits
 
 CONTROLS = {
+    "random_generator": "the GAN prior's random samples, most target-confident per class",
     "public_by_target": "public images labelled by the target's argmax",
     "real_test": "real test images of the private classes, true labels",
 }
@@ -51,3 +53,20 @@ def real_test(data, split, classes, per_class: int, seed: int,
     chosen = split.test[_per_class_draw(labels, classes, per_class, rng)]
     images, y = data_mod.subset(data, chosen, train=False, size=size)
     return images, y.numpy()
+
+
+def random_generator(generator: torch.nn.Module, target: torch.nn.Module, classes,
+                     per_class: int, seed: int, candidates: int = 20,
+                     batch_size: int = 512) -> tuple[torch.Tensor, np.ndarray]:
+    """Samples of ``generator`` at random codes, no optimisation: of ``candidates`` ×
+    ``per_class`` × len(classes) samples, the ``per_class`` most target-confident for each
+    class (the PPA-style attack's candidate selection without its optimisation)."""
+    from ..training import generate
+
+    n = candidates * per_class * len(classes)
+    latents = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    images = generate(generator, latents, batch_size)
+    probs = torch.softmax(predict_logits(target, images), dim=1)
+    chosen = torch.cat([probs[:, j].topk(per_class).indices for j in range(len(classes))])
+    labels = np.repeat(np.asarray(classes), per_class)
+    return images[chosen], labels
