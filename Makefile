@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 KERNEL := ddcs-mi
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install data reproduce smoke test unit nbval golden benchmarks lab clean-venv
+.PHONY: install data reproduce smoke test unit nbval golden sweep benchmarks lab clean-venv
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ test: unit nbval
 
 golden: data
 	$(PY) run_all.py --golden
+
+# The entropy-weight sweep of the transfer (its own job, ~40 min on 2 cores, not part of
+# reproduce): writes results/entropy_sweep.json; commit it and set the cpu profile's
+# entropy_weight / ngd_entropy_weight to the chosen values (a test checks they agree).
+sweep: data
+	DDCS_MI_HEADLESS=1 $(PY) -m lib.transfer sweep --profile cpu
 
 benchmarks: data
 	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -94,7 +94,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "n_permutations": 200,
         "gan_width": 16,
         "gan_d_width": 16,
-        "gan_steps": 150,
+        "gan_steps": 300,
         "gan_train_limit": 3000,
         "fid_samples": 1000,
         "transfer_steps": 12,

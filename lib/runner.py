@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 from . import artifacts, paths, profiles
 
-NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "06_evaluation"]
+NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "03_gan_prior", "04_transfer", "06_evaluation"]
 KERNEL_NAME = "ddcs-mi"
 SUMMARY_SCHEMA_VERSION = 1
 STATE = "runner_state.json"

@@ -348,7 +348,10 @@ def transfer_seed(ctx, seed: int) -> int:
 
 
 def require_metric(ctx, seed: int, inputs: TransferInputs):
-    """The faithful natural-gradient metric of repetition ``seed`` (built once, saved)."""
+    """The faithful natural-gradient metric of repetition ``seed`` (built once, saved).
+
+    Returns (metric, info) with the build time in seconds and whether it was reused.
+    """
     from . import ngd
 
     rel = f"models/ngd_metric_seed{seed}.safetensors"
@@ -362,7 +365,8 @@ def require_metric(ctx, seed: int, inputs: TransferInputs):
             from .artifacts import ArtifactError
             raise ArtifactError(f"{ctx.path(rel)} was built under another config; use a new "
                                 "RUN_DIR, or delete the file to rebuild it")
-        return ngd.ReferenceMetric.from_tensors(tensors, settings.ngd_damping), meta
+        return ngd.ReferenceMetric.from_tensors(tensors, settings.ngd_damping), {**meta,
+                                                                                "reused": True}
     import time
 
     start = time.perf_counter()
@@ -371,7 +375,7 @@ def require_metric(ctx, seed: int, inputs: TransferInputs):
     meta = {"config": transfer_config(ctx.cfg), "seed": seed, "codes_seed": codes_seed,
             "seconds": seconds}
     ctx.save_tensors(rel, metric.to_tensors(), meta)
-    return metric, meta
+    return metric, {**meta, "reused": False}
 
 
 def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = None,

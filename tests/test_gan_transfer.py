@@ -239,3 +239,18 @@ def test_settings_from_every_profile(profile):
     settings = transfer.TransferSettings.from_config(resolve(profile))
     settings.check()
     assert settings.steps > 0 and settings.ngd_mode == "faithful"
+
+
+def test_random_generator_control_picks_the_most_confident_per_class():
+    from lib.metrics import random_generator
+
+    class ByMean(nn.Module):   # class 1 when the image is bright, class 0 when dark
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([-10 * m, 10 * m], 1)
+
+    G, _ = _tiny_gan()
+    images, labels = random_generator(G, ByMean(), [3, 7], per_class=4, seed=0, candidates=5)
+    assert images.shape == (8, 1, 32, 32) and labels.tolist() == [3] * 4 + [7] * 4
+    means = images.mean(dim=(1, 2, 3))
+    assert means[:4].max() <= means[4:].min()   # the darkest for class 3, the brightest for 7

@@ -62,3 +62,19 @@ def test_format_config_is_sorted_and_stable():
     text = profiles.format_config(profiles.resolve("smoke"))
     keys = [line.split(" = ")[0] for line in text.splitlines()]
     assert keys == sorted(keys)
+
+
+def test_cpu_entropy_weights_are_the_committed_sweep_choice():
+    """The cpu profile's λ_H values must be the ones the committed sweep chose (make sweep)."""
+    from lib import transfer
+    from lib.profiles import resolve
+
+    sweep = transfer.load_sweep()
+    assert sweep is not None, "results/entropy_sweep.json is missing: run `make sweep`"
+    assert sweep["profile"] == "cpu"
+    cfg = resolve("cpu")
+    for mode, key in [("entropy", "entropy_weight"), ("entropy+ngd", "ngd_entropy_weight")]:
+        assert cfg[key] == sweep["modes"][mode]["chosen"]["weight"], (
+            f"cpu {key} = {cfg[key]} but the committed sweep chose "
+            f"{sweep['modes'][mode]['chosen']['weight']} for {mode}")
+    assert resolve("paper")["entropy_weight"] == 1.0  # the faithful value stays one override away
