@@ -87,21 +87,25 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 
 @torch.no_grad()
+def apply_batched(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024,
+                  device: str = "cpu", method: str = "forward") -> torch.Tensor:
+    """``model.<method>(inputs)`` in eval mode, batched on ``device``, gathered on the CPU."""
+    model.eval().to(device)
+    fn = getattr(model, method)
+    return torch.cat([fn(inputs[i:i + batch_size].to(device)).cpu()
+                      for i in range(0, len(inputs), batch_size)])
+
+
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
                    device: str = "cpu") -> torch.Tensor:
     """Logits of ``model`` (eval mode) on ``images``, batched, on the CPU."""
-    model.eval().to(device)
-    return torch.cat([model(images[i:i + batch_size].to(device)).cpu()
-                      for i in range(0, len(images), batch_size)])
+    return apply_batched(model, images, batch_size, device)
 
 
-@torch.no_grad()
 def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
           device: str = "cpu") -> torch.Tensor:
     """Penultimate features ``model.embed`` of ``images``, batched."""
-    model.eval().to(device)
-    return torch.cat([model.embed(images[i:i + batch_size].to(device)).cpu()
-                      for i in range(0, len(images), batch_size)])
+    return apply_batched(model, images, batch_size, device, method="embed")
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
@@ -359,13 +363,10 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
     return G_ema, history
 
 
-@torch.no_grad()
 def generate(generator: nn.Module, latents: torch.Tensor, batch_size: int = 512,
              device: str = "cpu") -> torch.Tensor:
     """Images of ``generator`` (eval mode) for ``latents``, batched, on the CPU."""
-    generator.eval().to(device)
-    return torch.cat([generator(latents[i:i + batch_size].to(device)).cpu()
-                      for i in range(0, len(latents), batch_size)])
+    return apply_batched(generator, latents, batch_size, device)
 
 
 def pack_modules(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
