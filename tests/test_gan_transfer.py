@@ -254,3 +254,18 @@ def test_random_generator_control_picks_the_most_confident_per_class():
     assert images.shape == (8, 1, 32, 32) and labels.tolist() == [3] * 4 + [7] * 4
     means = images.mean(dim=(1, 2, 3))
     assert means[:4].max() <= means[4:].min()   # the darkest for class 3, the brightest for 7
+
+
+def test_choose_weight_follows_the_stated_rule():
+    rows = [{"weight": 0.01, "final_entropy": 0.8, "collapsed_any": False},
+            {"weight": 0.1, "final_entropy": 0.5, "collapsed_any": False},
+            {"weight": 1.0, "final_entropy": 0.1, "collapsed_any": True}]
+    chosen = transfer.choose_weight(rows)
+    assert chosen["weight"] == 0.1 and not chosen["all_collapsed"]   # lowest safe entropy
+    tie = rows[:1] + [{"weight": 0.003, "final_entropy": 0.8, "collapsed_any": False}]
+    assert transfer.choose_weight(tie)["weight"] == 0.003             # ties: the smaller weight
+    collapsed = [dict(r, collapsed_any=True) for r in rows]
+    worst = transfer.choose_weight(collapsed)
+    assert worst["weight"] == 0.01 and worst["all_collapsed"]
+    with pytest.raises(ValueError):
+        transfer.choose_weight([])
