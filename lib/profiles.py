@@ -120,6 +120,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "perc_arch": "lpips-vgg",
         "batch_size": 64,
         "recon_per_class": 50,
+        "gan_z_dim": 128,            # the larger prior (its 64–128 px generator: the paper-profile issue)
+        "gan_width": 64,
+        "gan_d_width": 64,
+        "gan_steps": 50000,
+        "gan_r1_gamma": 10.0,        # the paper's γ at 256 px
+        "gan_augment": True,
+        "transfer_steps": 3000,
         "cell_timeout_s": 3 * 3600,
     },
 }
@@ -179,6 +186,7 @@ def format_config(cfg: Mapping[str, Any]) -> str:
 def table() -> list[dict[str, Any]]:
     """One row per profile with the sizes that differ between them, for display."""
     keys = ["dataset", "image_size", "private_per_class", "seeds", "target_epochs",
-            "eval_epochs", "eval_train_limit", "perc_epochs", "device"]
+            "eval_epochs", "eval_train_limit", "perc_epochs", "gan_steps", "transfer_steps",
+            "device"]
     return [{"profile": p, **{k: PROFILES[p][k] for k in keys}, "purpose": PROFILE_NOTES[p]}
             for p in PROFILES]
