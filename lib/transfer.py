@@ -538,12 +538,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(sweep_file()))
     args = parser.parse_args(argv)
+    commit, dirty = runner.git_commit(), runner.git_dirty()   # the code this job runs
     run_dir = args.run_dir or str(runner.new_run_dir(args.profile))
     ctx = notebook.setup(args.profile, run_dir, args.seed, "auto", {}, notebook="entropy_sweep",
                          show_config=False)
     result = sweep(ctx, seed=args.seed)
-    result.update(profile=args.profile, git_commit=runner.git_commit(),
-                  git_dirty=runner.git_dirty(),
+    result.update(profile=args.profile, git_commit=commit, git_dirty=dirty,
                   config=transfer_config(ctx.cfg), run_dir=notebook.display_path(ctx.run_dir))
     from .artifacts import atomic_write_json
 
