@@ -75,6 +75,17 @@ _BASE: dict[str, Any] = {
     "monitor_samples": 512,          # fixed codes for the class histogram / collapse monitor
     "monitor_every": 25,
     "collapse_max_share": 0.5,       # collapsed when one target class takes more of the samples
+    # attacks (PAPER.md §4): PPA-style (Struppek et al. 2022) and GMI-style (Zhang et al. 2020)
+    "attack_pool": 2000,             # PPA initial latents, shared across classes
+    "attack_candidates": 100,        # PPA latents optimised per class (≥ recon_per_class)
+    "attack_steps": 70,              # PPA Adam steps on the latents
+    "attack_lr": 0.05,               # Adam learning rate on z
+    "attack_truncation": 1.0,        # scale of the initial latents (1 = none)
+    "attack_final_aug": 50,          # augmentations averaged in the final robust confidence
+    "gmi_steps": 300,                # GMI SGD steps on the latents
+    "gmi_lr": 0.02,                  # SGD (momentum 0.9) learning rate on z
+    "gmi_restarts": 2,               # random restarts; the lowest final loss per row is kept
+    "gmi_lambda_id": 100.0,          # weight of the identity (cross-entropy) loss
     # runner
     "cell_timeout_s": 1800,
 }
@@ -102,6 +113,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ngd_codes": 4,
         "monitor_samples": 128,
         "monitor_every": 4,
+        "attack_pool": 300,
+        "attack_candidates": 20,
+        "attack_steps": 8,
+        "attack_final_aug": 8,
+        "gmi_steps": 10,
+        "gmi_restarts": 2,
         "cell_timeout_s": 300,
     },
     "cpu": {**_BASE,

@@ -77,3 +77,17 @@ class TestNotebook:
 
     def test_kernel_is_this_project(self, path):
         assert load(path)["metadata"]["kernelspec"]["name"] == runner.KERNEL_NAME
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pinned_config_is_the_current_smoke_profile(path):
+    """Every setup cell pins the resolved smoke config: a profile change needs `make golden`."""
+    from lib.profiles import format_config, resolve
+
+    cells = [c for c in load(path)["cells"] if c["cell_type"] == "code"
+             and "lib.notebook.setup(" in source(c)]
+    assert len(cells) == 1, "one setup cell per notebook"
+    text = "".join("".join(o.get("text", "")) for o in cells[0]["outputs"]
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    assert text.strip() == format_config(resolve("smoke")).strip(), (
+        f"{path.name}'s pinned config differs from the smoke profile: run `make golden`")

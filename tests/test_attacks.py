@@ -1,0 +1,150 @@
+"""The PPA-style and GMI-style attacks on tiny networks (lib.attacks)."""
+from __future__ import annotations
+
+import inspect
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lib.attacks import (ATTACKS, gmi_attack, poincare_loss, ppa_attack, regenerate,
+                         robust_confidence, run_attack, select_candidates, select_final)
+from lib.models import ConvClassifier, Discriminator, Generator
+from lib.profiles import resolve
+
+N_CLASSES = 3
+PPA = dict(pool=60, candidates_per_class=8, final_per_class=4, steps=10, lr=0.1,
+           truncation=1.0, n_aug_final=4)
+GMI = dict(per_class=4, steps=10, lr=0.05, restarts=2, lambda_id=100.0)
+
+
+def tiny_nets(seed: int = 0) -> tuple[Generator, ConvClassifier, Discriminator]:
+    """Untrained G, T, D whose batch-norm statistics are set from one batch (responsive)."""
+    torch.manual_seed(seed)
+    G, T, D = Generator(z_dim=8, width=4), ConvClassifier("mcnn", N_CLASSES, width=4), \
+        Discriminator(width=4)
+    for m in list(G.modules()) + list(T.modules()):
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None                       # cumulative: the stats of the one batch
+    with torch.no_grad():
+        T.train()(G.train()(torch.randn(64, 8)))
+    return G.eval(), T.eval(), D.eval()
+
+
+# ----------------------------------------------------------------------------- the loss
+def test_poincare_loss_matches_hand_computation():
+    xi = 1e-4
+    # u = [2, -1, 1] / 4; v = [1 - xi, 0, 0]
+    u = [0.5, -0.25, 0.25]
+    v = [1 - xi, 0.0, 0.0]
+    diff = sum((a - b) ** 2 for a, b in zip(u, v))
+    expected = math.acosh(1 + 2 * diff / ((1 - sum(a * a for a in u)) * (1 - (1 - xi) ** 2)))
+    got = poincare_loss(torch.tensor([[2.0, -1.0, 1.0]], dtype=torch.float64),
+                        torch.tensor([0]), xi=xi)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_poincare_loss_is_nonnegative_and_smaller_toward_the_class():
+    logits = torch.randn(50, 5, generator=torch.Generator().manual_seed(0))
+    targets = torch.arange(50) % 5
+    assert (poincare_loss(logits, targets) >= 0).all()
+    right = torch.tensor([[4.0, 1.0, 0.5]])
+    wrong = torch.tensor([[0.5, 1.0, 4.0]])
+    assert poincare_loss(right, torch.tensor([0])) < poincare_loss(wrong, torch.tensor([0]))
+
+
+# ----------------------------------------------------------------------------- selection
+def test_select_candidates_and_final_pick_the_highest():
+    conf = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6], [0.1, 0.95]])
+    assert select_candidates(conf, 2).tolist() == [[0, 2], [3, 1]]
+    assert select_candidates(conf, 1).tolist() == [[0], [3]]
+    scores = torch.tensor([[0.1, 0.5, 0.3, 0.9], [0.8, 0.2, 0.6, 0.4]])
+    assert select_final(scores, 2).tolist() == [[3, 1], [0, 2]]
+    with pytest.raises(ValueError, match="pool"):
+        select_candidates(conf, 5)
+    with pytest.raises(ValueError, match="keep"):
+        select_final(scores, 5)
+
+
+def test_robust_confidence_is_a_probability_of_shape_c_k():
+    G, T, _ = tiny_nets()
+    latents = torch.randn(N_CLASSES, 4, 8, generator=torch.Generator().manual_seed(1))
+    conf = robust_confidence(G, T, latents, torch.arange(N_CLASSES), n_aug=3, seed=0)
+    assert conf.shape == (N_CLASSES, 4)
+    assert ((conf >= 0) & (conf <= 1)).all()
+    assert torch.equal(conf, robust_confidence(G, T, latents, torch.arange(N_CLASSES), 3, 0))
+    one = robust_confidence(G, T, latents, torch.arange(N_CLASSES), n_aug=1, seed=0)
+    assert not torch.equal(conf, one)               # averaged over several views
+
+
+# ----------------------------------------------------------------------------- the attacks
+def test_ppa_lowers_its_loss_and_returns_every_key():
+    G, T, _ = tiny_nets()
+    out = ppa_attack(G, T, N_CLASSES, seed=0, **PPA)
+    assert out["final_loss"] < out["initial_loss"]
+    assert len(out["loss_curve"]) == PPA["steps"]
+    n = N_CLASSES * PPA["final_per_class"]
+    assert out["latents"].shape == (n, 8) and out["images"].shape == (n, 1, 32, 32)
+    assert out["labels"].tolist() == [c for c in range(N_CLASSES)
+                                      for _ in range(PPA["final_per_class"])]
+    assert ((out["confidence"] >= 0) & (out["confidence"] <= 1)).all()
+    # the networks are left as they were: frozen only during the attack
+    assert all(p.requires_grad for p in G.parameters())
+    assert all(p.requires_grad for p in T.parameters())
+
+
+def test_gmi_lowers_its_loss():
+    G, T, D = tiny_nets()
+    out = gmi_attack(G, D, T, N_CLASSES, seed=0, **GMI)
+    assert out["final_loss"] < out["initial_loss"]
+    assert out["loss_curve"][-1] < out["loss_curve"][0]
+    assert out["latents"].abs().max() <= 3.0
+    assert out["labels"].tolist() == [c for c in range(N_CLASSES) for _ in range(4)]
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attacks_are_reproducible_and_regenerate_exactly(name):
+    G, T, D = tiny_nets()
+
+    def attack(seed):
+        if name == "ppa":
+            return ppa_attack(G, T, N_CLASSES, seed=seed, **{**PPA, "steps": 3})
+        return gmi_attack(G, D, T, N_CLASSES, seed=seed, **{**GMI, "steps": 3})
+
+    a, b, c = attack(0), attack(0), attack(1)
+    assert torch.equal(a["latents"], b["latents"]) and torch.equal(a["images"], b["images"])
+    assert not torch.equal(a["latents"], c["latents"])
+    assert torch.equal(regenerate(G, a["latents"]), a["images"])
+
+
+# ----------------------------------------------------------------------------- run_attack
+@pytest.mark.parametrize("name", ATTACKS)
+def test_run_attack_reads_the_profile(name):
+    G, T, D = tiny_nets()
+    cfg = resolve("smoke")
+    per_class = cfg["recon_per_class"]
+    out = run_attack(name, G, T, N_CLASSES, cfg, 0, discriminator=D)
+    assert out["labels"].tolist() == [c for c in range(N_CLASSES) for _ in range(per_class)]
+    assert len(out["latents"]) == len(out["images"]) == N_CLASSES * per_class
+    assert len(out["loss_curve"]) == cfg["attack_steps" if name == "ppa" else "gmi_steps"]
+
+
+def test_run_attack_errors_name_the_fix():
+    G, T, _ = tiny_nets()
+    cfg = resolve("smoke")
+    with pytest.raises(ValueError, match="valid: ppa, gmi"):
+        run_attack("nope", G, T, N_CLASSES, cfg, 0)
+    with pytest.raises(ValueError, match="discriminator"):
+        run_attack("gmi", G, T, N_CLASSES, cfg, 0)
+    with pytest.raises(ValueError, match="attack_candidates"):
+        run_attack("ppa", G, T, N_CLASSES, resolve("smoke", {"attack_candidates": 5}), 0)
+    with pytest.raises(ValueError, match="n_classes"):
+        ppa_attack(G, T, N_CLASSES + 1, seed=0, **PPA)
+
+
+def test_the_attacker_knows_no_private_data():
+    forbidden = {"evaluator", "private", "reference", "judge", "split", "data"}
+    for fn in (run_attack, ppa_attack, gmi_attack):
+        assert not forbidden & set(inspect.signature(fn).parameters), fn.__name__
