@@ -88,6 +88,19 @@ class Context:
     def exists(self, rel: str) -> bool:
         return artifacts.exists(self.run_dir, rel)
 
+    def load_current(self, rel: str, config: Any) -> tuple[dict, dict] | None:
+        """(tensors, metadata) of ``rel`` if it exists and was made under ``config``; None
+        if it does not exist. One made under another config is an ``ArtifactError``: never
+        silently replaced, never silently reused."""
+        if not self.exists(rel):
+            return None
+        tensors, meta = self.load_tensors(rel)
+        if meta.get("config") != config:
+            raise artifacts.ArtifactError(
+                f"{self.path(rel)} was made under another config ({meta.get('config')}); this "
+                f"notebook wants {config}. Use a new RUN_DIR, or delete the file to rebuild it")
+        return tensors, meta
+
     # ---------------------------------------------------------------- records
     def record(self, key: str, values: Any) -> None:
         """Merge ``{key: values}`` into ``metrics/<notebook>.json``."""

@@ -207,18 +207,14 @@ def require_classifier(ctx, role: str, data=None, split=None):
     """
     import numpy as np
 
-    from . import artifacts
     from . import data as data_mod
     from .models import build_classifier
 
     rel = f"models/{role}.safetensors"
     wanted = role_config(role, ctx.cfg)
-    if ctx.exists(rel):
-        tensors, meta = ctx.load_tensors(rel)
-        if meta.get("config") != wanted:
-            raise artifacts.ArtifactError(
-                f"{ctx.path(rel)} was trained under another config ({meta.get('config')}); "
-                f"this notebook wants {wanted}. Use a new RUN_DIR, or delete the file to retrain")
+    loaded = ctx.load_current(rel, wanted)
+    if loaded is not None:
+        tensors, meta = loaded
         idx = tensors.pop("train_indices").numpy()
         model = build_classifier(meta["arch"])
         model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items()})
@@ -424,19 +420,15 @@ def require_gan(ctx, data=None, split=None):
     Returns (generator, generator_ema, discriminator, info). The EMA generator is the prior
     the attacks use; the raw generator and the discriminator are where transfer starts.
     """
-    from . import artifacts
     from . import data as data_mod
 
     rel = "models/gan_prior.safetensors"
     wanted = gan_config(ctx.cfg)
     G, D = build_gan(ctx.cfg)
     G_ema = build_gan(ctx.cfg)[0]
-    if ctx.exists(rel):
-        tensors, meta = ctx.load_tensors(rel)
-        if meta.get("config") != wanted:
-            raise artifacts.ArtifactError(
-                f"{ctx.path(rel)} was trained under another config ({meta.get('config')}); "
-                f"this notebook wants {wanted}. Use a new RUN_DIR, or delete the file to retrain")
+    loaded = ctx.load_current(rel, wanted)
+    if loaded is not None:
+        tensors, meta = loaded
         unpack_modules(tensors, {"G": G, "G_ema": G_ema, "D": D})
         return G.eval(), G_ema.eval(), D.eval(), {"reused": True, "history": meta["history"]}
     if data is None or split is None:

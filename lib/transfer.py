@@ -359,12 +359,9 @@ def require_metric(ctx, seed: int, inputs: TransferInputs):
 
     settings = TransferSettings.from_config(ctx.cfg, "entropy+ngd")
     codes_seed = derive_seed(transfer_seed(ctx, seed), "ngd_codes")
-    if ctx.exists(rel):
-        tensors, meta = ctx.load_tensors(rel)
-        if meta.get("config") != transfer_config(ctx.cfg):
-            from .artifacts import ArtifactError
-            raise ArtifactError(f"{ctx.path(rel)} was built under another config; use a new "
-                                "RUN_DIR, or delete the file to rebuild it")
+    loaded = ctx.load_current(rel, transfer_config(ctx.cfg))
+    if loaded is not None:
+        tensors, meta = loaded
         return ngd.ReferenceMetric.from_tensors(tensors, settings.ngd_damping), {**meta,
                                                                                 "reused": True}
     import time
@@ -396,11 +393,12 @@ def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = 
     config = transfer_config(ctx.cfg)
     suffix = "".join(f"_{k}-{v}" for k, v in sorted(changes.items()))
     rel = f"models/transfer/{mode_slug(mode)}_seed{seed}{suffix}.safetensors"
-    if ctx.exists(rel):
-        tensors, meta = ctx.load_tensors(rel)
-        if meta.get("config") != config or meta.get("changes") != changes:
-            raise ArtifactError(f"{ctx.path(rel)} was fine-tuned under another config; use a "
-                                "new RUN_DIR, or delete the file to fine-tune again")
+    loaded = ctx.load_current(rel, config)
+    if loaded is not None:
+        tensors, meta = loaded
+        if meta.get("changes") != changes:
+            raise ArtifactError(f"{ctx.path(rel)} was fine-tuned with other settings "
+                                f"({meta.get('changes')}); delete the file to fine-tune again")
         G, G_ema = Generator(**meta["generator"]), Generator(**meta["generator"])
         D = Discriminator(**meta["discriminator"])
         unpack_modules(tensors, {"G": G, "G_ema": G_ema, "D": D})
