@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -22,3 +24,12 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+@contextmanager
+def seeded_rng(seed: int, name: str) -> Iterator[None]:
+    """Torch's CPU global RNG forked and seeded with ``derive_seed(seed, name)`` inside the
+    block (for kornia's draws), so the caller's own stream is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, name))
+        yield

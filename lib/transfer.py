@@ -238,7 +238,7 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
     monitor (default: ``settings.monitor_samples`` codes from ``seed``).
     """
     from . import ngd
-    from .seeding import derive_seed
+    from .seeding import derive_seed, seeded_rng
     from .training import train_gan
 
     check_mode(mode)
@@ -270,8 +270,7 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
                 G_ema, T, monitor_latents, n_classes, settings.collapse_max_share)})
         if mode == "vanilla":
             return fake.new_zeros(()), {}
-        with torch.random.fork_rng(devices=[]):       # the view's draws leave the GAN's alone
-            torch.manual_seed(derive_seed(seed, f"view/{step}"))
+        with seeded_rng(seed, f"view/{step}"):         # the view's draws leave the GAN's alone
             logits = T(view(fake))
         term = settings.entropy_weight * target_objective(
             logits, settings.entropy_objective, settings.entropy_reduction)

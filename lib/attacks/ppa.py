@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..seeding import derive_seed
+from ..seeding import derive_seed, seeded_rng
 from ..training import generate
 
 
@@ -44,14 +44,6 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
             m.train(training)
             for p, flag in zip(m.parameters(), flags):
                 p.requires_grad_(flag)
-
-
-@contextmanager
-def seeded_rng(seed: int, name: str) -> Iterator[None]:
-    """A forked CPU global RNG seeded with ``derive_seed(seed, name)`` (kornia draws)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, name))
-        yield
 
 
 @torch.no_grad()
