@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 KERNEL := ddcs-mi
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install data reproduce smoke test unit nbval golden sweep benchmarks lab clean-venv
+.PHONY: install data reproduce publish smoke test unit nbval golden sweep benchmarks lab clean-venv
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ data: $(STAMP)
 
 reproduce: data
 	$(PY) run_all.py --profile cpu
+
+# Copy a finished full run's summary.json, summary.md and headline figure into results/
+# (committed): make publish RUN=runs/<folder>
+publish: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make publish RUN=runs/<run folder>"; exit 2; }
+	$(PY) run_all.py --publish $(RUN)
 
 smoke: data
 	$(PY) run_all.py --profile smoke

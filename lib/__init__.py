@@ -1,12 +1,12 @@
 """ddcs-mi: sample-level evaluation (DDCS) and a generative framework for model inversion.
 
 The modules mirror the pipeline: ``data`` → ``models`` / ``training`` → ``transfer`` (with ``ngd``) → ``attacks``
-→ ``metrics`` → (defense) → ``runner``; ``notebook`` is what each notebook calls first.
+→ ``metrics`` → ``defense`` → ``runner``; ``notebook`` is what each notebook calls first.
 Submodules load on first use (``lib.notebook.setup(...)`` works after ``import lib``).
 """
 import importlib
 
-__all__ = ["artifacts", "attacks", "data", "metrics", "models", "ngd", "notebook", "paths", "plotting", "profiles",
+__all__ = ["artifacts", "attacks", "data", "defense", "metrics", "models", "ngd", "notebook", "paths", "plotting", "profiles",
            "runner", "seeding", "training", "transfer"]
 __version__ = "0.1.0"
 

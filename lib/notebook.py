@@ -51,6 +51,19 @@ def interactive_run_dir(profile: str, overrides: Mapping[str, Any]) -> Path:
     return paths.runs_dir() / INTERACTIVE / name
 
 
+def config_difference(saved: Any, wanted: Any, prefix: str = "") -> str:
+    """The keys where two configs differ, as 'key: saved → wanted' (nested keys dotted)."""
+    if not (isinstance(saved, dict) and isinstance(wanted, dict)):
+        return f"{prefix or 'config'}: {saved!r} → {wanted!r}"
+    parts = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key, "<absent>"), wanted.get(key, "<absent>")
+        if a != b:
+            parts.append(config_difference(a, b, f"{prefix}{key}.") if isinstance(a, dict)
+                         and isinstance(b, dict) else f"{prefix}{key}: {a!r} → {b!r}")
+    return "; ".join(parts)
+
+
 @dataclass
 class Context:
     """Resolved config, run folder, device, seeds, and the recording helpers."""
@@ -95,10 +108,12 @@ class Context:
         if not self.exists(rel):
             return None
         tensors, meta = self.load_tensors(rel)
-        if meta.get("config") != config:
+        saved = meta.get("config")
+        if saved != config:
             raise artifacts.ArtifactError(
-                f"{self.path(rel)} was made under another config ({meta.get('config')}); this "
-                f"notebook wants {config}. Use a new RUN_DIR, or delete the file to rebuild it")
+                f"{display_path(self.path(rel))} was made under another config "
+                f"({config_difference(saved, config)}). Use a new RUN_DIR, or delete the file to "
+                "rebuild it")
         return tensors, meta
 
     # ---------------------------------------------------------------- records
@@ -110,13 +125,13 @@ class Context:
         self.save_json(rel, current)
 
     def claim(self, claim_id: str, claim: str, criterion: str, measured: Any,
-              passed: bool, details: str = "") -> dict:
+              passed: bool, details: str = "", feature_space: str = "") -> dict:
         """Record a claim (never raise on failure) in ``metrics/claims.json`` and show it."""
         rel = "metrics/claims.json"
         claims = self.load_json(rel) if self.exists(rel) else {}
         entry = {"id": claim_id, "claim": claim, "criterion": criterion, "measured": measured,
                  "passed": bool(passed), "notebook": self.notebook, "profile": self.profile,
-                 "details": details}
+                 "feature_space": feature_space, "details": details}
         claims[claim_id] = entry
         self.save_json(rel, claims)
         print(f"{claim_id} {'PASS' if passed else 'FAIL'} | {claim} | criterion: {criterion} "

@@ -76,16 +76,17 @@ _BASE: dict[str, Any] = {
     "monitor_every": 25,
     "collapse_max_share": 0.5,       # collapsed when one target class takes more of the samples
     # attacks (PAPER.md §4): PPA-style (Struppek et al. 2022) and GMI-style (Zhang et al. 2020)
-    "attack_pool": 2000,             # PPA initial latents, shared across classes
-    "attack_candidates": 100,        # PPA latents optimised per class (≥ recon_per_class)
+    "attack_pool": 3000,             # PPA initial latents, shared across classes
+    "attack_candidates": 150,        # PPA latents optimised per class (≥ recon_per_class)
     "attack_steps": 70,              # PPA Adam steps on the latents
     "attack_lr": 0.05,               # Adam learning rate on z
     "attack_truncation": 1.0,        # scale of the initial latents (1 = none)
     "attack_final_aug": 50,          # augmentations averaged in the final robust confidence
-    "gmi_steps": 300,                # GMI SGD steps on the latents
+    "gmi_steps": 150,                # GMI SGD steps on the latents
     "gmi_lr": 0.02,                  # SGD (momentum 0.9) learning rate on z
     "gmi_restarts": 2,               # random restarts; the lowest final loss per row is kept
     "gmi_lambda_id": 100.0,          # weight of the identity (cross-entropy) loss
+    "gmi_seeds": 1,                  # GMI runs in the first N profile seeds (PPA: every seed)
     # runner
     "cell_timeout_s": 1800,
 }

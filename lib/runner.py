@@ -25,9 +25,10 @@ from typing import Any, Callable, Mapping
 
 from . import artifacts, paths, profiles
 
-NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "03_gan_prior", "04_transfer", "06_evaluation"]
+NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "03_gan_prior", "04_transfer", "05_attacks",
+             "06_evaluation", "07_defense", "99_summary"]
 KERNEL_NAME = "ddcs-mi"
-SUMMARY_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION = 2
 STATE = "runner_state.json"
 PACKAGES = ["torch", "torchvision", "kornia", "numpy", "scipy", "pandas", "matplotlib",
             "seaborn", "safetensors", "papermill", "nbval", "prdc", "lpips"]
@@ -193,10 +194,62 @@ def collect_metrics(run_dir: Path) -> tuple[list, dict]:
     return claims, metrics
 
 
+SUMMARY_KEYS = {"schema_version", "run", "profile", "overrides", "seed", "git_commit",
+                "started", "finished", "notebooks", "claims", "attacks", "metrics"}
+CLAIM_KEYS = {"id", "claim", "criterion", "measured", "passed", "notebook", "profile",
+              "feature_space", "details", "paper_says"}
+ATTACK_KEYS = {"attack", "mode", "seeds", "metrics"}
+ATTACK_METRIC_KEYS = {"mean", "values", "space"}
+
+
+def attack_table(metrics: Mapping[str, Any]) -> list[dict]:
+    """Per attack × mode, every metric of notebook 06 (mean over seeds, per-seed values,
+    feature space) and the seeds it covers; [] when notebook 06 has not run."""
+    by_source = metrics.get("06_evaluation", {}).get("by_source", {})
+    rows = []
+    for source, entry in by_source.items():
+        if "/" not in source:                       # the controls
+            continue
+        attack, mode = source.split("/", 1)
+        table = {}
+        for name, m in entry["metrics"].items():
+            values = [v for v in m["values"] if v is not None]
+            table[name] = {"mean": sum(values) / len(values) if values else None,
+                           "values": m["values"], "space": m["space"]}
+        rows.append({"attack": attack, "mode": mode, "seeds": entry["seeds"], "metrics": table})
+    return rows
+
+
+def validate_summary(summary: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming what is missing if ``summary`` does not follow the schema."""
+    def need(keys, obj, where):
+        missing = set(keys) - set(obj)
+        if missing:
+            raise ValueError(f"summary.json: {where} lacks {sorted(missing)} (schema version "
+                             f"{SUMMARY_SCHEMA_VERSION}, README 'Where outputs go')")
+
+    need(SUMMARY_KEYS, summary, "the top level")
+    if summary["schema_version"] != SUMMARY_SCHEMA_VERSION:
+        raise ValueError(f"summary.json: schema version {summary['schema_version']}, expected "
+                         f"{SUMMARY_SCHEMA_VERSION}")
+    for c in summary["claims"]:
+        need(CLAIM_KEYS, c, f"claim {c.get('id')}")
+    for a in summary["attacks"]:
+        need(ATTACK_KEYS, a, f"attack entry {a.get('attack')}/{a.get('mode')}")
+        for name, m in a["metrics"].items():
+            need(ATTACK_METRIC_KEYS, m, f"metric {name} of {a['attack']}/{a['mode']}")
+    for nb in summary["notebooks"]:
+        need({"name", "status", "seconds", "error"}, nb, f"notebook entry {nb.get('name')}")
+
+
 def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
                   state: dict, started: str) -> dict:
     """``summary.json`` (schema in README) and ``summary.md`` of a run folder."""
+    from .metrics.claims import PAPER_SAYS
+
     claims, metrics = collect_metrics(run_dir)
+    claims = [{"feature_space": "", "details": "", **c, "paper_says": PAPER_SAYS.get(c["id"], "")}
+              for c in claims]
     summary = {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "run": run_dir.name,
@@ -210,8 +263,10 @@ def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
                        "seconds": state[n].get("seconds"), "error": state[n].get("error")}
                       for n in state],
         "claims": claims,
+        "attacks": attack_table(metrics),
         "metrics": metrics,
     }
+    validate_summary(summary)
     artifacts.atomic_write_json(run_dir / "summary.json", summary)
     lines = [f"# Run {run_dir.name}", "", f"profile `{profile}`, seed {seed}, overrides "
              f"`{json.dumps(dict(overrides))}`, commit `{summary['git_commit'][:10]}`", "",
@@ -299,6 +354,30 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
     return (1 if failed else 0), run_dir
 
 
+PUBLISHED = ("summary.json", "summary.md", "figures/99_headline.png")
+
+
+def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Copy a finished run's summary and headline figure into ``results/`` (committed), after
+    checking the summary's schema and that every notebook succeeded."""
+    import shutil
+
+    run_dir = Path(run_dir).resolve()
+    dest = Path(dest) if dest is not None else paths.repo_root() / "results"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    validate_summary(summary)
+    failed = [n["name"] for n in summary["notebooks"] if n["status"] != "ok"]
+    if failed or [n["name"] for n in summary["notebooks"]] != NOTEBOOKS:
+        raise RunnerError(f"{run_dir.name} is not a complete, successful run (failed: {failed}; "
+                          f"ran {[n['name'] for n in summary['notebooks']]}); publish a full run")
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in PUBLISHED:
+        artifacts.verify(run_dir, run_dir / rel) if rel.startswith("figures/") else None
+        shutil.copyfile(run_dir / rel, dest / Path(rel).name)
+        log(f"published {rel} → {dest.name}/{Path(rel).name}")
+    return dest
+
+
 def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
            kernel_check: bool = True, log: Callable[[str], None] = print) -> int:
     """Re-execute the committed notebooks in place under smoke defaults (no injected cell).
@@ -355,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--golden", action="store_true",
                         help="regenerate the committed smoke notebooks in place")
     parser.add_argument("--list", action="store_true", help="list the notebooks in order")
+    parser.add_argument("--publish", metavar="RUN_DIR",
+                        help="copy a finished run's summary and headline figure into results/")
     args = parser.parse_args(argv)
     try:
         if args.list:
@@ -362,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.golden:
             return golden(args.only)
+        if args.publish:
+            publish(args.publish)
+            return 0
         code, _ = run(args.profile, dict(args.override), args.seed, args.device, args.resume,
                       args.only)
         return code

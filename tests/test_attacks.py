@@ -1,6 +1,7 @@
 """The PPA-style and GMI-style attacks on tiny networks (lib.attacks)."""
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 
@@ -148,3 +149,74 @@ def test_the_attacker_knows_no_private_data():
     forbidden = {"evaluator", "private", "reference", "judge", "split", "data"}
     for fn in (run_attack, ppa_attack, gmi_attack):
         assert not forbidden & set(inspect.signature(fn).parameters), fn.__name__
+
+
+# ----------------------------------------------------------------------------- saved runs
+def _context_with_a_transferred_generator(tmp_path, overrides=None):
+    """A smoke context whose run folder holds a (tiny, untrained) vanilla seed-0 generator."""
+    from lib import notebook, transfer
+    from lib.training import pack_modules
+
+    ctx = notebook.setup("smoke", str(tmp_path / "run"), 0, "cpu", overrides or {},
+                         notebook="test", show_config=False)
+    G, _, D = tiny_nets()
+    n_classes = len(ctx.cfg["private_classes"])
+    torch.manual_seed(1)
+    T = ConvClassifier("mcnn", n_classes, width=4).eval()
+    ctx.save_tensors("models/target.safetensors",
+                     {f"model.{k}": v for k, v in T.state_dict().items()}, {"arch": T.arch_spec})
+    ctx.save_tensors("models/transfer/vanilla_seed0.safetensors",
+                     pack_modules({"G": G, "G_ema": copy.deepcopy(G), "D": D}),
+                     {"config": transfer.transfer_config(ctx.cfg), "changes": {}, "mode": "vanilla",
+                      "seed": 0, "generator": G.arch_spec, "discriminator": D.arch_spec,
+                      "history": [], "monitor": [], "seconds": 0.0})
+    return ctx, G, T
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_require_attack_saves_reuses_and_regenerates(tmp_path, name):
+    from lib.attacks import attack_stem, require_attack
+
+    ctx, G, T = _context_with_a_transferred_generator(tmp_path)
+    run, info = require_attack(ctx, name, "vanilla", 0, target=T)
+    assert not info["reused"]
+    per_class, classes = ctx.cfg["recon_per_class"], list(ctx.cfg["private_classes"])
+    assert run.original_labels.tolist() == [c for c in classes for _ in range(per_class)]
+    stem = attack_stem(name, "vanilla", 0)
+    assert ctx.exists(f"attacks/{stem}.safetensors")
+    assert len(list(ctx.path(f"attacks/{stem}").glob("*.png"))) == len(classes)
+    again, info = require_attack(ctx, name, "vanilla", 0, target=T)
+    assert info["reused"]
+    assert torch.equal(again.latents, run.latents) and torch.equal(again.images, run.images)
+    assert torch.equal(again.confidence, run.confidence)
+    assert again.loss_curve == pytest.approx(run.loss_curve)
+
+
+def test_require_attack_refuses_another_config(tmp_path):
+    from lib import notebook
+    from lib.artifacts import ArtifactError
+    from lib.attacks import require_attack
+
+    ctx, G, T = _context_with_a_transferred_generator(tmp_path)
+    require_attack(ctx, "ppa", "vanilla", 0, target=T)
+    other = notebook.setup("smoke", str(ctx.run_dir), 0, "cpu", {"attack_steps": 3},
+                           notebook="test", show_config=False)
+    with pytest.raises(ArtifactError, match="another config"):
+        require_attack(other, "ppa", "vanilla", 0, target=T)
+
+
+def test_attack_seeds_and_stems():
+    from lib.attacks import attack_seeds, attack_stem
+
+    cfg = resolve("cpu")
+    assert attack_seeds(cfg, "ppa") == list(cfg["seeds"]) and len(cfg["seeds"]) >= 3
+    assert attack_seeds(cfg, "gmi") == list(cfg["seeds"])[:cfg["gmi_seeds"]]
+    assert attack_stem("ppa", "entropy+ngd", 2) == "ppa_entropy-ngd_seed2"
+    with pytest.raises(ValueError, match="valid: ppa, gmi"):
+        attack_stem("mia", "vanilla", 0)
+
+
+def test_cpu_attacks_make_at_least_as_many_reconstructions_as_private_samples():
+    cfg = resolve("cpu")
+    assert cfg["recon_per_class"] >= cfg["private_per_class"]
+    assert cfg["attack_candidates"] >= cfg["recon_per_class"]

@@ -107,3 +107,32 @@ def test_mean_ci():
     assert M.format_ci([1.0, 2.0, 3.0]).startswith("2 [")
     with pytest.raises(ValueError):
         M.mean_ci([])
+
+
+def test_label_view_on_fixed_logits():
+    import torch
+
+    from lib.metrics import label_view
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x):
+            return self.logits[x[:, 0, 0, 0].long()]
+
+    images = torch.arange(4.0)[:, None, None, None].expand(4, 1, 2, 2).contiguous()
+    classes = [0, 2]                                  # target label 0 ↔ class 0, 1 ↔ class 2
+    labels = [0, 0, 2, 2]
+    target = Fixed(torch.tensor([[9.0, 0], [0, 9.0], [0, 9.0], [0, 9.0]]))
+    e_logits = torch.zeros(4, 10)
+    e_logits[0, 0] = e_logits[1, 5] = e_logits[2, 2] = 1.0   # row 1: class 5 (not private)
+    e_logits[3, 0] = 1.0
+    e_logits[1, 2] = 0.5                              # restricted argmax of row 1: class 2
+    out = label_view(target, Fixed(e_logits), images, labels, classes)
+    assert out["T_acc1"] == 0.75
+    assert out["E_acc1_strict"] == 0.5                # rows 0 and 2
+    assert out["E_acc1_restricted"] == 0.5            # rows 0, 2 right; 1 → 2, 3 → 0 wrong
+    p_hi = torch.softmax(torch.tensor([9.0, 0]), 0)[0].item()
+    assert out["T_confidence"] == pytest.approx((3 * p_hi + (1 - p_hi)) / 4)

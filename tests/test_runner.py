@@ -10,7 +10,7 @@ import pytest
 from lib import runner
 
 SUMMARY_KEYS = {"schema_version", "run", "profile", "overrides", "seed", "git_commit",
-                "started", "finished", "notebooks", "claims", "metrics"}
+                "started", "finished", "notebooks", "claims", "attacks", "metrics"}
 
 
 class FakeExecutor:
@@ -29,7 +29,18 @@ class FakeExecutor:
             from lib import artifacts
             artifacts.save_json(os.path.join(run_dir, "metrics", "claims.json"),
                                 {"C0": {"id": "C0", "claim": "sound", "criterion": "x",
-                                        "measured": "T 0.9", "passed": True}}, run_dir)
+                                        "measured": "T 0.9", "passed": True,
+                                        "notebook": name, "profile": "smoke"}}, run_dir)
+        if parameters and name == "06_evaluation":  # per-source metrics, as notebook 06 records
+            run_dir = parameters["RUN_DIR"]
+            from lib import artifacts
+            metric = {"values": [0.2, 0.4], "space": "d_P"}
+            artifacts.save_json(os.path.join(run_dir, "metrics", "06_evaluation.json"),
+                                {"by_source": {"ppa/vanilla": {"seeds": [0, 1],
+                                                               "metrics": {"ddcs_best_d_P": metric}},
+                                               "real_test": {"seeds": [0, 1],
+                                                             "metrics": {"ddcs_best_d_P": metric}}}},
+                                run_dir)
         if name in self.fail:
             raise RuntimeError(f"{name} exploded")
 
@@ -170,3 +181,44 @@ def test_golden_cleans_in_place_and_keeps_notebook_on_failure(tmp_runs, tmp_path
     assert not shared.exists() and any(p.name.startswith("smoke.replaced-")
                                        for p in shared.parent.iterdir())
     assert sorted(p.name for p in folder.iterdir()) == ["00_overview.ipynb", "01_data.ipynb"]
+
+
+def test_summary_carries_the_attacks_and_validates(tmp_runs):
+    code, run_dir = run(profile="smoke", executor=FakeExecutor())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    runner.validate_summary(summary)
+    assert summary["attacks"] == [{"attack": "ppa", "mode": "vanilla", "seeds": [0, 1],
+                                   "metrics": {"ddcs_best_d_P": {"mean": pytest.approx(0.3),
+                                                                 "values": [0.2, 0.4],
+                                                                 "space": "d_P"}}}]
+    assert summary["claims"][0]["paper_says"]
+    broken = {k: v for k, v in summary.items() if k != "attacks"}
+    with pytest.raises(ValueError, match="lacks \\['attacks'\\]"):
+        runner.validate_summary(broken)
+
+
+def test_publish_copies_a_complete_run_only(tmp_runs, tmp_path):
+    from lib import artifacts
+
+    code, run_dir = run(profile="smoke", executor=FakeExecutor())
+    figure = run_dir / "figures" / "99_headline.png"
+    figure.parent.mkdir(exist_ok=True)
+    figure.write_bytes(b"png")
+    artifacts.register(run_dir, figure)
+    dest = runner.publish(run_dir, tmp_path / "results", log=lambda s: None)
+    assert sorted(p.name for p in dest.iterdir()) == ["99_headline.png", "summary.json", "summary.md"]
+    _, partial = run(profile="smoke", executor=FakeExecutor(), notebooks=["00_overview"])
+    with pytest.raises(runner.RunnerError, match="not a complete"):
+        runner.publish(partial, tmp_path / "elsewhere", log=lambda s: None)
+
+
+def test_committed_results_follow_the_schema_the_runner_writes():
+    """results/summary.json (published from a full cpu run) has the runner's structure."""
+    from lib.paths import repo_root
+
+    summary = json.loads((repo_root() / "results" / "summary.json").read_text())
+    runner.validate_summary(summary)
+    assert set(summary) == runner.SUMMARY_KEYS
+    assert [n["name"] for n in summary["notebooks"]] == runner.NOTEBOOKS
+    assert {c["id"] for c in summary["claims"]} >= {"C0", "C1", "C1b", "C2", "C3"}
+    assert summary["profile"] == "cpu"

@@ -157,6 +157,19 @@ class Judge:
         return Evaluation(metrics, self.audit_table(labels, to_private, results, members),
                           results, members)
 
+    def ddcs_of(self, images: torch.Tensor, labels, space: str = "d_P") -> DDCSResult:
+        """DDCS of reconstructions against the judge's private set under ``space`` only: no
+        membership test, no other metric (the defence's cheap per-sample scores)."""
+        if space not in self.distances:
+            raise ValueError(f"unknown distance {space!r}; valid: {', '.join(self.distances)}")
+        labels = np.asarray(labels, dtype=np.int64)
+        emb = self.distances[space].embed_batched(images, self.batch_size)
+        if not torch.isfinite(emb).all():
+            raise ValueError(f"NaN or inf in the {space} features of the images")
+        dist = class_block_distances(emb, labels, self.private.embeddings[space],
+                                     self.private.labels)
+        return ddcs(dist, labels, self.private.labels)
+
     def audit_table(self, labels: np.ndarray, to_private: dict, results: dict,
                     members: dict) -> pd.DataFrame:
         """One row per private training sample: its exposure under each distance.
@@ -179,3 +192,37 @@ class Judge:
             table[f"nearest_distance_{name}"] = nearest_d
             table[f"nonmember_quantile_{name}"] = members[name].per_sample_nonmember_quantile
         return table
+
+
+def label_view(target: torch.nn.Module, evaluator: torch.nn.Module, images: torch.Tensor,
+               labels, private_classes, batch_size: int = 256) -> dict[str, float]:
+    """How the target and the evaluator label reconstructions made for original classes
+    ``labels``: T's mean confidence in the intended class and its accuracy, E's strict Acc@1
+    (10-way) and restricted Acc@1 (private classes only). Only E's numbers measure success:
+    an attack optimises T, so T's confidence saturates."""
+    classes = [int(c) for c in private_classes]
+    labels = np.asarray(labels, dtype=np.int64)
+    index = {c: i for i, c in enumerate(classes)}
+    t_labels = torch.as_tensor([index[int(c)] for c in labels])
+    t_probs = torch.softmax(predict_logits(target, images, batch_size), dim=1)
+    e_logits = predict_logits(evaluator, images, batch_size)
+    return {"T_confidence": t_probs.gather(1, t_labels[:, None]).mean().item(),
+            "T_acc1": topk_accuracy(t_probs, t_labels, 1),
+            "E_acc1_strict": topk_accuracy(e_logits, torch.as_tensor(labels), 1),
+            "E_acc1_restricted": restricted_accuracy(e_logits, labels, classes)}
+
+
+def build_judge(ctx, data, split, evaluator: torch.nn.Module, perceptual: torch.nn.Module,
+                private_indices=None) -> Judge:
+    """The judge of a run: E and P, the private set D (or the ``private_indices`` subset of
+    it, e.g. what remains after a defence removed samples) and R, with the profile's PRDC k
+    and permutation count; smoke allows "not computed" for metrics with too few samples."""
+    from .. import data as data_mod
+
+    private = split.private if private_indices is None else np.asarray(private_indices)
+    x_d, y_d = data_mod.subset(data, private)
+    x_r, y_r = data_mod.subset(data, split.reference)
+    return Judge(evaluator, perceptual, (x_d, y_d.numpy(), private),
+                 (x_r, y_r.numpy(), split.reference), ctx.cfg["private_classes"],
+                 k=ctx.cfg["prdc_k"], n_permutations=ctx.cfg["n_permutations"],
+                 seed=ctx.subseed("permutations"), allow_not_computed=ctx.profile == "smoke")

@@ -23,3 +23,35 @@ def format_ci(values, digits: int = 3) -> str:
     mean, low, high = mean_ci(values)
     fmt = lambda v: f"{v:.{digits}g}"  # noqa: E731
     return fmt(mean) if math.isnan(low) else f"{fmt(mean)} [{fmt(low)}, {fmt(high)}]"
+
+
+def paired_bootstrap_ci(treatment, baseline, n_boot: int = 10000, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of the paired differences ``treatment − baseline`` (one pair per
+    seed): percentile bootstrap over the pairs. With n pairs the interval can only take
+    values among the n-sample means, so with 3 seeds it excludes 0 exactly when every
+    difference has the same sign; low = high = NaN with fewer than 2 pairs."""
+    a = np.asarray(treatment, dtype=float)
+    b = np.asarray(baseline, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"need two equal-length 1-D sequences of per-seed values; got shapes "
+                         f"{a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("NaN or missing per-seed values: every seed needs both measurements")
+    diff = a - b
+    if diff.size < 2:
+        return (float(diff[0]) if diff.size else math.nan), math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(diff.mean()), float(low), float(high)
+
+
+def combined_p_value(p_values) -> float:
+    """Fisher's combination of independent p-values (one permutation test per seed)."""
+    p = np.asarray([v for v in p_values if v is not None], dtype=float)
+    if p.size == 0:
+        raise ValueError("no p-values to combine")
+    if p.size == 1:
+        return float(p[0])
+    return float(stats.combine_pvalues(np.clip(p, 1e-300, 1.0), method="fisher").pvalue)

@@ -1,0 +1,90 @@
+"""The claim criteria C1, C1b, C2 (lib.metrics.claims) and their statistics on constructed tables."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.metrics import combined_p_value, paired_bootstrap_ci
+from lib.metrics.claims import improvement_claim, membership_claim, resilience_claim
+
+
+def _results(values: dict) -> pd.DataFrame:
+    """values[(mode, metric)] = per-seed list → the long table notebook 06 builds (attack ppa)."""
+    return pd.DataFrame([{"source": f"ppa/{mode}", "seed": s, "metric": metric, "value": v}
+                         for (mode, metric), seq in values.items() for s, v in enumerate(seq)])
+
+
+def _full(changes=None):
+    base = {}
+    for mode, level in (("vanilla", 0.2), ("entropy", 0.25), ("entropy+ngd", 0.3)):
+        base[mode, "ddcs_best_d_P"] = [level, level + 0.01, level - 0.01]
+        base[mode, "resilient_fraction_d_P"] = [0.7, 0.6, 0.65]
+        base[mode, "gap_DR_d_P"] = [0.0, 0.01, -0.01]
+        base[mode, "gap_p_d_P"] = [0.5, 0.4, 0.6]
+        base[mode, "coverage"] = [level, level, level + 0.02]
+        base[mode, "fid_e"] = [10 - 10 * level] * 3
+    base.update(changes or {})
+    return _results(base)
+
+
+def test_paired_bootstrap_interval():
+    mean, low, high = paired_bootstrap_ci([2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
+    assert mean == pytest.approx(2.0)
+    assert 1.0 <= low <= high <= 3.0            # within the range of the differences
+    mean, low, high = paired_bootstrap_ci([1.0, 0.0, 2.0], [0.0, 1.0, 1.0])
+    assert low < 0 < high                        # mixed signs: the interval holds 0
+    assert math.isnan(paired_bootstrap_ci([1.0], [0.0])[1])
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_bootstrap_ci([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_bootstrap_ci([1.0, float("nan")], [1.0, 2.0])
+
+
+def test_combined_p_value_is_fishers():
+    from scipy import stats
+
+    assert combined_p_value([0.3]) == 0.3
+    expected = stats.chi2.sf(-2 * (np.log(0.01) + np.log(0.2)), 4)
+    assert combined_p_value([0.01, 0.2]) == pytest.approx(expected)
+    assert combined_p_value([0.01, 0.01, 0.01]) < 0.01
+
+
+def test_resilience_claim_reads_the_strongest_mode():
+    out = resilience_claim(_full())
+    assert out["passed"] and "entropy+ngd" in out["measured"]
+    out = resilience_claim(_full({("entropy+ngd", "resilient_fraction_d_P"): [0.4, 0.45, 0.3]}))
+    assert not out["passed"]
+
+
+def test_membership_claim_needs_a_positive_significant_gap():
+    assert not membership_claim(_full())["passed"]
+    out = membership_claim(_full({("entropy", "gap_DR_d_P"): [0.05, 0.04, 0.06],
+                                    ("entropy", "gap_p_d_P"): [0.01, 0.03, 0.02]}))
+    assert out["passed"] and "entropy" in out["measured"]
+    negative = membership_claim(_full({("entropy", "gap_DR_d_P"): [-0.05, -0.04, -0.06],
+                                         ("entropy", "gap_p_d_P"): [0.01, 0.03, 0.02]}))
+    assert not negative["passed"]
+
+
+def test_improvement_claim_needs_all_three_in_the_right_direction():
+    out = improvement_claim(_full({("entropy+ngd", "coverage"): [0.25, 0.25, 0.27]}))
+    assert out["passed"], out["measured"]
+    worse_fid = improvement_claim(_full({("entropy+ngd", "coverage"): [0.25, 0.25, 0.27],
+                                           ("entropy+ngd", "fid_e"): [9.0, 9.0, 9.0]}))
+    assert not worse_fid["passed"]
+    mixed = improvement_claim(_full({("entropy+ngd", "ddcs_best_d_P"): [0.25, 0.1, 0.3],
+                                       ("entropy+ngd", "coverage"): [0.25, 0.25, 0.27]}))
+    assert not mixed["passed"]
+    one_seed = _results({(m, k): [v] for (m, k), seq in
+                         {(m, k): [0.1] for m in ("vanilla", "entropy", "entropy+ngd")
+                          for k in ("ddcs_best_d_P", "coverage", "fid_e")}.items() for v in seq})
+    out = improvement_claim(one_seed)
+    assert not out["passed"] and "one seed" in out["measured"]
+
+
+def test_claims_name_missing_results():
+    with pytest.raises(ValueError, match="no 'ddcs_best_d_P' values for 'ppa/vanilla'"):
+        resilience_claim(pd.DataFrame(columns=["source", "seed", "metric", "value"]))
