@@ -6,7 +6,7 @@ Submodules load on first use (``lib.notebook.setup(...)`` works after ``import l
 """
 import importlib
 
-__all__ = ["artifacts", "attacks", "data", "defense", "metrics", "models", "ngd", "notebook", "paths", "plotting", "profiles",
+__all__ = ["artifacts", "attacks", "data", "defense", "faces", "metrics", "models", "ngd", "notebook", "paths", "plotting", "profiles",
            "runner", "seeding", "training", "transfer"]
 __version__ = "0.1.0"
 

@@ -341,8 +341,9 @@ def split_for_config(cfg, data: FashionMNIST | None = None) -> tuple[FashionMNIS
     """The data and the split a resolved profile config names."""
     if cfg["dataset"] != "fashion-mnist":
         raise NotImplementedError(
-            f"dataset {cfg['dataset']!r} (profile {cfg['profile']!r}): the face-data loaders "
-            "of the paper profile are not implemented yet; use the smoke or cpu profile")
+            f"dataset {cfg['dataset']!r} (profile {cfg['profile']!r}): the face folders can be "
+            "scanned and split (`python -m lib.faces split`), but the paper profile's pipeline "
+            "is not wired to them yet; use the smoke or cpu profile")
     data = data or load_fashion_mnist()
     split = load_split(data, cfg["split"], cfg["private_per_class"], cfg["split_seed"],
                        tuple(cfg["private_classes"]))
