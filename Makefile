@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 KERNEL := ddcs-mi
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install data reproduce publish smoke test unit nbval golden sweep benchmarks lab clean-venv
+.PHONY: install data weights reproduce publish smoke test unit nbval golden sweep benchmarks lab clean-venv
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ data: $(STAMP)
 	     { apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }) || true; \
 	  fi; \
 	  $(PY) -m lib.data fetch; }
+
+# Pretrained VGG16 (LPIPS-VGG) and Inception-v3 (FID) for the paper profile, into weights/
+# (or $$DDCS_MI_WEIGHTS); needs internet once, records their sha256. smoke/cpu never need it.
+weights: $(STAMP)
+	$(PY) -m lib.weights fetch
 
 reproduce: data
 	$(PY) run_all.py --profile cpu

@@ -58,8 +58,68 @@ class ConvClassifier(nn.Module):
         return self.head(self.embed(x))
 
 
-def build_classifier(spec: dict) -> ConvClassifier:
-    """Rebuild a classifier from its ``arch_spec`` (as stored in checkpoint metadata)."""
+class TorchvisionClassifier(nn.Module):
+    """VGG16-BN or a ResNet from torchvision (random initialisation: no weights are ever
+    downloaded) behind ``ConvClassifier``'s interface, for the ``paper`` profile.
+
+    ``feature_maps`` returns the output of each stage (VGG: before every max-pool; ResNet:
+    layer1–layer4), ``embed`` their global average (the penultimate features); the head is a
+    linear layer on it (the paper's VGG16-BN target uses its own head; ours is
+    global-average-pooled so any input size works).
+    """
+
+    ARCHS = ("vgg16_bn", "resnet18", "resnet50", "resnet")
+
+    def __init__(self, arch: str, n_classes: int, width: int = 64, in_channels: int = 3,
+                 kernel_size: int = 3) -> None:
+        super().__init__()
+        import torchvision.models as tvm
+
+        if arch not in self.ARCHS:
+            raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(self.ARCHS)}")
+        self.arch_spec = {"arch": arch, "n_classes": n_classes, "width": width,
+                          "in_channels": in_channels, "kernel_size": kernel_size}
+        if arch == "vgg16_bn":
+            layers = list(tvm.vgg16_bn(weights=None).features)
+            if in_channels != 3:
+                layers[0] = nn.Conv2d(in_channels, 64, 3, padding=1)
+            stages, current = [], []
+            for layer in layers:
+                if isinstance(layer, nn.MaxPool2d):
+                    stages.append(nn.Sequential(*current))
+                    current = [layer]
+                else:
+                    current.append(layer)
+            self.stages = nn.ModuleList(stages)
+            self.embed_dim = 512
+        else:
+            net = (tvm.resnet18 if arch == "resnet18" else tvm.resnet50)(weights=None)
+            if in_channels != 3:
+                net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+            self.stages = nn.ModuleList([nn.Sequential(stem, net.layer1), net.layer2,
+                                         net.layer3, net.layer4])
+            self.embed_dim = net.fc.in_features
+        self.head = nn.Linear(self.embed_dim, n_classes)
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_maps(x)[-1].mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+def build_classifier(spec: dict) -> nn.Module:
+    """Build a classifier from its ``arch_spec`` (as stored in checkpoint metadata)."""
+    if spec["arch"] in TorchvisionClassifier.ARCHS:
+        return TorchvisionClassifier(**spec)
     return ConvClassifier(**spec)
 
 
@@ -68,28 +128,42 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------- GAN
-class Generator(nn.Module):
-    """DCGAN-style generator: z (N, z_dim) → image (N, channels, 32, 32) in [-1, 1].
+def _upsampling_steps(size: int) -> int:
+    """Stride-2 steps between a 4×4 map and ``size`` (32 → 3, 64 → 4, 128 → 5)."""
+    steps = {32: 3, 64: 4, 128: 5}
+    if size not in steps:
+        raise ValueError(f"GAN image size must be one of {sorted(steps)}; got {size}")
+    return steps[size]
 
-    A linear layer to a 4×4 map with ``4 · width`` channels, three transposed-conv blocks
-    (4×4 kernels, stride 2, batch norm, ReLU) doubling the size to 32×32, tanh output.
+
+class Generator(nn.Module):
+    """DCGAN-style generator: z (N, z_dim) → image (N, channels, size, size) in [-1, 1].
+
+    A linear layer to a 4×4 map with ``width · size / 8`` channels, then transposed-conv
+    blocks (4×4 kernels, stride 2, batch norm, ReLU) halving the channels and doubling the
+    size up to ``size`` (32, 64 or 128), tanh output. At 32 px: 4·width → 2·width → width.
     """
 
-    def __init__(self, z_dim: int = 64, width: int = 32, channels: int = 1) -> None:
+    def __init__(self, z_dim: int = 64, width: int = 32, channels: int = 1,
+                 size: int = 32) -> None:
         super().__init__()
+        n_up = _upsampling_steps(size)
         self.arch_spec = {"z_dim": z_dim, "width": width, "channels": channels}
+        if size != 32:
+            self.arch_spec["size"] = size
         self.z_dim = z_dim
-        self.stem = nn.Sequential(nn.Linear(z_dim, 4 * width * 16, bias=False),
-                                  nn.Unflatten(1, (4 * width, 4, 4)),
-                                  nn.BatchNorm2d(4 * width), nn.ReLU())
-        self.blocks = nn.Sequential(
-            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False),   # 8×8
-            nn.BatchNorm2d(2 * width), nn.ReLU(),
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),       # 16×16
-            nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, channels, 4, 2, 1),                    # 32×32
-            nn.Tanh(),
-        )
+        top = width * 2 ** (n_up - 1)
+        self.stem = nn.Sequential(nn.Linear(z_dim, top * 16, bias=False),
+                                  nn.Unflatten(1, (top, 4, 4)),
+                                  nn.BatchNorm2d(top), nn.ReLU())
+        layers: list[nn.Module] = []
+        c = top
+        for _ in range(n_up - 1):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(c // 2), nn.ReLU()]
+            c //= 2
+        layers += [nn.ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh()]
+        self.blocks = nn.Sequential(*layers)
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None,
                        truncation: float = 1.0) -> torch.Tensor:
@@ -101,21 +175,26 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """DCGAN-style discriminator: image (N, channels, 32, 32) → logit (N,).
+    """DCGAN-style discriminator: image (N, channels, size, size) → logit (N,).
 
-    Three strided 4×4 conv blocks with LeakyReLU (no batch norm: it would couple the R1
-    penalty across the batch), then a linear layer on the 4×4 map.
+    Strided 4×4 conv blocks with LeakyReLU, doubling the channels from ``width`` down to a
+    4×4 map (no batch norm: it would couple the R1 penalty across the batch), then a linear
+    layer on that map.
     """
 
-    def __init__(self, width: int = 32, channels: int = 1) -> None:
+    def __init__(self, width: int = 32, channels: int = 1, size: int = 32) -> None:
         super().__init__()
+        n_down = _upsampling_steps(size)
         self.arch_spec = {"width": width, "channels": channels}
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),          # 16×16
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),         # 8×8
-            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),     # 4×4
-            nn.Flatten(), nn.Linear(4 * width * 16, 1),
-        )
+        if size != 32:
+            self.arch_spec["size"] = size
+        layers: list[nn.Module] = []
+        c_in, c = channels, width
+        for _ in range(n_down):
+            layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.LeakyReLU(0.2)]
+            c_in, c = c, c * 2
+        layers += [nn.Flatten(), nn.Linear(c_in * 16, 1)]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)

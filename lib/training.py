@@ -174,13 +174,15 @@ def role_classes(role: str, cfg, split) -> list[int]:
 
 def fit_classifier(role: str, cfg, data, split, seed: int, device: str = "cpu"):
     """Build and train the classifier of ``role``; returns (model, train_indices, history)."""
-    from .models import ConvClassifier
+    from .models import build_classifier
 
     key = _ROLE_KEYS[role]
     images, labels, idx = role_training_set(role, cfg, data, split, seed)
     torch.manual_seed(seed)  # the initial weights depend on the role's seed only
-    model = ConvClassifier(cfg[f"{key}_arch"], len(role_classes(role, cfg, split)),
-                           width=cfg[f"{key}_width"])
+    model = build_classifier({"arch": cfg[f"{key}_arch"],
+                              "n_classes": len(role_classes(role, cfg, split)),
+                              "width": cfg[f"{key}_width"], "in_channels": images.shape[1],
+                              "kernel_size": 3})
     loss = cfg["target_loss"] if role == "target" else "ce"
     history = train_classifier(model, images, labels, epochs=cfg[f"{key}_epochs"],
                                lr=cfg[f"{key}_lr"], batch_size=cfg["batch_size"], seed=seed,

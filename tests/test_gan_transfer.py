@@ -269,3 +269,26 @@ def test_choose_weight_follows_the_stated_rule():
     assert worst["weight"] == 0.01 and worst["all_collapsed"]
     with pytest.raises(ValueError):
         transfer.choose_weight([])
+
+
+def test_generator_and_discriminator_at_64_and_128_px():
+    for size in (64, 128):
+        G, D = Generator(z_dim=8, width=4, channels=3, size=size), Discriminator(4, 3, size)
+        x = G(torch.randn(2, 8))
+        assert x.shape == (2, 3, size, size) and D(x).shape == (2,)
+        assert G.arch_spec["size"] == size and Generator(**G.arch_spec).arch_spec == G.arch_spec
+    with pytest.raises(ValueError, match="one of \\[32, 64, 128\\]"):
+        Generator(size=48)
+
+
+def test_32px_checkpoint_layout_is_unchanged():
+    """Checkpoints written before the size option load as they are (same keys and shapes)."""
+    G, D = Generator(z_dim=8, width=4), Discriminator(width=4)
+    assert "size" not in G.arch_spec and "size" not in D.arch_spec
+    g_keys = {k: tuple(v.shape) for k, v in G.state_dict().items() if not k.endswith("tracked")}
+    assert g_keys["stem.0.weight"] == (16 * 16, 8) and g_keys["blocks.0.weight"] == (16, 8, 4, 4)
+    assert g_keys["blocks.3.weight"] == (8, 4, 4, 4) and g_keys["blocks.6.weight"] == (4, 1, 4, 4)
+    d_keys = {k: tuple(v.shape) for k, v in D.state_dict().items()}
+    assert d_keys == {"net.0.weight": (4, 1, 4, 4), "net.0.bias": (4,), "net.2.weight": (8, 4, 4, 4),
+                      "net.2.bias": (8,), "net.4.weight": (16, 8, 4, 4), "net.4.bias": (16,),
+                      "net.7.weight": (1, 256), "net.7.bias": (1,)}

@@ -122,3 +122,21 @@ def test_soundness_criterion():
     assert training.soundness_criterion("cpu", 5)[:2] == (0.85, 0.90)
     t_min, e_min, text = training.soundness_criterion("smoke", 5)
     assert (t_min, e_min) == (0.2, 0.1) and "chance" in text
+
+
+@pytest.mark.parametrize("arch", ["vgg16_bn", "resnet18"])
+def test_torchvision_classifiers_share_the_interface(arch):
+    from lib.models import TorchvisionClassifier, build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier({"arch": arch, "n_classes": 7, "width": 64, "in_channels": 3,
+                              "kernel_size": 3}).eval()
+    assert isinstance(model, TorchvisionClassifier)
+    x = torch.randn(2, 3, 32, 32)
+    maps = model.feature_maps(x)
+    assert len(maps) == (5 if arch == "vgg16_bn" else 4)
+    assert model.embed(x).shape == (2, model.embed_dim) and model(x).shape == (2, 7)
+    grey = TorchvisionClassifier(arch, 3, in_channels=1)
+    assert grey(torch.randn(2, 1, 32, 32)).shape == (2, 3)
+    with pytest.raises(ValueError, match="valid: vgg16_bn"):
+        TorchvisionClassifier("alexnet", 3)

@@ -1,0 +1,86 @@
+"""Pretrained weights for the ``paper`` profile: LPIPS-VGG's VGG16 and Inception-v3 (FID).
+
+Nothing downloads weights at run time. ``make weights`` (``python -m lib.weights fetch``)
+downloads them once, when online, into ``weights/`` (or ``$DDCS_MI_WEIGHTS``), checks the
+sha256 prefix torchvision puts in each file name, and records the full sha256 in
+``SHA256SUMS``. ``require(names)`` is what a stage calls: it names what is missing and how to
+get it, and verifies what is there.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .artifacts import sha256_file
+
+WEIGHTS = {
+    "vgg16-397923af.pth": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "inception_v3_google-0cc3c7bd.pth":
+        "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+}
+SUMS = "SHA256SUMS"
+
+
+def weights_dir() -> Path:
+    """``$DDCS_MI_WEIGHTS`` if set, else ``weights/`` in the repository (git-ignored)."""
+    from .paths import repo_root
+
+    return Path(os.environ.get("DDCS_MI_WEIGHTS") or repo_root() / "weights")
+
+
+def _prefix(name: str) -> str:
+    return Path(name).stem.rsplit("-", 1)[-1]
+
+
+def require(names=tuple(WEIGHTS), folder: str | Path | None = None) -> Path:
+    """The weights folder, after checking every file in ``names`` is there and intact."""
+    folder = Path(folder) if folder is not None else weights_dir()
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"the paper profile needs the pretrained weights {', '.join(missing)} in {folder} "
+            "(missing); nothing is downloaded at run time. Run `make weights` on a machine with "
+            "internet (or set DDCS_MI_WEIGHTS to a folder that holds them)")
+    recorded = _read_sums(folder)
+    for name in names:
+        digest = sha256_file(folder / name)
+        if not digest.startswith(_prefix(name)) or recorded.get(name, digest) != digest:
+            raise ValueError(f"{folder / name} does not match its sha256 ({digest[:12]}…); "
+                             "delete it and run `make weights` again")
+    return folder
+
+
+def _read_sums(folder: Path) -> dict[str, str]:
+    path = folder / SUMS
+    if not path.is_file():
+        return {}
+    return {name: digest for digest, name in
+            (line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())}
+
+
+def fetch(folder: str | Path | None = None, download=None) -> Path:
+    """Download the missing weights (sha256 prefix checked) and write ``SHA256SUMS``."""
+    folder = Path(folder) if folder is not None else weights_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    if download is None:
+        from torch.hub import download_url_to_file as download
+    for name, url in WEIGHTS.items():
+        if not (folder / name).is_file():
+            print(f"downloading {name}")
+            download(url, str(folder / name), hash_prefix=_prefix(name))
+    lines = [f"{sha256_file(folder / n)}  {n}" for n in sorted(WEIGHTS)]
+    (folder / SUMS).write_text("\n".join(lines) + "\n")
+    require(tuple(WEIGHTS), folder)
+    print(f"weights verified in {folder}")
+    return folder
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["fetch"]:
+        fetch()
+    elif sys.argv[1:] == ["check"]:
+        print(require())
+    else:
+        raise SystemExit("usage: python -m lib.weights fetch|check")
