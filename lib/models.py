@@ -19,7 +19,29 @@ ARCHITECTURES: dict[str, list[tuple[int, int]]] = {
 }
 
 
-class ConvClassifier(nn.Module):
+class StagedClassifier(nn.Module):
+    """Shared interface: ``stages`` (set by subclasses) → global average → linear ``head``."""
+
+    stages: nn.ModuleList
+    head: nn.Linear
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage, shallow to deep."""
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features (global average of the last stage), shape (N, embed_dim)."""
+        return self.feature_maps(x)[-1].mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+class ConvClassifier(StagedClassifier):
     """Conv blocks + global average pooling + linear head."""
 
     def __init__(self, arch: str, n_classes: int, width: int = 32, in_channels: int = 1,
@@ -42,23 +64,12 @@ class ConvClassifier(nn.Module):
         self.head = nn.Linear(channels, n_classes)
         self.embed_dim = channels
 
-    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every conv block, shallow to deep."""
-        maps = []
-        for block in self.blocks:
-            x = block(x)
-            maps.append(x)
-        return maps
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate features (global average of the last block), shape (N, embed_dim)."""
-        return self.feature_maps(x)[-1].mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+    @property
+    def stages(self) -> nn.ModuleList:
+        return self.blocks
 
 
-class TorchvisionClassifier(nn.Module):
+class TorchvisionClassifier(StagedClassifier):
     """VGG16-BN or a ResNet from torchvision (random initialisation: no weights are ever
     downloaded) behind ``ConvClassifier``'s interface, for the ``paper`` profile.
 
@@ -101,19 +112,6 @@ class TorchvisionClassifier(nn.Module):
                                          net.layer3, net.layer4])
             self.embed_dim = net.fc.in_features
         self.head = nn.Linear(self.embed_dim, n_classes)
-
-    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.feature_maps(x)[-1].mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
 
 
 def build_classifier(spec: dict) -> nn.Module:
