@@ -10,8 +10,9 @@ per-sample DDCS (the audit), and asks three questions:
 2. Do cheaper signals that need no attack predict it? ``cheap_signals``: the target's
    confidence in each sample's class, the sample's typicality among public images and its
    proximity to random samples of the attacker's prior, in the attacker's perceptual space.
-3. Does acting on it help? ``retrain_without``: retrain the target without the flagged
-   samples (or as many random ones), attack again, compare the remaining samples' DDCS.
+3. Does acting on it help? ``require_retrained_target``: retrain the target without the
+   flagged samples (or as many random ones, ``stratified_random_removal``), attack again,
+   compare the remaining samples' DDCS.
 
 Ties in the top-fraction cut are broken at random with a fixed seed (PROTOCOL.md).
 """
@@ -75,8 +76,8 @@ def compare_rankings(reference, other, fraction: float = 0.1, seed: int = 0,
         rho, p = math.nan, math.nan
     else:
         rho, p = stats.spearmanr(a, b)
-    z, half = math.atanh(np.clip(rho, -0.999999, 0.999999)) if not math.isnan(rho) else math.nan, \
-        stats.norm.ppf(0.5 + level / 2) / math.sqrt(max(n - 3, 1))
+    z = math.atanh(float(np.clip(rho, -0.999999, 0.999999)))   # NaN stays NaN
+    half = stats.norm.ppf(0.5 + level / 2) / math.sqrt(max(n - 3, 1))
     top_a, top_b = top_flags(a, fraction, seed), top_flags(b, fraction, seed + 1)
     k = int(top_a.sum())
     overlap = int((top_a & top_b).sum())
@@ -153,9 +154,7 @@ def stratified_random_removal(private_indices, private_labels, flagged_labels,
 def require_retrained_target(ctx, tag: str, removed, data, split):
     """T retrained on D minus ``removed`` (same config and seed as T), saved as
     ``models/defense/target_<tag>.safetensors``. Returns (model, info)."""
-    from .training import fit_classifier, role_config
-
-    from .models import build_classifier
+    from .training import classifier_from, classifier_tensors, fit_classifier, role_config
 
     removed = np.sort(np.asarray(removed, dtype=np.int64))
     config = {**role_config("target", ctx.cfg), "removed": removed.tolist()}
@@ -163,16 +162,15 @@ def require_retrained_target(ctx, tag: str, removed, data, split):
     loaded = ctx.load_current(rel, config)
     if loaded is not None:
         tensors, meta = loaded
-        model = build_classifier(meta["arch"])
-        model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items()})
-        return model.eval(), {"reused": True, "seconds": meta["seconds"]}
+        return classifier_from(tensors, meta["arch"]), {"reused": True,
+                                                        "seconds": meta["seconds"]}
     import time
 
     start = time.perf_counter()
     model, _, history = fit_classifier("target", ctx.cfg, data, split_without(split, removed),
                                        ctx.subseed("target"), ctx.device)
     seconds = time.perf_counter() - start
-    ctx.save_tensors(rel, {f"model.{k}": v for k, v in model.state_dict().items()},
+    ctx.save_tensors(rel, classifier_tensors(model),
                      {"arch": model.arch_spec, "config": config, "history": history,
                       "seconds": seconds, "tag": tag})
     return model.eval(), {"reused": False, "seconds": seconds}

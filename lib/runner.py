@@ -372,7 +372,8 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
                           f"ran {[n['name'] for n in summary['notebooks']]}); publish a full run")
     dest.mkdir(parents=True, exist_ok=True)
     for rel in PUBLISHED:
-        artifacts.verify(run_dir, run_dir / rel) if rel.startswith("figures/") else None
+        if rel.startswith("figures/"):                  # registered artefacts: verify first
+            artifacts.verify(run_dir, run_dir / rel)
         shutil.copyfile(run_dir / rel, dest / Path(rel).name)
         log(f"published {rel} → {dest.name}/{Path(rel).name}")
     return dest

@@ -201,6 +201,22 @@ def role_config(role: str, cfg) -> dict:
     return {k: cfg[k] for k in sorted(keys)}
 
 
+def classifier_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A classifier's weights as checkpoint tensors (``model.<name>``)."""
+    return {f"model.{k}": v for k, v in model.state_dict().items()}
+
+
+def classifier_from(tensors: dict[str, torch.Tensor], arch: dict) -> nn.Module:
+    """The classifier of ``arch`` (its ``arch_spec``) with the ``model.*`` checkpoint tensors,
+    in eval mode; other tensors in ``tensors`` are ignored."""
+    from .models import build_classifier
+
+    model = build_classifier(arch)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items()
+                           if k.startswith("model.")})
+    return model.eval()
+
+
 def require_classifier(ctx, role: str, data=None, split=None):
     """The trained classifier of ``role`` from the run folder, trained now if missing.
 
@@ -210,22 +226,20 @@ def require_classifier(ctx, role: str, data=None, split=None):
     import numpy as np
 
     from . import data as data_mod
-    from .models import build_classifier
 
     rel = f"models/{role}.safetensors"
     wanted = role_config(role, ctx.cfg)
     loaded = ctx.load_current(rel, wanted)
     if loaded is not None:
         tensors, meta = loaded
-        idx = tensors.pop("train_indices").numpy()
-        model = build_classifier(meta["arch"])
-        model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items()})
-        return model.eval(), idx, {"reused": True, "history": meta.get("history")}
+        model = classifier_from(tensors, meta["arch"])
+        return model, tensors["train_indices"].numpy(), {"reused": True,
+                                                         "history": meta.get("history")}
     if data is None or split is None:
         data, split = data_mod.split_for_config(ctx.cfg, data)
     seed = ctx.subseed(role)
     model, idx, history = fit_classifier(role, ctx.cfg, data, split, seed, ctx.device)
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors = classifier_tensors(model)
     tensors["train_indices"] = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     ctx.save_tensors(rel, tensors, {"arch": model.arch_spec, "config": wanted, "role": role,
                                     "seed": seed, "history": history,

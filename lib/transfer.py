@@ -43,6 +43,11 @@ def mode_slug(mode: str) -> str:
     return mode.replace("+", "-")
 
 
+def transfer_file(mode: str, seed: int, suffix: str = "") -> str:
+    """The run-folder path of the generator fine-tuned in ``mode`` for repetition ``seed``."""
+    return f"models/transfer/{mode_slug(mode)}_seed{seed}{suffix}.safetensors"
+
+
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown transfer mode {mode!r}; valid: {', '.join(MODES)}")
@@ -391,7 +396,7 @@ def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = 
     check_mode(mode)
     config = transfer_config(ctx.cfg)
     suffix = "".join(f"_{k}-{v}" for k, v in sorted(changes.items()))
-    rel = f"models/transfer/{mode_slug(mode)}_seed{seed}{suffix}.safetensors"
+    rel = transfer_file(mode, seed, suffix)
     loaded = ctx.load_current(rel, config)
     if loaded is not None:
         tensors, meta = loaded

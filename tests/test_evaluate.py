@@ -136,3 +136,22 @@ def test_label_view_on_fixed_logits():
     assert out["E_acc1_restricted"] == 0.5            # rows 0, 2 right; 1 → 2, 3 → 0 wrong
     p_hi = torch.softmax(torch.tensor([9.0, 0]), 0)[0].item()
     assert out["T_confidence"] == pytest.approx((3 * p_hi + (1 - p_hi)) / 4)
+
+
+def test_restricted_judge_equals_a_judge_built_on_the_subset():
+    judge, labels = make_judge(allow_not_computed=True)
+    keep = np.array([100, 101, 103, 106, 108, 111])
+    sub = judge.restricted(keep)
+    assert sub.private.indices.tolist() == keep.tolist() and len(judge.private.indices) == 12
+    e, p = nets()
+    rows = keep - 100
+    direct = M.Judge(e, p, (images(12, 1)[rows], labels[rows], keep),
+                     (images(12, 2), labels, np.arange(200, 212)), [0, 2], n_permutations=20)
+    recon = images(12, 3)
+    a, b = sub.ddcs_of(recon, labels), direct.ddcs_of(recon, labels)
+    assert np.allclose(a.per_sample_best, b.per_sample_best, rtol=1e-5)
+    assert a.per_sample_best.shape == (6,)
+    with pytest.raises(ValueError, match="not in the judge's private set"):
+        judge.restricted([999])
+    with pytest.raises(ValueError, match="unknown distance"):
+        judge.ddcs_of(recon, labels, "d_X")

@@ -153,12 +153,6 @@ def save_class_grids(ctx, run: AttackRun, nrow: int = 10) -> list[Path]:
     return written
 
 
-def _generator_source(ctx, mode: str, seed: int) -> str:
-    from ..transfer import mode_slug
-
-    return f"models/transfer/{mode_slug(mode)}_seed{seed}.safetensors"
-
-
 def require_attack(ctx, name: str, mode: str, seed: int, transfer_inputs=None,
                    target: nn.Module | None = None, *, variant: str = "",
                    target_file: str = TARGET_FILE) -> tuple[AttackRun, dict]:
@@ -172,7 +166,7 @@ def require_attack(ctx, name: str, mode: str, seed: int, transfer_inputs=None,
     ``reused`` and ``seconds``.
     """
     from ..artifacts import ArtifactError, read_manifest
-    from ..transfer import require_transfer
+    from ..transfer import require_transfer, transfer_file
 
     check_attack(name)
     if variant and (target is None or target_file == TARGET_FILE):
@@ -189,7 +183,7 @@ def require_attack(ctx, name: str, mode: str, seed: int, transfer_inputs=None,
         data, split = split_for_config(ctx.cfg)
         target = require_classifier(ctx, "target", data, split)[0]
     manifest = read_manifest(ctx.run_dir)
-    source = _generator_source(ctx, mode, seed)
+    source = transfer_file(mode, seed)
     shas = {"generator_sha256": manifest[source]["sha256"],
             "target_sha256": manifest[target_file]["sha256"]}
     generator = transfer.generator_ema.to(ctx.device)

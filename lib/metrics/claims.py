@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
-from .stats import combined_p_value, format_ci, mean_ci, paired_bootstrap_ci
-
-MODES = ("vanilla", "entropy", "entropy+ngd")
+from ..transfer import MODES
+from .stats import combined_p_value, format_ci, paired_bootstrap_ci
 
 
 def _values(results: pd.DataFrame, source: str, metric: str) -> pd.Series:

@@ -8,6 +8,7 @@ nearest reconstruction — which training images an attack leaks.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,14 +90,20 @@ class Judge:
         self.private = self.features(*private)
         self.reference = self.features(*reference)
 
+    def embed(self, images: torch.Tensor, space: str) -> torch.Tensor:
+        """``images`` in the distance ``space`` (d_P or d_E); NaN or inf is an error."""
+        if space not in self.distances:
+            raise ValueError(f"unknown distance {space!r}; valid: {', '.join(self.distances)}")
+        emb = self.distances[space].embed_batched(images, self.batch_size)
+        if not torch.isfinite(emb).all():
+            raise ValueError(f"NaN or inf in the {space} features of the images; check the "
+                             "images (range [-1, 1]) and the network")
+        return emb
+
     def features(self, images: torch.Tensor, labels, indices=None) -> SetFeatures:
         """Every feature space of ``images`` (one pass per network)."""
         labels = np.asarray(labels, dtype=np.int64)
-        emb = {name: d.embed_batched(images, self.batch_size) for name, d in self.distances.items()}
-        for name, e in emb.items():
-            if not torch.isfinite(e).all():
-                raise ValueError(f"NaN or inf in the {name} features of the images; check the "
-                                 "images (range [-1, 1]) and the network")
+        emb = {name: self.embed(images, name) for name in self.distances}
         return SetFeatures(labels, np.arange(len(labels)) if indices is None else np.asarray(indices),
                            emb, penultimate(self.evaluator, images, self.batch_size), images)
 
@@ -157,16 +164,29 @@ class Judge:
         return Evaluation(metrics, self.audit_table(labels, to_private, results, members),
                           results, members)
 
+    def restricted(self, private_indices) -> "Judge":
+        """This judge with D cut down to the dataset indices ``private_indices`` (e.g. what a
+        defence kept); the features are sliced, not extracted again. For ``ddcs_of``: the
+        membership test of ``evaluate`` needs |D| = |R| per class."""
+        wanted = np.asarray(private_indices)
+        missing = np.setdiff1d(wanted, self.private.indices)
+        if missing.size:
+            raise ValueError(f"{missing.size} indices are not in the judge's private set (e.g. "
+                             f"{missing[:5].tolist()})")
+        keep = np.isin(self.private.indices, wanted)
+        rows = torch.as_tensor(keep)
+        p = self.private
+        sub = copy.copy(self)
+        sub.private = SetFeatures(p.labels[keep], p.indices[keep],
+                                  {k: v[rows] for k, v in p.embeddings.items()},
+                                  p.penultimate[rows], p.images[rows])
+        return sub
+
     def ddcs_of(self, images: torch.Tensor, labels, space: str = "d_P") -> DDCSResult:
         """DDCS of reconstructions against the judge's private set under ``space`` only: no
         membership test, no other metric (the defence's cheap per-sample scores)."""
-        if space not in self.distances:
-            raise ValueError(f"unknown distance {space!r}; valid: {', '.join(self.distances)}")
         labels = np.asarray(labels, dtype=np.int64)
-        emb = self.distances[space].embed_batched(images, self.batch_size)
-        if not torch.isfinite(emb).all():
-            raise ValueError(f"NaN or inf in the {space} features of the images")
-        dist = class_block_distances(emb, labels, self.private.embeddings[space],
+        dist = class_block_distances(self.embed(images, space), labels, self.private.embeddings[space],
                                      self.private.labels)
         return ddcs(dist, labels, self.private.labels)
 
@@ -212,17 +232,15 @@ def label_view(target: torch.nn.Module, evaluator: torch.nn.Module, images: torc
             "E_acc1_restricted": restricted_accuracy(e_logits, labels, classes)}
 
 
-def build_judge(ctx, data, split, evaluator: torch.nn.Module, perceptual: torch.nn.Module,
-                private_indices=None) -> Judge:
-    """The judge of a run: E and P, the private set D (or the ``private_indices`` subset of
-    it, e.g. what remains after a defence removed samples) and R, with the profile's PRDC k
-    and permutation count; smoke allows "not computed" for metrics with too few samples."""
+def build_judge(ctx, data, split, evaluator: torch.nn.Module,
+                perceptual: torch.nn.Module) -> Judge:
+    """The judge of a run: E and P, the private set D and R, with the profile's PRDC k and
+    permutation count; smoke allows "not computed" for metrics with too few samples."""
     from .. import data as data_mod
 
-    private = split.private if private_indices is None else np.asarray(private_indices)
-    x_d, y_d = data_mod.subset(data, private)
+    x_d, y_d = data_mod.subset(data, split.private)
     x_r, y_r = data_mod.subset(data, split.reference)
-    return Judge(evaluator, perceptual, (x_d, y_d.numpy(), private),
+    return Judge(evaluator, perceptual, (x_d, y_d.numpy(), split.private),
                  (x_r, y_r.numpy(), split.reference), ctx.cfg["private_classes"],
                  k=ctx.cfg["prdc_k"], n_permutations=ctx.cfg["n_permutations"],
                  seed=ctx.subseed("permutations"), allow_not_computed=ctx.profile == "smoke")
