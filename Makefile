@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 KERNEL := ddcs-mi
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install data weights reproduce publish smoke test unit nbval golden sweep benchmarks lab clean-venv
+.PHONY: install data weights reproduce publish smoke test unit nbval golden sweep benchmarks gpu-bundle gpu-check lab clean-venv
 
 install: $(STAMP)
 
@@ -69,7 +69,26 @@ sweep: data
 	DDCS_MI_HEADLESS=1 $(PY) -m lib.transfer sweep --profile cpu
 
 benchmarks: data
-	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in benchmarks/*.py; do case $$f in *gpu_check.py) continue;; esac; \
+	  echo "== $$f"; $(PY) $$f || exit 1; done
+
+# The GPU check (benchmarks/gpu_check.sh) on a machine with no package registry: bundle what
+# it lacks. kornia's wheels for CPython 3.12 on x86-64 into .wheels/ (git-ignored; set
+# GPU_PYTHON=3.11 etc. for another Python), Fashion-MNIST into data/raw/fashion-mnist/.
+GPU_PYTHON ?= 3.12
+gpu-bundle: data
+	rm -rf .wheels && mkdir -p .wheels data/raw/fashion-mnist
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .wheels \
+	  $$($(PY) -m pip freeze | grep -i -E '^kornia(-|_)?(rs)?==')
+	$(PY) -c "import shutil, lib.data as D; src = D.find_source_dir(); dst = D.local_dir(); \
+	  [shutil.copy(src / (s + '.gz'), dst) for s in D.FILES.values() if src != dst]"
+	@ls .wheels data/raw/fashion-mnist
+
+# The same check here, on the CPU, with the "cpu" counts (same shapes, fewer steps)
+gpu-check: data
+	$(PY) benchmarks/gpu_check.py --device cpu --counts cpu --out runs/gpu_check_cpu
 
 lab: data
 	$(VENV)/bin/jupyter lab notebooks/

@@ -206,3 +206,87 @@ def require(path: Path, build: Callable[[], Any], save: Callable[[Path, Any], An
     value = build()
     save(path, value)
     return value, False
+
+
+# ---------------------------------------------------------------------------- resumable stages
+def _pack(obj: Any, tensors: dict[str, torch.Tensor], key: str) -> Any:
+    """A JSON-ready copy of nested dicts/lists with every tensor moved into ``tensors``."""
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().cpu().clone().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__items__": [[k, _pack(v, tensors, f"{key}/{k}")] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [_pack(v, tensors, f"{key}/{i}") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot save a {type(obj).__name__} at {key!r} in a stage's partial state")
+
+
+def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict) and "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if isinstance(obj, dict):
+        return {k: _unpack(v, tensors) for k, v in obj["__items__"]}
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    return obj
+
+
+class PartialState:
+    """The in-progress state of one expensive stage (training T or E, the GAN, a transfer
+    mode), saved every ``every_s`` seconds so that a stage cut short (a GPU lease ending)
+    continues where it stopped. Stored as safetensors (nested dicts of tensors and plain
+    values: model and optimiser state, RNG states, step, history), never pickled; tied to
+    ``config``: a partial state made under another config is an error, not reused.
+    ``every_s`` ≤ 0 turns it off (nothing is written or read)."""
+
+    def __init__(self, path: str | Path, config: Any, every_s: float) -> None:
+        import time
+
+        self.path, self.config, self.every_s = Path(path), config, float(every_s)
+        self._last = time.monotonic()
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_s > 0
+
+    def load(self) -> dict | None:
+        """The saved state (CPU tensors), or None when there is none (or it is off)."""
+        if not self.enabled or not self.path.is_file():
+            return None
+        tensors, meta = load_tensors(self.path)
+        if meta.get("config") != json.loads(json.dumps(self.config)):
+            raise ArtifactError(f"{self.path} is the partial state of a run under another "
+                                "config; delete it to start this stage afresh")
+        return _unpack(meta["state"], tensors)
+
+    def due(self) -> bool:
+        import time
+
+        return self.enabled and time.monotonic() - self._last >= self.every_s
+
+    def save(self, state: dict) -> None:
+        import time
+
+        tensors: dict[str, torch.Tensor] = {}
+        packed = _pack(state, tensors, "s")
+        save_tensors(self.path, tensors, {"config": self.config, "state": packed})
+        self._last = time.monotonic()
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def rng_state(device: str = "cpu") -> dict:
+    """The global torch RNG states (CPU, and CUDA's when ``device`` is a GPU)."""
+    state = {"cpu": torch.get_rng_state()}
+    if str(device).startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def set_rng_state(state: dict, device: str = "cpu") -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and str(device).startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"], torch.device(device))

@@ -144,6 +144,12 @@ class FashionMNIST:
     test_labels: torch.Tensor
     source: str
     sha256: dict = field(default_factory=dict)
+    image_size = 32  # padded from 28 (``to_model_input``)
+    channels = 1
+
+    @property
+    def class_names(self) -> list[str]:
+        return CLASS_NAMES
 
 
 @functools.lru_cache(maxsize=2)
@@ -176,7 +182,16 @@ def load_fashion_mnist(folder: str | Path | None = None, verify: bool = True) ->
 
 
 def to_model_input(images: torch.Tensor, size: int = 32) -> torch.Tensor:
-    """uint8 (N, 28, 28) → float32 (N, 1, size, size) in [-1, 1], padded with background."""
+    """uint8 (N, 28, 28) → float32 (N, 1, size, size) in [-1, 1], padded with background.
+
+    Colour images, uint8 (N, 3, H, W) (the face data), are scaled to [-1, 1] and resized
+    (bilinear, antialiased) to size × size when H ≠ size."""
+    if images.dim() == 4:
+        x = images.to(torch.float32).div(127.5).sub(1.0)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return x
     x = images.to(torch.float32).div(127.5).sub(1.0).unsqueeze(1)
     pad = size - x.shape[-1]
     if pad < 0 or pad % 2:
@@ -213,12 +228,17 @@ class Split:
     public: np.ndarray       # the attacker's data (train split)
     evaluator: np.ndarray    # E's training data: train split minus D and R
     test: np.ndarray         # test-split images of the private classes
+    eval_classes: tuple[int, ...] | None = None    # E's classes (None: all 10)
+    public_classes: tuple[int, ...] | None = None  # P's classes (None: by split kind)
 
     def check_disjoint(self) -> None:
-        """Raise if D, R and public overlap (a broken invariant, never a claim)."""
-        for a, b in [("private", "reference"), ("private", "public"),
-                     ("reference", "public"), ("private", "evaluator"),
-                     ("reference", "evaluator")]:
+        """Raise if D, R and public overlap (a broken invariant, never a claim). The face
+        split's evaluator is trained on D itself (as in the paper), so that pair is allowed."""
+        pairs = [("private", "reference"), ("private", "public"), ("reference", "public"),
+                 ("reference", "evaluator")]
+        if self.kind != "faces":
+            pairs.append(("private", "evaluator"))
+        for a, b in pairs:
             common = np.intersect1d(getattr(self, a), getattr(self, b))
             if common.size:
                 raise AssertionError(f"split invariant broken: {a} and {b} share "
@@ -337,22 +357,26 @@ def load_split(data: FashionMNIST, kind: str = "same-class", per_class: int = 10
     return split
 
 
-def split_for_config(cfg, data: FashionMNIST | None = None) -> tuple[FashionMNIST, Split]:
-    """The data and the split a resolved profile config names."""
+def split_for_config(cfg, data=None) -> tuple:
+    """The data and the split a resolved profile config names (Fashion-MNIST, or the face
+    data of the ``paper`` profile through ``lib.faces.load_for_config``)."""
+    if cfg["dataset"] == "faces":
+        from . import faces
+
+        return faces.load_for_config(cfg, data)
     if cfg["dataset"] != "fashion-mnist":
-        raise NotImplementedError(
-            f"dataset {cfg['dataset']!r} (profile {cfg['profile']!r}): the face folders can be "
-            "scanned and split (`python -m lib.faces split`), but the paper profile's pipeline "
-            "is not wired to them yet; use the smoke or cpu profile")
+        raise ValueError(f"unknown dataset {cfg['dataset']!r}; valid: fashion-mnist, faces")
     data = data or load_fashion_mnist()
     split = load_split(data, cfg["split"], cfg["private_per_class"], cfg["split_seed"],
                        tuple(cfg["private_classes"]))
     return data, split
 
 
-def subset(data: FashionMNIST, indices: np.ndarray, train: bool = True,
-           size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model-ready images and original labels (0–9) of ``indices`` in one split."""
+def subset(data, indices: np.ndarray, train: bool = True,
+           size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model-ready images and original labels of ``indices`` in one split (``size``: the
+    data's model size when None: 32 for Fashion-MNIST, the profile's for faces)."""
+    size = data.image_size if size is None else size
     images = data.train_images if train else data.test_images
     labels = data.train_labels if train else data.test_labels
     idx = torch.from_numpy(np.array(indices, dtype=np.int64))  # a copy: inputs may be read-only
@@ -361,8 +385,13 @@ def subset(data: FashionMNIST, indices: np.ndarray, train: bool = True,
 
 def to_private_labels(labels: torch.Tensor, private_classes) -> torch.Tensor:
     """Map original labels of private classes to 0..K-1 (the target's label space)."""
-    lookup = torch.full((N_CLASSES,), -1, dtype=torch.long)
-    lookup[torch.as_tensor(list(private_classes))] = torch.arange(len(private_classes))
+    classes = torch.as_tensor(list(private_classes), dtype=torch.long)
+    if (labels < 0).any():
+        raise ValueError("labels outside the private classes cannot be mapped")
+    size = max(N_CLASSES, int(labels.max()) + 1 if labels.numel() else 0,
+               int(classes.max()) + 1 if classes.numel() else 0)
+    lookup = torch.full((size,), -1, dtype=torch.long)
+    lookup[classes] = torch.arange(len(classes))
     out = lookup[labels]
     if (out < 0).any():
         raise ValueError("labels outside the private classes cannot be mapped")

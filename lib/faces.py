@@ -11,6 +11,16 @@ command (``python -m lib.faces split ...``). Two layouts are read:
 
 FFHQ and CelebA-HQ have no identity labels: they serve as the public set only (``flat``).
 
+The split file records where the data were (``sources``) and the sha256 of the file lists;
+``load_for_config`` reads it for the ``paper`` profile (config key ``face_split``), checks the
+user's folders still match it (move them? set ``$DDCS_MI_FACES_PRIVATE`` /
+``$DDCS_MI_FACES_PUBLIC``), decodes the images once at the profile's size into a safetensors
+cache under ``data/cache/`` (git-ignored), and returns a ``FaceData`` and a ``lib.data.Split``:
+D = the training images of the attacked identities, R = their held-out images (also T's and
+E's test images: a face data set has no other images of these people), the evaluator's
+training set = D (as in the paper, so E-feature metrics favour members: the membership
+claim C1b is read under LPIPS-VGG), public = the public set.
+
 The paper's split (PAPER.md §5): private identities are those with at least 30 images, the
 first 1,000 of them (sorted by identity name); the last 3 images of each (sorted by file
 name) are held out as the non-member reference R; attacks and evaluation use the first 200.
@@ -22,6 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +93,22 @@ def scan(root: str | Path, layout: str = "folders",
     return out
 
 
+ENV_PRIVATE = "DDCS_MI_FACES_PRIVATE"
+ENV_PUBLIC = "DDCS_MI_FACES_PUBLIC"
+ENV_SPLIT = "DDCS_MI_FACE_SPLIT"
+
+
 def _digest(items: list[str]) -> str:
     return hashlib.sha256("\n".join(items).encode()).hexdigest()
 
 
 def make_split(private: dict[str, list[str]], public: dict[str, list[str]], *,
                min_images: int = 30, n_identities: int = 1000, n_attacked: int = 200,
-               holdout: int = 3, seed: int = 0, same_dataset: bool = False) -> dict[str, Any]:
+               holdout: int = 3, seed: int = 0, same_dataset: bool = False,
+               sources: dict | None = None) -> dict[str, Any]:
     """The paper's split as a JSON-ready dict (see the module). ``seed`` is recorded and
-    reserved for sub-sampling; the rule itself is deterministic (sorted names)."""
+    reserved for sub-sampling; the rule itself is deterministic (sorted names). ``sources``
+    ({"private"|"public": {"root", "layout", "identity_file"}}) says where the data are."""
     if holdout < 1 or min_images <= holdout:
         raise ValueError(f"need holdout ≥ 1 and min_images > holdout; got {holdout}, {min_images}")
     eligible = [k for k in sorted(private) if len(private[k]) >= min_images]
@@ -108,7 +127,8 @@ def make_split(private: dict[str, list[str]], public: dict[str, list[str]], *,
             "identities": chosen, "attacked": chosen[:n_attacked],
             "train": train, "reference": held_out, "public_identities": public_ids,
             "public_count": len(public_files), "public_sha256": _digest(public_files),
-            "private_sha256": _digest([f for k in chosen for f in private[k]])}
+            "private_sha256": _digest([f for k in chosen for f in private[k]]),
+            "sources": sources or {}}
 
 
 def write_split(split: dict, path: str | Path) -> Path:
@@ -149,6 +169,191 @@ def load_images(root: str | Path, files: list[str], size: int) -> torch.Tensor:
     return torch.stack(out).mul(2).sub(1)
 
 
+# ------------------------------------------------------------------ the paper profile's data
+@dataclass(frozen=True)
+class FaceData:
+    """Decoded face images for a run, in the shape ``lib.data`` expects of a data set.
+
+    ``train_images``: uint8 (N, 3, S, S), the attacked identities' training images, then their
+    held-out images, then the public images; ``train_labels``: the identity's index in the
+    split file (public images: ``n_identities`` + public identity index). There is no separate
+    test split: ``test_*`` are the same tensors (the test indices are R's)."""
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    identities: tuple[str, ...]
+    image_size: int
+    source: str
+    channels = 3
+
+    @property
+    def test_images(self) -> torch.Tensor:
+        return self.train_images
+
+    @property
+    def test_labels(self) -> torch.Tensor:
+        return self.train_labels
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.identities)
+
+
+def _decode_uint8(root: Path, files: list[str], size: int, chunk: int = 512) -> torch.Tensor:
+    """``load_images`` in chunks, stored as uint8 (a quarter of the memory of float32)."""
+    parts = [load_images(root, files[i:i + chunk], size).add(1).mul(127.5).round()
+             .clamp(0, 255).to(torch.uint8) for i in range(0, len(files), chunk)]
+    return torch.cat(parts) if parts else torch.empty(0, 3, size, size, dtype=torch.uint8)
+
+
+def split_file(cfg) -> Path:
+    """The face split file of a config (``$DDCS_MI_FACE_SPLIT`` wins; relative to the repo)."""
+    from .paths import repo_root
+
+    path = Path(os.environ.get(ENV_SPLIT) or cfg["face_split"])
+    return path if path.is_absolute() else repo_root() / path
+
+
+def source(split: dict, role: str) -> tuple[Path, str, str | None]:
+    env = ENV_PRIVATE if role == "private" else ENV_PUBLIC
+    info = split.get("sources", {}).get(role)
+    if not os.environ.get(env) and not info:
+        raise FaceDataError(f"the split file names no {role} data folder; set ${env}")
+    root = Path(os.environ.get(env) or info["root"])
+    layout = (info or {}).get("layout", "folders" if role == "private" else "flat")
+    return root, layout, (info or {}).get("identity_file")
+
+
+def read_split(cfg) -> dict:
+    """The split file of ``cfg``, or a ``FaceDataError`` that says how to write it."""
+    path = split_file(cfg)
+    if not path.is_file():
+        raise FaceDataError(
+            f"the {cfg['profile']} profile reads the face split file {path} (missing). Write it "
+            "from your copy of the face data: python -m lib.faces split --private <folder> "
+            f"--public <folder> --out {path} (README: 'The paper profile'), or set the config "
+            f"key face_split (or ${ENV_SPLIT}) to your split file")
+    split = json.loads(path.read_text())
+    if split.get("kind") != "faces":
+        raise FaceDataError(f"{path} is not a face split file (kind {split.get('kind')!r})")
+    return split
+
+
+def attacked_count(cfg, split: dict) -> int:
+    """K, the number of private identities the config trains T on and attacks: its
+    ``private_classes`` must be 0..K−1 (the first K identities of the split file)."""
+    classes = [int(c) for c in cfg["private_classes"]]
+    k = len(classes)
+    if classes != list(range(k)) or not 0 < k <= len(split["identities"]):
+        raise ValueError(f"for the face data, private_classes must be 0..K−1 with K ≤ "
+                         f"{len(split['identities'])} (the split's identities); got "
+                         f"{classes[:5]}{'…' if k > 5 else ''} ({k} classes)")
+    return k
+
+
+def cache_path(split: dict, cfg) -> Path:
+    """Where the decoded images of a config are cached (``data/cache/``, git-ignored)."""
+    return _cache_path(split, attacked_count(cfg, split), cfg["image_size"])
+
+
+def _cache_path(split: dict, k: int, size: int) -> Path:
+    from .paths import data_dir
+
+    key = _digest([split["private_sha256"], split["public_sha256"], str(k), str(size),
+                   json.dumps(split["identities"][:k])])
+    return data_dir() / "cache" / f"faces_k{k}_{size}px_{key[:16]}.safetensors"
+
+
+def load_face_data(split: dict, k: int, size: int, cache: bool = True) -> FaceData:
+    """Decode (or read from the cache) the images of the first ``k`` identities and the
+    public set at ``size`` px, after checking the folders still match the split file."""
+    from safetensors.torch import load_file, save_file
+
+    identities = split["identities"]
+    path = _cache_path(split, k, size)
+    if cache and path.is_file():
+        try:
+            tensors = load_file(str(path))
+            return FaceData(tensors["images"], tensors["labels"], tuple(identities[:k]), size,
+                            f"cache {path.name}")
+        except Exception as err:  # damaged cache: say so and decode again
+            print(f"warning: the face cache {path} is unreadable ({err}); decoding again")
+    p_root, p_layout, p_ids = source(split, "private")
+    q_root, q_layout, _ = source(split, "public")
+    private, public = scan(p_root, p_layout, p_ids), scan(q_root, q_layout)
+    check_split(split, private, public)
+    private_files, labels = [], []
+    for role in ("train", "reference"):
+        for i, name in enumerate(identities[:k]):
+            private_files += split[role][name]
+            labels += [i] * len(split[role][name])
+    public_files = []
+    for j, name in enumerate(split["public_identities"]):
+        public_files += public[name]
+        labels += [len(identities) + j] * len(public[name])
+    images = torch.cat([_decode_uint8(p_root, private_files, size),
+                        _decode_uint8(q_root, public_files, size)])
+    data = FaceData(images, torch.as_tensor(labels, dtype=torch.long), tuple(identities[:k]),
+                    size, f"{p_root.name}/ + {q_root.name}/")
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"images": images.contiguous(), "labels": data.train_labels}, str(tmp))
+        os.replace(tmp, path)
+    return data
+
+
+def load_for_config(cfg, data: FaceData | None = None):
+    """(FaceData, lib.data.Split) for a ``faces`` config (see the module)."""
+    from .data import Split
+
+    split = read_split(cfg)
+    k = attacked_count(cfg, split)
+    data = data or load_face_data(split, k, cfg["image_size"])
+    labels = data.train_labels.numpy()
+    n_train = sum(len(split["train"][n]) for n in split["identities"][:k])
+    n_ref = sum(len(split["reference"][n]) for n in split["identities"][:k])
+    private = np.arange(n_train)
+    reference = np.arange(n_train, n_train + n_ref)
+    public = np.arange(n_train + n_ref, len(labels))
+    out = Split("faces", int(split["seed"]), tuple(range(k)), 0, private, reference, public,
+                evaluator=private, test=reference, eval_classes=tuple(range(k)),
+                public_classes=tuple(sorted(set(labels[public].tolist()))))
+    out.check_disjoint()
+    return data, out
+
+
+def write_standin(root: str | Path, identities: int = 8, per_identity: int = 12,
+                  public_identities: int = 8, per_public: int = 12, size: int = 112,
+                  seed: int = 0) -> tuple[Path, Path]:
+    """A generated stand-in for a face data set (no real faces): ``root/private`` and
+    ``root/public`` in the ``folders`` layout, one sub-folder per identity. Each identity
+    is a fixed random colour blob pattern on a gradient, jittered per image, so classifiers
+    can learn identities and the pipeline's logic and speed can be tested. Returns the two
+    folders."""
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for part, n_ids, per in (("private", identities, per_identity),
+                             ("public", public_identities, per_public)):
+        for i in range(n_ids):
+            folder = root / part / f"{part[:3]}{i:04d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            centres = rng.uniform(0.25, 0.75, size=(3, 2))
+            colours = rng.uniform(0, 255, size=(3, 3))
+            base = rng.uniform(40, 200, size=3)
+            for j in range(per):
+                shift = rng.normal(0, 0.03, size=2)
+                img = base[None, None, :] * (0.6 + 0.4 * yy[..., None])
+                for (cy, cx), colour in zip(centres + shift, colours):
+                    blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.01)[..., None]
+                    img = img * (1 - blob) + colour[None, None, :] * blob
+                img = img + rng.normal(0, 8, size=img.shape)
+                Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"{j:04d}.png")
+    return root / "private", root / "public"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lib.faces split --private ROOT [--private-layout L] --public ROOT ...``."""
     import argparse
@@ -171,9 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     private = scan(args.private, args.private_layout, args.identity_file)
     public = scan(args.public, args.public_layout)
     same = Path(args.private).resolve() == Path(args.public).resolve()
+    sources = {"private": {"root": str(Path(args.private).resolve()),
+                           "layout": args.private_layout, "identity_file": args.identity_file},
+               "public": {"root": str(Path(args.public).resolve()),
+                          "layout": args.public_layout, "identity_file": None}}
     split = make_split(private, public, min_images=args.min_images, n_identities=args.identities,
                        n_attacked=args.attacked, holdout=args.holdout, seed=args.seed,
-                       same_dataset=same)
+                       same_dataset=same, sources=sources)
     write_split(split, args.out)
     print(f"{len(split['identities'])} private identities ({len(split['attacked'])} attacked), "
           f"{split['public_count']} public images → {args.out}")

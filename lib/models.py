@@ -74,22 +74,31 @@ class TorchvisionClassifier(StagedClassifier):
     downloaded) behind ``ConvClassifier``'s interface, for the ``paper`` profile.
 
     ``feature_maps`` returns the output of each stage (VGG: before every max-pool; ResNet:
-    layer1–layer4), ``embed`` their global average (the penultimate features); the head is a
-    linear layer on it (the paper's VGG16-BN target uses its own head; ours is
-    global-average-pooled so any input size works).
+    layer1–layer4). ``head="gap"``: ``embed`` is their global average and the head a linear
+    layer on it (any input size). ``head="flatten-bn"`` (VGG16-BN only): the head of the
+    VGG16 face targets of GMI/KEDMI/PLG-MI that the paper attacks: the last max-pool, flatten,
+    batch norm, linear; ``embed`` is the batch-normed flat vector, and ``image_size`` is fixed.
     """
 
     ARCHS = ("vgg16_bn", "resnet18", "resnet50", "resnet")
+    HEADS = ("gap", "flatten-bn")
 
     def __init__(self, arch: str, n_classes: int, width: int = 64, in_channels: int = 3,
-                 kernel_size: int = 3) -> None:
+                 kernel_size: int = 3, head: str = "gap", image_size: int = 0) -> None:
         super().__init__()
         import torchvision.models as tvm
 
         if arch not in self.ARCHS:
             raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(self.ARCHS)}")
+        if head not in self.HEADS or (head == "flatten-bn" and (arch != "vgg16_bn"
+                                                                or image_size < 32)):
+            raise ValueError(f"head {head!r} with {arch!r}: valid heads {', '.join(self.HEADS)}; "
+                             "flatten-bn needs vgg16_bn and image_size ≥ 32")
         self.arch_spec = {"arch": arch, "n_classes": n_classes, "width": width,
                           "in_channels": in_channels, "kernel_size": kernel_size}
+        if head != "gap":
+            self.arch_spec.update(head=head, image_size=image_size)
+        self.head_kind = head
         if arch == "vgg16_bn":
             layers = list(tvm.vgg16_bn(weights=None).features)
             if in_channels != 3:
@@ -111,7 +120,19 @@ class TorchvisionClassifier(StagedClassifier):
             self.stages = nn.ModuleList([nn.Sequential(stem, net.layer1), net.layer2,
                                          net.layer3, net.layer4])
             self.embed_dim = net.fc.in_features
+        if head == "flatten-bn":
+            self.final_pool = nn.MaxPool2d(2, 2)
+            side = image_size
+            for _ in range(5):
+                side //= 2
+            self.embed_dim = 512 * side * side
+            self.head_norm = nn.BatchNorm1d(self.embed_dim)
         self.head = nn.Linear(self.embed_dim, n_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head_kind == "gap":
+            return super().embed(x)
+        return self.head_norm(self.final_pool(self.feature_maps(x)[-1]).flatten(1))
 
 
 def build_classifier(spec: dict) -> nn.Module:
@@ -126,33 +147,37 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------- GAN
-def _upsampling_steps(size: int) -> int:
-    """Stride-2 steps between a 4×4 map and ``size`` (32 → 3, 64 → 4, 128 → 5)."""
-    steps = {32: 3, 64: 4, 128: 5}
-    if size not in steps:
-        raise ValueError(f"GAN image size must be one of {sorted(steps)}; got {size}")
-    return steps[size]
+GAN_SIZES = {32: (4, 3), 56: (7, 3), 64: (4, 4), 112: (7, 4), 128: (4, 5)}
+
+
+def _upsampling_steps(size: int) -> tuple[int, int]:
+    """(side of the smallest map, stride-2 steps up to ``size``): 32 → (4, 3), 64 → (4, 4),
+    128 → (4, 5); the face sizes 56 and 112 start from a 7×7 map (112 → (7, 4))."""
+    if size not in GAN_SIZES:
+        raise ValueError(f"GAN image size must be one of {sorted(GAN_SIZES)}; got {size}")
+    return GAN_SIZES[size]
 
 
 class Generator(nn.Module):
     """DCGAN-style generator: z (N, z_dim) → image (N, channels, size, size) in [-1, 1].
 
-    A linear layer to a 4×4 map with ``width · size / 8`` channels, then transposed-conv
-    blocks (4×4 kernels, stride 2, batch norm, ReLU) halving the channels and doubling the
-    size up to ``size`` (32, 64 or 128), tanh output. At 32 px: 4·width → 2·width → width.
+    A linear layer to a 4×4 map (7×7 for 56 and 112 px) with ``width · 2^(steps − 1)``
+    channels, then transposed-conv blocks (4×4 kernels, stride 2, batch norm, ReLU) halving
+    the channels and doubling the size up to ``size`` (32, 56, 64, 112 or 128), tanh output.
+    At 32 px: 4·width → 2·width → width.
     """
 
     def __init__(self, z_dim: int = 64, width: int = 32, channels: int = 1,
                  size: int = 32) -> None:
         super().__init__()
-        n_up = _upsampling_steps(size)
+        base, n_up = _upsampling_steps(size)
         self.arch_spec = {"z_dim": z_dim, "width": width, "channels": channels}
         if size != 32:
             self.arch_spec["size"] = size
         self.z_dim = z_dim
         top = width * 2 ** (n_up - 1)
-        self.stem = nn.Sequential(nn.Linear(z_dim, top * 16, bias=False),
-                                  nn.Unflatten(1, (top, 4, 4)),
+        self.stem = nn.Sequential(nn.Linear(z_dim, top * base * base, bias=False),
+                                  nn.Unflatten(1, (top, base, base)),
                                   nn.BatchNorm2d(top), nn.ReLU())
         layers: list[nn.Module] = []
         c = top
@@ -177,12 +202,12 @@ class Discriminator(nn.Module):
 
     Strided 4×4 conv blocks with LeakyReLU, doubling the channels from ``width`` down to a
     4×4 map (no batch norm: it would couple the R1 penalty across the batch), then a linear
-    layer on that map.
+    layer on that map (7×7 for 56 and 112 px).
     """
 
     def __init__(self, width: int = 32, channels: int = 1, size: int = 32) -> None:
         super().__init__()
-        n_down = _upsampling_steps(size)
+        base, n_down = _upsampling_steps(size)
         self.arch_spec = {"width": width, "channels": channels}
         if size != 32:
             self.arch_spec["size"] = size
@@ -191,7 +216,7 @@ class Discriminator(nn.Module):
         for _ in range(n_down):
             layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.LeakyReLU(0.2)]
             c_in, c = c, c * 2
-        layers += [nn.Flatten(), nn.Linear(c_in * 16, 1)]
+        layers += [nn.Flatten(), nn.Linear(c_in * base * base, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -155,6 +155,7 @@ def setup(profile: str = "smoke", run_dir: str = "", seed: int = 0, device: str 
     """Resolve the profile, seed everything, pick the device and the run folder."""
     overrides = dict(overrides or {})
     cfg = profiles.resolve(profile, overrides)
+    profiles.check_inputs(cfg)   # the paper profile's face data and weights, with the fix
     dev = resolve_device(device, cfg)
     folder = Path(run_dir).resolve() if run_dir else interactive_run_dir(profile, overrides)
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,12 +13,15 @@ from typing import Any, Mapping
 # Keys shared by every profile; each profile below overrides some of them.
 _BASE: dict[str, Any] = {
     "dataset": "fashion-mnist",      # fashion-mnist (smoke, cpu) | faces (paper)
+    "face_split": "",                # faces: our split file (python -m lib.faces split)
     "split": "same-class",           # same-class (default) | class-disjoint (label-level contrast)
     "split_seed": 0,                 # seed of the committed split index files in data/splits
     "private_classes": [0, 2, 3, 5, 7],
     "private_per_class": 100,        # |D| per private class; |R| is the same
     "image_size": 32,
     "device": "auto",                # auto | cpu | cuda; smoke forces cpu
+    "amp": False,                    # bf16 autocast + channels-last in classifier training (GPU)
+    "checkpoint_every_s": 0,         # save a stage's partial state this often (0: off)
     "seeds": [0, 1, 2],              # repetitions looped inside the notebooks that need them
     "batch_size": 128,
     # target T (MCNN family), trained on D
@@ -28,6 +31,7 @@ _BASE: dict[str, Any] = {
     "target_lr": 2e-3,
     "target_augment": True,          # random 2-px shifts and horizontal flips
     "target_loss": "focal",          # focal (the paper) | ce
+    "target_head": "gap",            # gap | flatten-bn (the paper's VGG16-BN head)
     "focal_gamma": 2.0,
     # evaluator E (SCNN family), 10-way, trained on the train split minus D and R
     "eval_arch": "scnn",
@@ -43,6 +47,7 @@ _BASE: dict[str, Any] = {
     "perc_augment": False,
     "perc_lr": 2e-3,
     "perc_train_limit": 0,           # 0 = all public images
+    "lpips_resize": 256,             # perc_arch lpips-vgg: inputs resized to this (0: none)
     # evaluation (metrics issue); reconstructions per class ≥ private samples per class
     "recon_per_class": 100,
     "prdc_k": 3,
@@ -60,6 +65,7 @@ _BASE: dict[str, Any] = {
     "gan_augment": False,            # differentiable augmentation of D's inputs (kornia)
     "gan_train_limit": 0,            # 0 = all public images
     "fid_samples": 5000,             # generated vs public images for FID-E of a generator
+    "fid_network": "evaluator",      # evaluator (FID-E) | inception (+ the paper's Inception FID)
     # transfer (PAPER.md §3): vanilla | entropy | entropy+ngd from the same checkpoint
     "transfer_steps": 300,
     "transfer_lr": 2e-4,
@@ -128,16 +134,21 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         **_BASE,
         "dataset": "faces",
+        "face_split": "data/splits/faces.json",
+        "amp": True,
+        "checkpoint_every_s": 300,
         "private_classes": list(range(200)),
         "private_per_class": 0,      # faces: every image of a private identity but the held-out 3
         "image_size": 112,
         "device": "cuda",
         "target_arch": "vgg16_bn",
+        "target_head": "flatten-bn",
         "target_width": 64,
         "target_epochs": 100,
         "eval_arch": "resnet",
         "eval_epochs": 50,
         "perc_arch": "lpips-vgg",
+        "fid_network": "inception",
         "batch_size": 64,
         "recon_per_class": 50,
         "gan_z_dim": 128,            # the larger prior (its 64–128 px generator: the paper-profile issue)
@@ -147,6 +158,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gan_r1_gamma": 10.0,        # the paper's γ at 256 px
         "gan_augment": True,
         "transfer_steps": 3000,
+        "attack_pool": 5000,         # PAPER.md §4: 5,000 latents, truncation 0.5, 200 candidates,
+        "attack_candidates": 200,    # Adam lr 5e-3 for 70 steps, best 50 by 100 augmentations
+        "attack_lr": 0.005,
+        "attack_truncation": 0.5,
+        "attack_final_aug": 100,
         "cell_timeout_s": 3 * 3600,
     },
 }
@@ -210,3 +226,37 @@ def table() -> list[dict[str, Any]]:
             "device"]
     return [{"profile": p, **{k: PROFILES[p][k] for k in keys}, "purpose": PROFILE_NOTES[p]}
             for p in PROFILES]
+
+
+def weights_needed(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The pretrained weight files (``lib.weights.WEIGHTS``) a resolved config needs."""
+    names = []
+    if cfg["perc_arch"] == "lpips-vgg":
+        names.append("vgg16-397923af.pth")
+    if cfg["fid_network"] == "inception":
+        names.append("inception_v3_google-0cc3c7bd.pth")
+    return tuple(names)
+
+
+def check_inputs(cfg: Mapping[str, Any]) -> None:
+    """Fail early, with the fix in the message, when the data or the weights a resolved
+    config needs are missing (the paper profile's face split and folders, LPIPS-VGG's and
+    Inception's weights); Fashion-MNIST is checked where it is loaded."""
+    if cfg["dataset"] == "faces":
+        from . import faces
+
+        split = faces.read_split(cfg)
+        faces.attacked_count(cfg, split)
+        if not faces.cache_path(split, cfg).is_file():
+            for role in ("private", "public"):
+                root, _, _ = faces.source(split, role)
+                if not root.is_dir():
+                    env = faces.ENV_PRIVATE if role == "private" else faces.ENV_PUBLIC
+                    raise faces.FaceDataError(
+                        f"the {role} face folder {root} named by {faces.split_file(cfg)} does "
+                        f"not exist; put the data there or set ${env} to where it is now")
+    needed = weights_needed(cfg)
+    if needed:
+        from . import weights
+
+        weights.require(needed)

@@ -4,7 +4,10 @@
 ``runs/<UTC>_<profile>_<git>/`` with their parameters, keeps going past a failed notebook
 (and exits non-zero), and writes ``env.json``, ``summary.json`` and ``summary.md``.
 ``--resume RUN_DIR`` skips notebooks whose fingerprint (code cells, parameters, lib/ and
-requirements) is unchanged since they last succeeded there. ``--golden`` re-executes the
+requirements) is unchanged since they last succeeded there, with the run's own profile and
+overrides when ``--profile`` is not given; inside a notebook, every expensive stage reuses
+its saved result and continues from its partial state (``checkpoint_every_s``), so a paper
+run carries on across GPU sessions. ``--golden`` re-executes the
 committed notebooks in place under the smoke profile (their stored outputs are nbval's
 reference).
 """
@@ -287,6 +290,14 @@ def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
 
 
 # ---------------------------------------------------------------------------- main entry
+def resume_settings(run_dir: str | Path) -> dict:
+    """The profile, overrides and seed a run folder was started with (its state file)."""
+    path = Path(run_dir) / STATE
+    if not path.is_file():
+        raise RunnerError(f"{run_dir} is not a run folder of this runner (no {STATE})")
+    return json.loads(path.read_text())
+
+
 def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: int = 0,
         device: str = "auto", resume: str | Path | None = None,
         notebooks: list[str] | None = None, executor: Executor | None = None,
@@ -295,6 +306,7 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
     """Execute ``notebooks`` (default: all, in order) under ``profile``; (exit code, run dir)."""
     overrides = dict(overrides or {})
     cfg = profiles.resolve(profile, overrides)          # unknown profile/key: ValueError
+    profiles.check_inputs(cfg)                          # paper: face data and weights present
     selected = list(notebooks or NOTEBOOKS)
     unknown = [n for n in selected if n not in NOTEBOOKS]
     if unknown:
@@ -425,7 +437,9 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run_all.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="cpu", help=f"one of {', '.join(profiles.PROFILES)}")
+    parser.add_argument("--profile", default=None,
+                        help=f"one of {', '.join(profiles.PROFILES)} (default: cpu; with "
+                             "--resume: the run's own)")
     parser.add_argument("--seed", type=int, default=0, help="master seed")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--override", "-o", action="append", default=[], type=_parse_override,
@@ -447,9 +461,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.publish:
             publish(args.publish)
             return 0
-        code, _ = run(args.profile, dict(args.override), args.seed, args.device, args.resume,
-                      args.only)
+        profile, overrides, seed = args.profile or "cpu", dict(args.override), args.seed
+        if args.resume and args.profile is None:   # continue a run as it was started
+            saved = resume_settings(args.resume)
+            profile, overrides = saved["profile"], saved["overrides"]
+            overrides = {**overrides, **dict(args.override)}
+            seed = saved.get("seed", seed)
+        code, _ = run(profile, overrides, seed, args.device, args.resume, args.only)
         return code
-    except (ValueError, RunnerError) as err:
+    except (ValueError, RunnerError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

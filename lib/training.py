@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .artifacts import PartialState
+
 
 def progress_enabled() -> bool:
     """Progress bars off under papermill/nbval (``DDCS_MI_HEADLESS`` set by runner and tests)."""
@@ -38,11 +40,15 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      epochs: int, lr: float, batch_size: int, seed: int, loss: str = "ce",
                      gamma: float = 2.0, augment: bool = True, device: str = "cpu",
                      weight_decay: float = 1e-4, progress: bool | None = None,
-                     desc: str = "train") -> dict[str, Any]:
+                     desc: str = "train", amp: bool = False,
+                     partial=None) -> dict[str, Any]:
     """Train ``model`` in place with AdamW and a cosine schedule; returns the history.
 
     ``loss`` is ``"ce"`` or ``"focal"`` (γ = ``gamma``). Shuffling and augmentation draw
     from ``seed`` only, so the same call gives the same weights on the same machine.
+    ``amp``: on a GPU, bf16 autocast and channels-last (ignored on the CPU). ``partial``: a
+    ``lib.artifacts.PartialState``; the run is saved to it at epoch ends when due and
+    continues from it (same weights as an uncut run), and it is cleared at the end.
     """
     if loss not in ("ce", "focal"):
         raise ValueError(f"unknown loss {loss!r}; valid: ce, focal")
@@ -51,24 +57,43 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                          f"{len(labels)})")
     from tqdm import tqdm
 
+    from .artifacts import rng_state, set_rng_state
+
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
+    gpu_fast = amp and str(device).startswith("cuda")
     model.to(device).train()
+    if gpu_fast:
+        model.to(memory_format=torch.channels_last)
     aug = classifier_augmentation(images.shape[-1]).to(device) if augment else nn.Identity()
     steps_per_epoch = math.ceil(len(images) / batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                 pct_start=0.15)
     history: dict[str, list[float]] = {"loss": [], "train_acc": []}
+    first_epoch = 0
+    saved = partial.load() if partial is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        shuffle.set_state(saved["shuffle"])
+        set_rng_state(saved["rng"], device)
+        history, first_epoch = saved["history"], int(saved["epoch"])
     show = progress_enabled() if progress is None else progress
-    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not show, leave=False)
-    for _ in range(epochs):
+    bar = tqdm(total=epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch, desc=desc,
+               disable=not show, leave=False)
+    for epoch in range(first_epoch, epochs):
         order = torch.randperm(len(images), generator=shuffle)
         total, correct, seen = 0.0, 0, 0
         for start in range(0, len(images), batch_size):
             idx = order[start:start + batch_size]
             x, y = aug(images[idx].to(device)), labels[idx].to(device)
-            logits = model(x)
+            if gpu_fast:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu_fast):
+                logits = model(x)
+            logits = logits.float()
             batch_loss = (F.cross_entropy(logits, y) if loss == "ce"
                           else focal_loss(logits, y, gamma))
             opt.zero_grad(set_to_none=True)
@@ -81,8 +106,14 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             bar.update(1)
         history["loss"].append(total / seen)
         history["train_acc"].append(correct / seen)
+        if partial is not None and partial.due() and epoch + 1 < epochs:
+            partial.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                          "sched": sched.state_dict(), "shuffle": shuffle.get_state(),
+                          "rng": rng_state(device), "history": history, "epoch": epoch + 1})
     bar.close()
-    model.eval()
+    if partial is not None:
+        partial.clear()
+    model.eval().to(memory_format=torch.contiguous_format)
     return history
 
 
@@ -151,8 +182,14 @@ def role_training_set(role: str, cfg, data, split, seed: int):
     images, labels = data_mod.subset(data, idx, train=True, size=cfg["image_size"])
     if role == "target":
         labels = data_mod.to_private_labels(labels, cfg["private_classes"])
+    elif role == "evaluator" and split.eval_classes is not None:
+        labels = data_mod.to_private_labels(labels, split.eval_classes)
     elif role == "perceptual":
         classes = sorted(set(labels.tolist()))
+        if len(classes) < 2:
+            raise ValueError("the perceptual network is trained on the public set's classes, "
+                             "but it has fewer than two (an unlabelled face set such as FFHQ "
+                             "or CelebA-HQ); use perc_arch=lpips-vgg (the paper's LPIPS-VGG)")
         labels = data_mod.to_private_labels(labels, classes) if len(classes) < 10 else labels
     return images, labels, idx
 
@@ -166,28 +203,34 @@ def role_classes(role: str, cfg, split) -> list[int]:
     if role == "target":
         return list(cfg["private_classes"])
     if role == "evaluator":
-        return list(range(data_mod.N_CLASSES))
+        return list(split.eval_classes or range(data_mod.N_CLASSES))
+    if split.public_classes is not None:
+        return list(split.public_classes)
     if split.kind == "class-disjoint":
         return list(data_mod.CLASS_DISJOINT_PUBLIC)
     return list(range(data_mod.N_CLASSES))
 
 
-def fit_classifier(role: str, cfg, data, split, seed: int, device: str = "cpu"):
+def fit_classifier(role: str, cfg, data, split, seed: int, device: str = "cpu", partial=None):
     """Build and train the classifier of ``role``; returns (model, train_indices, history)."""
     from .models import build_classifier
 
     key = _ROLE_KEYS[role]
+    if cfg[f"{key}_arch"] == "lpips-vgg":
+        raise ValueError(f"the {role} network is LPIPS-VGG (pretrained, not trained here); "
+                         "use lib.training.require_perceptual_distance")
     images, labels, idx = role_training_set(role, cfg, data, split, seed)
     torch.manual_seed(seed)  # the initial weights depend on the role's seed only
-    model = build_classifier({"arch": cfg[f"{key}_arch"],
-                              "n_classes": len(role_classes(role, cfg, split)),
-                              "width": cfg[f"{key}_width"], "in_channels": images.shape[1],
-                              "kernel_size": 3})
+    spec = {"arch": cfg[f"{key}_arch"], "n_classes": len(role_classes(role, cfg, split)),
+            "width": cfg[f"{key}_width"], "in_channels": images.shape[1], "kernel_size": 3}
+    if role == "target" and cfg["target_head"] != "gap":
+        spec.update(head=cfg["target_head"], image_size=cfg["image_size"])
+    model = build_classifier(spec)
     loss = cfg["target_loss"] if role == "target" else "ce"
     history = train_classifier(model, images, labels, epochs=cfg[f"{key}_epochs"],
                                lr=cfg[f"{key}_lr"], batch_size=cfg["batch_size"], seed=seed,
                                loss=loss, gamma=cfg["focal_gamma"], device=device,
-                               augment=cfg[f"{key}_augment"],
+                               augment=cfg[f"{key}_augment"], amp=cfg["amp"], partial=partial,
                                desc=f"{role} ({cfg[f'{key}_arch']})")
     return model.cpu(), idx, history
 
@@ -197,7 +240,8 @@ def role_config(role: str, cfg) -> dict:
     key = _ROLE_KEYS[role]
     keys = [k for k in cfg if k.startswith(key + "_")] + [
         "dataset", "split", "split_seed", "private_classes", "private_per_class",
-        "image_size", "batch_size"] + (["focal_gamma"] if role == "target" else [])
+        "image_size", "batch_size", "amp"] + (["focal_gamma"] if role == "target" else []) + (
+        ["face_split"] if cfg["dataset"] == "faces" else [])
     return {k: cfg[k] for k in sorted(keys)}
 
 
@@ -238,13 +282,31 @@ def require_classifier(ctx, role: str, data=None, split=None):
     if data is None or split is None:
         data, split = data_mod.split_for_config(ctx.cfg, data)
     seed = ctx.subseed(role)
-    model, idx, history = fit_classifier(role, ctx.cfg, data, split, seed, ctx.device)
+    partial = PartialState(ctx.path(f"models/{role}.partial.safetensors"), wanted,
+                           ctx.cfg["checkpoint_every_s"])
+    model, idx, history = fit_classifier(role, ctx.cfg, data, split, seed, ctx.device, partial)
     tensors = classifier_tensors(model)
     tensors["train_indices"] = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     ctx.save_tensors(rel, tensors, {"arch": model.arch_spec, "config": wanted, "role": role,
                                     "seed": seed, "history": history,
                                     "classes": role_classes(role, ctx.cfg, split)})
     return model.eval(), idx, {"reused": False, "history": history}
+
+
+def require_perceptual_distance(ctx, data=None, split=None):
+    """The attacker's perceptual distance d_P: LPIPS-VGG from the local weights folder when
+    ``perc_arch`` is ``lpips-vgg`` (the paper; a clear error when the weights are missing),
+    else the LPIPS-style distance on the trained perceptual network P. Returns (distance, P
+    or None)."""
+    from .metrics.distances import PerceptualDistance, lpips_vgg
+
+    if ctx.cfg["perc_arch"] == "lpips-vgg":
+        from . import weights
+
+        folder = weights.require(("vgg16-397923af.pth",))
+        return lpips_vgg(folder, resize=ctx.cfg["lpips_resize"] or None), None
+    perceptual, _, _ = require_classifier(ctx, "perceptual", data, split)
+    return PerceptualDistance(perceptual), perceptual
 
 
 def soundness_criterion(profile: str, n_target_classes: int, n_eval_classes: int = 10):
@@ -302,14 +364,18 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
               r1_every: int = 16, ema_kimg: float = 10.0, augment: bool = False,
               betas: tuple[float, float] = (0.5, 0.99), generator_ema: nn.Module | None = None,
               extra_generator_loss=None, log_every: int = 10, device: str = "cpu",
-              progress: bool | None = None, desc: str = "GAN") -> tuple[nn.Module, dict]:
+              progress: bool | None = None, desc: str = "GAN", partial=None,
+              extra_state: dict[str, list] | None = None) -> tuple[nn.Module, dict]:
     """Alternate discriminator and generator Adam steps on ``images``; returns (EMA G, history).
 
     D: logistic loss, lazy R1 (γ = ``r1_gamma`` every ``r1_every`` steps, scaled by the
     interval). G: non-saturating loss, plus ``extra_generator_loss(fake, step) -> (loss,
     stats)`` when given (the transfer modes add their target term here). ``generator`` and
     ``discriminator`` are trained in place; the EMA copy (``generator_ema``, a deep copy of
-    G when None) is what the attacks use. Every draw comes from ``seed``.
+    G when None) is what the attacks use. Every draw comes from ``seed``. ``partial``
+    (``lib.artifacts.PartialState``): saved at step ends when due, resumed from, cleared at
+    the end; ``extra_state`` names lists the caller keeps (the transfer's monitor), saved
+    and restored in place with it.
     """
     import copy
 
@@ -331,7 +397,22 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
                                 "d_real": [], "d_fake": []}
     show = progress_enabled() if progress is None else progress
     r1_value = float("nan")
-    for step in tqdm(range(steps), desc=desc, disable=not show, leave=False):
+    first = 0
+    saved = partial.load() if partial is not None else None
+    if saved is not None:
+        from .artifacts import set_rng_state
+
+        for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
+            module.load_state_dict(saved[key])
+        opt_g.load_state_dict(saved["opt_g"])
+        opt_d.load_state_dict(saved["opt_d"])
+        draws.set_state(saved["draws"])
+        set_rng_state(saved["rng"], device)
+        history, first, r1_value = saved["history"], int(saved["step"]), saved["r1_value"]
+        for name, items in (extra_state or {}).items():
+            items[:] = saved["extra"][name]
+    for step in tqdm(range(first, steps), desc=desc, disable=not show, leave=False,
+                     initial=first, total=steps):
         real = images[torch.randint(len(images), (batch_size,), generator=draws)].to(device)
         z = torch.randn(batch_size, G.z_dim, generator=draws).to(device)
         # discriminator
@@ -369,6 +450,16 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
             history["d_fake"].append(fake_logits.mean().item())
             for key, value in stats.items():
                 history.setdefault(key, []).append(float(value))
+        if partial is not None and partial.due() and step + 1 < steps:
+            from .artifacts import rng_state
+
+            partial.save({"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+                          "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                          "draws": draws.get_state(), "rng": rng_state(device),
+                          "history": history, "step": step + 1, "r1_value": r1_value,
+                          "extra": {k: list(v) for k, v in (extra_state or {}).items()}})
+    if partial is not None:
+        partial.clear()
     D.requires_grad_(True)
     G.eval()
     D.eval()
@@ -406,8 +497,9 @@ def build_gan(cfg):
     """An untrained (generator, discriminator) pair of the profile's sizes."""
     from .models import Discriminator, Generator
 
-    return (Generator(cfg["gan_z_dim"], cfg["gan_width"]),
-            Discriminator(cfg["gan_d_width"]))
+    channels = 3 if cfg["dataset"] == "faces" else 1
+    return (Generator(cfg["gan_z_dim"], cfg["gan_width"], channels, cfg["image_size"]),
+            Discriminator(cfg["gan_d_width"], channels, cfg["image_size"]))
 
 
 def gan_training_indices(cfg, split, seed: int):
@@ -453,11 +545,13 @@ def require_gan(ctx, data=None, split=None):
     images = gan_training_set(ctx.cfg, data, split, seed)
     torch.manual_seed(seed)
     G, D = build_gan(ctx.cfg)
+    partial = PartialState(ctx.path("models/gan_prior.partial.safetensors"), wanted,
+                           ctx.cfg["checkpoint_every_s"])
     G_ema, history = train_gan(
         G, D, images, steps=ctx.cfg["gan_steps"], batch_size=ctx.cfg["gan_batch"],
         lr=ctx.cfg["gan_lr"], seed=seed, r1_gamma=ctx.cfg["gan_r1_gamma"],
         r1_every=ctx.cfg["gan_r1_every"], ema_kimg=ctx.cfg["gan_ema_kimg"],
-        augment=ctx.cfg["gan_augment"], device=ctx.device, desc="GAN prior")
+        augment=ctx.cfg["gan_augment"], device=ctx.device, desc="GAN prior", partial=partial)
     G, G_ema, D = G.cpu().eval(), G_ema.cpu().eval(), D.cpu().eval()
     ctx.save_tensors(rel, pack_modules({"G": G, "G_ema": G_ema, "D": D}),
                      {"generator": G.arch_spec, "discriminator": D.arch_spec, "config": wanted,

@@ -234,13 +234,16 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
               public_images: torch.Tensor, settings: TransferSettings, seed: int, *,
               generator_ema: nn.Module | None = None, metric=None,
               distance: nn.Module | None = None, monitor_latents: torch.Tensor | None = None,
-              device: str = "cpu", progress: bool | None = None) -> TransferResult:
+              device: str = "cpu", progress: bool | None = None,
+              partial=None) -> TransferResult:
     """Fine-tune copies of (generator, discriminator) on ``public_images`` in ``mode``.
 
     The inputs are not modified. ``target`` is frozen. ``entropy+ngd`` needs ``metric`` (a
     ``lib.ngd.ReferenceMetric``, faithful mode) or ``distance`` (per-sample mode, or to
     build the faithful metric here). ``monitor_latents``: fixed codes for the collapse
-    monitor (default: ``settings.monitor_samples`` codes from ``seed``).
+    monitor (default: ``settings.monitor_samples`` codes from ``seed``). ``partial``: a
+    ``lib.artifacts.PartialState`` to save to and resume from (the per-sample metric is
+    recomputed at the step a resumed run starts from).
     """
     from . import ngd
     from .seeding import derive_seed, seeded_rng
@@ -301,7 +304,7 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
         lr=settings.lr, seed=seed, r1_gamma=settings.r1_gamma, r1_every=settings.r1_every,
         ema_kimg=settings.ema_kimg, augment=settings.augment, generator_ema=G_ema,
         extra_generator_loss=target_term, device=device, progress=progress,
-        desc=f"transfer ({mode})")
+        desc=f"transfer ({mode})", partial=partial, extra_state={"monitor": monitor})
     monitor.append({"step": settings.steps, **monitor_generator(
         G_ema, T, monitor_latents, n_classes, settings.collapse_max_share)})
     return TransferResult(mode, G.cpu().eval(), G_ema.cpu().eval(), D.cpu().eval(), history,
@@ -334,16 +337,16 @@ class TransferInputs:
 def transfer_inputs(ctx, data=None, split=None) -> TransferInputs:
     """Load (or build, through the same lib functions) the inputs of the transfer."""
     from . import data as data_mod
-    from .metrics.distances import PerceptualDistance
-    from .training import gan_training_set, require_classifier, require_gan
+    from .training import (gan_training_set, require_classifier, require_gan,
+                           require_perceptual_distance)
 
     if data is None or split is None:
         data, split = data_mod.split_for_config(ctx.cfg, data)
     G, G_ema, D, _ = require_gan(ctx, data, split)
     target, _, _ = require_classifier(ctx, "target", data, split)
-    perceptual, _, _ = require_classifier(ctx, "perceptual", data, split)
+    distance, _ = require_perceptual_distance(ctx, data, split)
     images = gan_training_set(ctx.cfg, data, split, ctx.subseed("gan_prior"))
-    return TransferInputs(G, G_ema, D, target, PerceptualDistance(perceptual), images)
+    return TransferInputs(G, G_ema, D, target, distance, images)
 
 
 def transfer_seed(ctx, seed: int) -> int:
@@ -414,11 +417,15 @@ def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = 
     metric = None
     if mode == "entropy+ngd" and settings.ngd_mode == "faithful":
         metric, _ = require_metric(ctx, seed, inputs)
+    from .artifacts import PartialState
+
+    partial = PartialState(ctx.path(rel.replace(".safetensors", ".partial.safetensors")),
+                           {"config": config, "changes": changes}, ctx.cfg["checkpoint_every_s"])
     start = time.perf_counter()
     result = fine_tune(mode, inputs.generator, inputs.discriminator, inputs.target,
                        inputs.public_images, settings, transfer_seed(ctx, seed),
                        generator_ema=inputs.generator_ema, metric=metric,
-                       distance=inputs.distance, device=ctx.device)
+                       distance=inputs.distance, device=ctx.device, partial=partial)
     seconds = time.perf_counter() - start
     ctx.save_tensors(rel, pack_modules({"G": result.generator, "G_ema": result.generator_ema,
                                         "D": result.discriminator}),

@@ -100,3 +100,18 @@ def test_private_label_mapping():
     assert D.to_private_labels(labels, [0, 2, 3, 5, 7]).tolist() == [0, 1, 4, 3]
     with pytest.raises(ValueError):
         D.to_private_labels(torch.tensor([1]), [0, 2])
+
+
+def test_colour_images_are_scaled_and_resized():
+    images = torch.full((2, 3, 20, 20), 255, dtype=torch.uint8)
+    images[1] = 0
+    x = D.to_model_input(images, size=8)
+    assert x.shape == (2, 3, 8, 8) and torch.allclose(x[0], torch.ones(3, 8, 8))
+    assert torch.allclose(x[1], -torch.ones(3, 8, 8))
+    assert D.to_model_input(images, size=20).shape == (2, 3, 20, 20)
+
+
+def test_private_label_mapping_beyond_ten_classes():
+    assert D.to_private_labels(torch.tensor([0, 1, 11]), [0, 1, 11]).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="outside the private classes"):
+        D.to_private_labels(torch.tensor([-1]), [0, 1])

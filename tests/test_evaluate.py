@@ -155,3 +155,37 @@ def test_restricted_judge_equals_a_judge_built_on_the_subset():
         judge.restricted([999])
     with pytest.raises(ValueError, match="unknown distance"):
         judge.ddcs_of(recon, labels, "d_X")
+
+
+def test_membership_runs_on_a_balanced_sample_when_d_is_larger():
+    """The face split holds out 3 images per identity: the test samples as many members."""
+    e, p = nets()
+    d_labels, r_labels = np.repeat([0, 2], 9), np.repeat([0, 2], 3)
+    judge = M.Judge(e, p, (images(18, 1), d_labels, np.arange(100, 118)),
+                    (images(6, 2), r_labels, np.arange(200, 206)), [0, 2], n_permutations=20,
+                    allow_not_computed=True)
+    rows = judge.balanced_members()
+    assert np.array_equal(np.bincount(d_labels[rows]), [3, 0, 3])
+    recon, labels = images(8, 3), np.repeat([0, 2], 4)
+    ev = judge.evaluate(recon, labels)
+    d = judge.distances["d_P"]
+    dist = M.pairwise_sq_distances(d.embed(recon), d.embed(judge.private.images))
+    full = M.ddcs(dist, labels, d_labels)
+    assert ev.metrics["ddcs_best_d_P"]["value"] == pytest.approx(full.best, rel=1e-5)  # all of D
+    sub = M.membership_gap(dist[:, rows], M.pairwise_sq_distances(
+        d.embed(recon), d.embed(judge.reference.images)), labels, d_labels[rows], r_labels,
+        "best", 20, judge.seed)
+    assert ev.metrics["gap_DR_d_P"]["value"] == pytest.approx(sub.gap, abs=1e-6)
+    quantile = ev.audit["nonmember_quantile_d_P"].to_numpy()
+    assert np.isnan(quantile).sum() == 12 and not np.isnan(quantile[rows]).any()
+
+
+def test_inception_fid_is_reported_in_its_own_space():
+    class Pool(torch.nn.Module):      # stands in for Inception pool3: 4-d features
+        def forward(self, x):
+            return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3)), x[:, :, :16].mean((1, 2, 3)),
+                                x[:, :, 16:].mean((1, 2, 3))], 1)
+
+    judge, labels = make_judge(allow_not_computed=True, inception=Pool())
+    ev = judge.evaluate(images(12, 3), labels)
+    assert ev.metrics["fid"]["space"] == "Inception-pool3" and ev.metrics["fid"]["value"] >= 0

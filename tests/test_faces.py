@@ -92,9 +92,120 @@ def test_split_command_writes_the_file(tmp_path, capsys):
     assert "2 private identities" in capsys.readouterr().out
 
 
-def test_paper_profile_refuses_clearly_until_it_is_wired():
-    from lib.data import split_for_config
+def _standin_split(tmp_path, ids=6, per=7, pub=3, pub_per=4, size=24):
+    private, public = faces.write_standin(tmp_path / "standin", ids, per, pub, pub_per, size=size)
+    out = tmp_path / "faces.json"
+    assert faces.main(["split", "--private", str(private), "--public", str(public),
+                       "--public-layout", "folders", "--min-images", "5", "--identities",
+                       str(ids), "--attacked", "2", "--holdout", "2", "--out", str(out)]) == 0
+    return out
+
+
+def _paper(split_path, **over):
     from lib.profiles import resolve
 
-    with pytest.raises(NotImplementedError, match="python -m lib.faces split"):
-        split_for_config(resolve("paper"))
+    return resolve("paper", {"face_split": str(split_path), "private_classes": [0, 1, 2],
+                             "image_size": 16, "device": "cpu", **over})
+
+
+@pytest.fixture()
+def cache_dir(tmp_path, monkeypatch):
+    """The image cache goes to a temporary data folder, not the repository's."""
+    import lib.paths
+
+    monkeypatch.setattr(lib.paths, "data_dir", lambda: tmp_path / "data")
+    return tmp_path / "data" / "cache"
+
+
+def test_split_file_records_where_the_data_are(tmp_path):
+    split = json.loads(_standin_split(tmp_path).read_text())
+    assert split["sources"]["private"] == {"root": str((tmp_path / "standin" / "private").resolve()),
+                                           "layout": "folders", "identity_file": None}
+    assert split["sources"]["public"]["layout"] == "folders"
+
+
+def test_load_for_config_gives_the_papers_roles(tmp_path, cache_dir):
+    path = _standin_split(tmp_path)
+    data, split = faces.load_for_config(_paper(path))
+    assert data.train_images.dtype == torch.uint8 and data.train_images.shape[1:] == (3, 16, 16)
+    labels = data.train_labels.numpy()
+    assert len(split.private) == 3 * 5 and len(split.reference) == 3 * 2   # 7 images, 2 held out
+    assert sorted(set(labels[split.private])) == [0, 1, 2]
+    assert np.array_equal(np.bincount(labels[split.reference]), [2, 2, 2])
+    assert len(split.public) == 3 * 4 and (labels[split.public] >= 6).all()  # after the 6 ids
+    assert np.array_equal(split.evaluator, split.private)     # E trains on D, as in the paper
+    assert np.array_equal(split.test, split.reference)        # no other images of these people
+    assert split.eval_classes == (0, 1, 2) and len(split.public_classes) == 3
+    assert data.class_names == ["pri0000", "pri0001", "pri0002"]
+    x, y = __import__("lib.data", fromlist=["subset"]).subset(data, split.private[:4])
+    assert x.shape == (4, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
+    cached = list(cache_dir.glob("*.safetensors"))
+    assert len(cached) == 1                                    # decoded once, then read
+    again, _ = faces.load_for_config(_paper(path))
+    assert again.source.startswith("cache") and torch.equal(again.train_images, data.train_images)
+
+
+def test_moved_or_changed_face_folders_are_named(tmp_path, cache_dir, monkeypatch):
+    import shutil
+
+    path = _standin_split(tmp_path)
+    moved = tmp_path / "moved"
+    shutil.move(str(tmp_path / "standin" / "private"), moved)
+    with pytest.raises(faces.FaceDataError, match="DDCS_MI_FACES_PRIVATE"):
+        from lib.profiles import check_inputs
+        check_inputs(_paper(path, perc_arch="mcnn", fid_network="evaluator"))
+    monkeypatch.setenv("DDCS_MI_FACES_PRIVATE", str(moved))
+    data, _ = faces.load_for_config(_paper(path))          # found again through the variable
+    (moved / "pri0000" / "0000.png").unlink()
+    shutil.rmtree(cache_dir)
+    with pytest.raises(faces.FaceDataError, match="private face folder differs"):
+        faces.load_for_config(_paper(path))
+
+
+def test_private_classes_must_be_the_first_identities(tmp_path, cache_dir):
+    path = _standin_split(tmp_path)
+    with pytest.raises(ValueError, match="0..K−1"):
+        faces.load_for_config(_paper(path, private_classes=[1, 2]))
+    with pytest.raises(ValueError, match="0..K−1"):
+        faces.load_for_config(_paper(path, private_classes=list(range(7))))
+
+
+def test_paper_profile_refuses_clearly_without_the_split_or_the_weights(tmp_path, monkeypatch):
+    from lib import notebook
+    from lib.data import split_for_config
+    from lib.profiles import check_inputs, resolve
+
+    with pytest.raises(faces.FaceDataError, match="python -m lib.faces split"):
+        split_for_config(resolve("paper", {"face_split": str(tmp_path / "none.json")}))
+    with pytest.raises(faces.FaceDataError, match="face split file .* \\(missing\\)"):
+        notebook.setup("paper", str(tmp_path / "run"), overrides={
+            "face_split": str(tmp_path / "none.json")}, show_config=False)
+    assert not (tmp_path / "run").exists()                  # refused before any folder is made
+    path = _standin_split(tmp_path)
+    monkeypatch.setenv("DDCS_MI_WEIGHTS", str(tmp_path / "no_weights"))
+    with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth, inception_v3.*make weights"):
+        check_inputs(_paper(path))
+    with pytest.raises(FileNotFoundError, match="inception_v3_google"):
+        check_inputs(_paper(path, perc_arch="mcnn"))
+    check_inputs(_paper(path, perc_arch="mcnn", fid_network="evaluator"))   # nothing missing
+
+
+def test_paper_stages_run_through_lib_on_a_standin_folder(tmp_path):
+    """The GPU check's paper part at test size: split command, cache, VGG16-BN (flatten-bn
+    head, focal loss), ResNet evaluator, 56-px GAN, the three transfers, PPA, evaluation."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--counts", "tiny", "--parts", "faces", "--device", "cpu",
+                        "--out", str(tmp_path / "check")]) == 0
+    report = json.loads((tmp_path / "check" / "gpu_check.json").read_text())
+    stages = {r["stage"] for r in report["stages"]}
+    assert {"train target (vgg16_bn)", "transfer entropy+ngd", "attack ppa (entropy+ngd)",
+            "evaluate (all metrics)"} <= stages
+    assert all(r["seconds"] > 0 for r in report["stages"])
+    meta = json.loads((tmp_path / "check" / "faces" / "manifest.json").read_text())
+    assert "models/target.safetensors" in meta and not any(".partial." in k for k in meta)

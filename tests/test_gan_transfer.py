@@ -271,13 +271,13 @@ def test_choose_weight_follows_the_stated_rule():
         transfer.choose_weight([])
 
 
-def test_generator_and_discriminator_at_64_and_128_px():
-    for size in (64, 128):
+def test_generator_and_discriminator_at_the_face_sizes():
+    for size in (56, 64, 112, 128):
         G, D = Generator(z_dim=8, width=4, channels=3, size=size), Discriminator(4, 3, size)
         x = G(torch.randn(2, 8))
         assert x.shape == (2, 3, size, size) and D(x).shape == (2,)
         assert G.arch_spec["size"] == size and Generator(**G.arch_spec).arch_spec == G.arch_spec
-    with pytest.raises(ValueError, match="one of \\[32, 64, 128\\]"):
+    with pytest.raises(ValueError, match="one of \\[32, 56, 64, 112, 128\\]"):
         Generator(size=48)
 
 

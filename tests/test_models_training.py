@@ -140,3 +140,20 @@ def test_torchvision_classifiers_share_the_interface(arch):
     assert grey(torch.randn(2, 1, 32, 32)).shape == (2, 3)
     with pytest.raises(ValueError, match="valid: vgg16_bn"):
         TorchvisionClassifier("alexnet", 3)
+
+
+def test_vgg16_bn_with_the_papers_head():
+    from lib.models import TorchvisionClassifier, build_classifier
+
+    torch.manual_seed(0)
+    net = TorchvisionClassifier("vgg16_bn", 7, head="flatten-bn", image_size=64).eval()
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    assert net(x).shape == (3, 7) and net.embed(x).shape == (3, 512 * 2 * 2)
+    assert len(net.feature_maps(x)) == 5
+    again = build_classifier(net.arch_spec)
+    again.load_state_dict(net.state_dict())
+    assert torch.equal(again.eval()(x), net(x))
+    with pytest.raises(ValueError, match="flatten-bn needs vgg16_bn"):
+        TorchvisionClassifier("resnet18", 7, head="flatten-bn", image_size=64)
+    with pytest.raises(ValueError, match="valid heads"):
+        TorchvisionClassifier("vgg16_bn", 7, head="mlp")

@@ -222,3 +222,18 @@ def test_committed_results_follow_the_schema_the_runner_writes():
     assert [n["name"] for n in summary["notebooks"]] == runner.NOTEBOOKS
     assert {c["id"] for c in summary["claims"]} >= {"C0", "C1", "C1b", "C2", "C3"}
     assert summary["profile"] == "cpu"
+
+
+def test_cli_resume_continues_with_the_runs_own_profile(tmp_runs, monkeypatch):
+    _, run_dir = run(profile="smoke", executor=FakeExecutor(fail={"03_gan_prior"}),
+                     overrides={"target_epochs": 2})
+    seen = {}
+
+    def fake_run(profile, overrides, seed, device, resume, only):
+        seen.update(profile=profile, overrides=overrides, resume=resume)
+        return 0, run_dir
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    assert runner.main(["--resume", str(run_dir)]) == 0
+    assert seen == {"profile": "smoke", "overrides": {"target_epochs": 2}, "resume": str(run_dir)}
+    assert runner.main(["--resume", str(run_dir.parent / "nope")]) == 2

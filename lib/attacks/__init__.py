@@ -133,7 +133,8 @@ def attack_seeds(cfg: Mapping[str, Any], name: str) -> list[int]:
 
 
 def save_class_grids(ctx, run: AttackRun, nrow: int = 10) -> list[Path]:
-    """One PNG per class (``attacks/<stem>/<class name>.png``), registered in the manifest."""
+    """One PNG per class (``attacks/<stem>/<class name>.png``; faces: ``class_<index>.png``),
+    registered in the manifest."""
     from torchvision.utils import save_image
 
     from ..artifacts import register
@@ -144,7 +145,9 @@ def save_class_grids(ctx, run: AttackRun, nrow: int = 10) -> list[Path]:
     written = []
     for label, cls in enumerate(run.classes):
         images = run.images[run.labels == label]
-        path = folder / f"{CLASS_NAMES[cls].replace('/', '-').replace(' ', '_').lower()}.png"
+        name = (CLASS_NAMES[cls].replace('/', '-').replace(' ', '_').lower()
+                if ctx.cfg["dataset"] == "fashion-mnist" else f"class_{cls:04d}")
+        path = folder / f"{name}.png"
         tmp = path.with_suffix(".tmp.png")
         save_image(images.add(1).div(2).clamp(0, 1), tmp, nrow=nrow, padding=1)
         tmp.replace(path)

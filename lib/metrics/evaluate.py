@@ -9,7 +9,7 @@ nearest reconstruction — which training images an attack leaks.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ SPACES = {
     "E-penultimate": "evaluator E's penultimate features; paper: Inception pool3 (FID/PRDC) "
                      "and the evaluator's features (KNN)",
     "E-logits": "evaluator E, 10-way (strict) or restricted to the private classes",
+    "Inception-pool3": "ImageNet Inception-v3 pool3 features (the paper's FID); paper profile",
 }
 DISTANCES = ("d_P", "d_E")
 
@@ -79,11 +80,16 @@ class Judge:
     def __init__(self, evaluator: torch.nn.Module, perceptual: torch.nn.Module,
                  private: tuple, reference: tuple, private_classes, k: int = 3,
                  n_permutations: int = 1000, seed: int = 0, allow_not_computed: bool = False,
-                 batch_size: int = 256) -> None:
-        """``private`` and ``reference`` are (images, original labels, dataset indices)."""
+                 batch_size: int = 256, inception: torch.nn.Module | None = None) -> None:
+        """``private`` and ``reference`` are (images, original labels, dataset indices).
+        ``perceptual``: a network with ``feature_maps`` or a ready ``PerceptualDistance``
+        (LPIPS-VGG); ``inception``: images → pool3 features, for the Inception FID."""
         self.evaluator, self.batch_size = evaluator.eval(), batch_size
-        self.distances = {"d_P": PerceptualDistance(perceptual, name="d_P"),
-                          "d_E": PerceptualDistance(evaluator, name="d_E")}
+        self.inception = inception
+        self.class_names: list[str] | None = None  # build_judge sets the data set's names
+        d_p = (perceptual if isinstance(perceptual, PerceptualDistance)
+               else PerceptualDistance(perceptual, name="d_P"))
+        self.distances = {"d_P": d_p, "d_E": PerceptualDistance(evaluator, name="d_E")}
         self.private_classes = [int(c) for c in private_classes]
         self.k, self.n_permutations, self.seed = k, n_permutations, seed
         self.allow_not_computed = allow_not_computed
@@ -104,6 +110,10 @@ class Judge:
         """Every feature space of ``images`` (one pass per network)."""
         labels = np.asarray(labels, dtype=np.int64)
         emb = {name: self.embed(images, name) for name in self.distances}
+        if self.inception is not None:
+            from ..training import apply_batched
+
+            emb["Inception-pool3"] = apply_batched(self.inception, images, self.batch_size)
         return SetFeatures(labels, np.arange(len(labels)) if indices is None else np.asarray(indices),
                            emb, penultimate(self.evaluator, images, self.batch_size), images)
 
@@ -131,8 +141,7 @@ class Judge:
                                            priv.embeddings[name], priv.labels)
             d_ref = class_block_distances(rec.embeddings[name], labels,
                                           ref.embeddings[name], ref.labels)
-            mem = membership_gap(d_priv, d_ref, labels, priv.labels, ref.labels, "best",
-                                 self.n_permutations, self.seed)
+            mem = self._membership(d_priv, d_ref, labels)
             results[name], members[name], to_private[name] = mem.ddcs_members, mem, d_priv
             metrics[f"ddcs_best_{name}"] = {"value": mem.ddcs_members.best, "space": name}
             metrics[f"ddcs_avg_{name}"] = {"value": mem.ddcs_members.avg, "space": name}
@@ -152,6 +161,10 @@ class Judge:
                                                      priv.labels), "space": "E-penultimate"}
         self._metric(metrics, "fid_e", "E-penultimate",
                      lambda: frechet_distance(rec.penultimate, priv.penultimate, strict=True))
+        if "Inception-pool3" in rec.embeddings:
+            self._metric(metrics, "fid", "Inception-pool3",
+                         lambda: frechet_distance(rec.embeddings["Inception-pool3"],
+                                                  priv.embeddings["Inception-pool3"], strict=True))
         try:
             pr = per_class_prdc(priv.penultimate, priv.labels, rec.penultimate, labels, self.k)
             for key, value in pr["mean"].items():
@@ -163,6 +176,42 @@ class Judge:
                 metrics[key] = {"value": None, "space": "E-penultimate", "not_computed": str(err)}
         return Evaluation(metrics, self.audit_table(labels, to_private, results, members),
                           results, members)
+
+    def balanced_members(self) -> np.ndarray | None:
+        """Positions in D of a per-class sample as large as R's class (drawn with the judge's
+        seed), for the membership test when D has more images per class than R (the face
+        split: ~46 vs 3 held out); None when the sizes already agree."""
+        priv, ref = self.private.labels, self.reference.labels
+        classes = np.unique(np.concatenate([priv, ref]))
+        counts = [((priv == c).sum(), (ref == c).sum()) for c in classes]
+        if all(m == n for m, n in counts):
+            return None
+        short = [int(c) for c, (m, n) in zip(classes, counts) if m < n]
+        if short:
+            raise ValueError(f"classes {short[:5]} have fewer members than non-members; the "
+                             "membership test needs at least as many members per class")
+        rng = np.random.default_rng(self.seed)
+        keep = [np.sort(rng.choice(np.flatnonzero(priv == c), n, replace=False))
+                for c, (_, n) in zip(classes, counts)]
+        return np.sort(np.concatenate(keep))
+
+    def _membership(self, d_priv, d_ref, labels: np.ndarray) -> MembershipResult:
+        """The membership test of reconstructions; with more members than non-members per
+        class it runs on ``balanced_members`` (DDCS on D itself stays on all of D, and the
+        per-sample quantile is NaN for the members outside the sample)."""
+        priv, ref = self.private, self.reference
+        rows = self.balanced_members()
+        if rows is None:
+            return membership_gap(d_priv, d_ref, labels, priv.labels, ref.labels, "best",
+                                  self.n_permutations, self.seed)
+        d_priv = np.asarray(d_priv)
+        mem = membership_gap(d_priv[:, rows], d_ref, labels, priv.labels[rows], ref.labels,
+                             "best", self.n_permutations, self.seed)
+        full = ddcs(d_priv, labels, priv.labels)
+        quantile = np.full(len(priv.labels), np.nan)
+        quantile[rows] = mem.per_sample_nonmember_quantile
+        return replace(mem, ddcs_members=full, per_sample_member_score=full.per_sample_best,
+                       per_sample_nonmember_quantile=quantile)
 
     def restricted(self, private_indices) -> "Judge":
         """This judge with D cut down to the dataset indices ``private_indices`` (e.g. what a
@@ -197,8 +246,9 @@ class Judge:
         ``to_private[name]`` is the (reconstructions × private) distance matrix already
         computed for DDCS (only same-class entries are meaningful)."""
         priv = self.private
+        names = self.class_names or CLASS_NAMES
         table = pd.DataFrame({"dataset_index": priv.indices, "class": priv.labels,
-                              "class_name": [CLASS_NAMES[c] for c in priv.labels]})
+                              "class_name": [names[c] for c in priv.labels]})
         for name, res in results.items():
             dist = to_private[name].T
             same = priv.labels[:, None] == labels[None, :]
@@ -238,9 +288,18 @@ def build_judge(ctx, data, split, evaluator: torch.nn.Module,
     permutation count; smoke allows "not computed" for metrics with too few samples."""
     from .. import data as data_mod
 
+    inception = None
+    if ctx.cfg["fid_network"] == "inception":
+        from .. import weights
+        from .inception import inception_pool3
+
+        inception = inception_pool3(weights.require(("inception_v3_google-0cc3c7bd.pth",)))
     x_d, y_d = data_mod.subset(data, split.private)
     x_r, y_r = data_mod.subset(data, split.reference)
-    return Judge(evaluator, perceptual, (x_d, y_d.numpy(), split.private),
-                 (x_r, y_r.numpy(), split.reference), ctx.cfg["private_classes"],
-                 k=ctx.cfg["prdc_k"], n_permutations=ctx.cfg["n_permutations"],
-                 seed=ctx.subseed("permutations"), allow_not_computed=ctx.profile == "smoke")
+    judge = Judge(evaluator, perceptual, (x_d, y_d.numpy(), split.private),
+                  (x_r, y_r.numpy(), split.reference), ctx.cfg["private_classes"],
+                  k=ctx.cfg["prdc_k"], n_permutations=ctx.cfg["n_permutations"],
+                  seed=ctx.subseed("permutations"), allow_not_computed=ctx.profile == "smoke",
+                  inception=inception)
+    judge.class_names = list(data.class_names)
+    return judge

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The GPU check, for a machine with a GPU, Python ≥ 3.11 and torch/torchvision preinstalled but
+# no package registry (and so no kornia): run from the repository root.
+#
+#   make gpu-bundle            # here, online: wheels for kornia (CPython 3.12, x86-64) into
+#                              # .wheels/ and Fashion-MNIST into data/raw/fashion-mnist/
+#   bash benchmarks/gpu_check.sh [OUT_DIR]     # there: installs .wheels/ into /tmp, runs
+#
+# It prints one line per stage (wall seconds, throughput) and writes OUT_DIR/gpu_check.json
+# (default runs/gpu_check). Well inside 15 minutes on one H200; see benchmarks/README.md.
+set -euo pipefail
+out=${1:-runs/gpu_check}
+if ! python3 -c "import kornia" 2>/dev/null; then
+  ls .wheels/*.whl >/dev/null 2>&1 || { echo "kornia is missing and .wheels/ is empty: run 'make gpu-bundle' where pip works" >&2; exit 2; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/ddcs-mi-site .wheels/*.whl
+  export PYTHONPATH=/tmp/ddcs-mi-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+export PYTHONUNBUFFERED=1 DDCS_MI_HEADLESS=1
+python3 benchmarks/gpu_check.py --out "$out" --counts "${GPU_CHECK_COUNTS:-check}"
