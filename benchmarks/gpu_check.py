@@ -16,7 +16,9 @@ Two parts, each in a fresh run folder under ``--out``:
 For every stage: wall seconds and throughput (images/s: training images × epochs, generated
 images × steps, or attacked latents × steps), written to ``gpu_check.json`` and a table.
 Counts are small so the whole check fits a short GPU lease; throughput, not the counts, is
-what compares across machines (``--counts tiny`` is the test-sized run).
+what compares across machines (``--counts cpu``: the same shapes with fewer steps for 2 CPU
+cores; ``--counts tiny`` is the test-sized run). The collapse monitor runs only at the start and
+the end of each transfer (64 samples), so transfer throughput is the fine-tuning's own.
 
     python benchmarks/gpu_check.py --out runs/gpu_check [--device auto] [--parts fashion,faces]
 """
@@ -46,8 +48,8 @@ COUNTS = {
     "check": {
         "fashion": {"seeds": [0], "target_epochs": 20, "eval_epochs": 2, "perc_epochs": 1,
                     "gan_steps": 400, "transfer_steps": 60, "attack_steps": 30,
-                    "checkpoint_every_s": 60},
-        "faces": {"standin": (50, 24, 50, 24), "private_classes": list(range(50)),
+                    "checkpoint_every_s": 60, "monitor_samples": 64, "monitor_every": 1000},
+        "faces": {"standin": (50, 24, 50, 24), "monitor_samples": 64, "monitor_every": 1000, "private_classes": list(range(50)),
                   "target_epochs": 3, "eval_epochs": 2, "perc_epochs": 1, "gan_steps": 200,
                   "transfer_steps": 40, "attack_steps": 20, "attack_pool": 2000,
                   "attack_candidates": 60, "recon_per_class": 20, "attack_final_aug": 20,
@@ -81,7 +83,7 @@ COUNTS["cpu"] = {
     "faces": {**COUNTS["check"]["faces"], "standin": (10, 12, 10, 12),
               "private_classes": list(range(10)), "target_epochs": 1, "eval_epochs": 1,
               "gan_steps": 10, "transfer_steps": 3, "ngd_codes": 4, "ngd_rank": 4,
-              "attack_steps": 3, "attack_pool": 200, "attack_candidates": 20,
+              "attack_steps": 3, "attack_pool": 200, "attack_candidates": 10,
               "recon_per_class": 10, "attack_final_aug": 4},
 }
 
@@ -96,12 +98,14 @@ class Timer:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def __call__(self, part: str, stage: str, fn, images: float = 0.0, unit: str = "images"):
+    def __call__(self, part: str, stage: str, fn, images=0.0, unit: str = "images"):
+        """Run ``fn``; ``images``: the work done, or a function of ``fn``'s result giving it."""
         self._sync()
         start = time.perf_counter()
         out = fn()
         self._sync()
         seconds = time.perf_counter() - start
+        images = images(out) if callable(images) else images
         row = {"part": part, "stage": stage, "seconds": round(seconds, 3),
                "work": images, "unit": unit,
                "per_second": round(images / seconds, 1) if images else None}
@@ -118,12 +122,9 @@ def run_stages(ctx, timer: Timer, part: str) -> None:
     for role, key in (("target", "target"), ("evaluator", "eval"), ("perceptual", "perc")):
         if cfg[f"{key}_arch"] == "lpips-vgg":
             continue
-        n = len(split.private if role != "perceptual" else split.public)
-        limit = cfg.get(f"{key}_train_limit", 0)
-        n = min(n, limit) if limit else n
         timer(part, f"train {role} ({cfg[f'{key}_arch']})",
               lambda role=role: require_classifier(ctx, role, data, split),
-              n * cfg[f"{key}_epochs"])
+              lambda out, key=key: len(out[1]) * cfg[f"{key}_epochs"])
     timer(part, "GAN prior", lambda: require_gan(ctx, data, split),
           cfg["gan_steps"] * cfg["gan_batch"])
     inputs = transfer.transfer_inputs(ctx, data, split)

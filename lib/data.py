@@ -372,6 +372,52 @@ def split_for_config(cfg, data=None) -> tuple:
     return data, split
 
 
+def source_line(data) -> str:
+    """Where the loaded data came from, in words."""
+    if isinstance(data, FashionMNIST):
+        return f"loaded from {describe_source(data.source)}"
+    return f"loaded from {data.source}"
+
+
+def split_file_for(cfg) -> Path:
+    """The split file a resolved config reads (committed for Fashion-MNIST; the user's for faces)."""
+    if cfg["dataset"] == "faces":
+        from . import faces
+
+        return faces.split_file(cfg)
+    return split_path(cfg["split"], cfg["private_per_class"], cfg["split_seed"])
+
+
+def label_name(data, label: int) -> str:
+    """The name of an original label (a Fashion-MNIST class, a face identity, or a public
+    identity of the face data, which has no name in the run)."""
+    names = data.class_names
+    return names[label] if 0 <= label < len(names) else f"public #{label}"
+
+
+def role_counts(data, split):
+    """Images per role: per class for Fashion-MNIST (10 columns); for the face data, images,
+    identities and images per identity (min / median / max) — hundreds of columns otherwise."""
+    import pandas as pd
+
+    roles = {"D (private, T trains on it)": (split.private, data.train_labels),
+             "R (non-member reference)": (split.reference, data.train_labels),
+             "public (attacker)": (split.public, data.train_labels),
+             "E's training set": (split.evaluator, data.train_labels),
+             "test (private classes)": (split.test, data.test_labels)}
+    if isinstance(data, FashionMNIST):
+        counts = pd.DataFrame({role: np.bincount(labels[idx].numpy(), minlength=10)
+                               for role, (idx, labels) in roles.items()}, index=CLASS_NAMES).T
+        counts["total"] = counts.sum(axis=1)
+        return counts
+    rows = {}
+    for role, (idx, labels) in roles.items():
+        per = np.unique(labels[idx].numpy(), return_counts=True)[1]
+        rows[role] = {"images": int(per.sum()), "identities": len(per), "min per identity":
+                      int(per.min()), "median": float(np.median(per)), "max": int(per.max())}
+    return pd.DataFrame(rows).T
+
+
 def subset(data, indices: np.ndarray, train: bool = True,
            size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Model-ready images and original labels of ``indices`` in one split (``size``: the

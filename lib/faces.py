@@ -183,6 +183,7 @@ class FaceData:
     identities: tuple[str, ...]
     image_size: int
     source: str
+    sha256: dict = None   # the split file's sha256 of the private and public file lists
     channels = 3
 
     @property
@@ -263,6 +264,11 @@ def _cache_path(split: dict, k: int, size: int) -> Path:
     return data_dir() / "cache" / f"faces_k{k}_{size}px_{key[:16]}.safetensors"
 
 
+def _file_lists(split: dict) -> dict:
+    return {"private file list": split["private_sha256"],
+            "public file list": split["public_sha256"]}
+
+
 def load_face_data(split: dict, k: int, size: int, cache: bool = True) -> FaceData:
     """Decode (or read from the cache) the images of the first ``k`` identities and the
     public set at ``size`` px, after checking the folders still match the split file."""
@@ -274,7 +280,7 @@ def load_face_data(split: dict, k: int, size: int, cache: bool = True) -> FaceDa
         try:
             tensors = load_file(str(path))
             return FaceData(tensors["images"], tensors["labels"], tuple(identities[:k]), size,
-                            f"cache {path.name}")
+                            f"cache {path.name}", _file_lists(split))
         except Exception as err:  # damaged cache: say so and decode again
             print(f"warning: the face cache {path} is unreadable ({err}); decoding again")
     p_root, p_layout, p_ids = source(split, "private")
@@ -293,7 +299,7 @@ def load_face_data(split: dict, k: int, size: int, cache: bool = True) -> FaceDa
     images = torch.cat([_decode_uint8(p_root, private_files, size),
                         _decode_uint8(q_root, public_files, size)])
     data = FaceData(images, torch.as_tensor(labels, dtype=torch.long), tuple(identities[:k]),
-                    size, f"{p_root.name}/ + {q_root.name}/")
+                    size, f"{p_root.name}/ + {q_root.name}/", _file_lists(split))
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

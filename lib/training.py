@@ -154,6 +154,11 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, n_classes: int) -
 
 # ---------------------------------------------------------------------------- the three roles
 ROLES = ("target", "evaluator", "perceptual")
+
+
+def trained_roles(cfg) -> tuple[str, ...]:
+    """The roles trained here: all three, less P when d_P is the pretrained LPIPS-VGG."""
+    return tuple(r for r in ROLES if not (r == "perceptual" and cfg["perc_arch"] == "lpips-vgg"))
 _ROLE_KEYS = {"target": "target", "evaluator": "eval", "perceptual": "perc"}
 
 
@@ -190,7 +195,8 @@ def role_training_set(role: str, cfg, data, split, seed: int):
             raise ValueError("the perceptual network is trained on the public set's classes, "
                              "but it has fewer than two (an unlabelled face set such as FFHQ "
                              "or CelebA-HQ); use perc_arch=lpips-vgg (the paper's LPIPS-VGG)")
-        labels = data_mod.to_private_labels(labels, classes) if len(classes) < 10 else labels
+        if classes != list(range(len(classes))):   # e.g. class-disjoint, or public identities
+            labels = data_mod.to_private_labels(labels, classes)
     return images, labels, idx
 
 

@@ -88,8 +88,14 @@ def test_controls(fmnist):
     assert x.shape == (20, 1, 32, 32) and np.bincount(y, minlength=8)[[0, 2, 3, 5, 7]].tolist() == [4] * 5
     x2, _ = M.real_test(fmnist, split, [0, 2, 3, 5, 7], 4, seed=0)
     assert torch.equal(x, x2)
-    with pytest.raises(ValueError, match="candidates"):
-        M.public_by_target(fmnist, split, target, [0, 2, 3, 5, 7], 10_000, seed=0)
+    with pytest.raises(ValueError, match="the public set has"):
+        M.public_by_target(fmnist, split, target, [0, 2, 3, 5, 7], 100_000, seed=0)
+    # an untrained target gives some classes too few public images: they are filled with the
+    # public images most probable for them (many identities, few public images)
+    xf, yf = M.public_by_target(fmnist, split, target, [0, 2, 3, 5, 7], 30, seed=0, candidates=2)
+    assert xf.shape == (150, 1, 32, 32) and np.bincount(yf)[[0, 2, 3, 5, 7]].tolist() == [30] * 5
+    argmax = np.array([0, 2, 3, 5, 7])[target(xf).argmax(1).numpy()]
+    assert (argmax != yf).any()          # the fill was needed here
 
     class Oracle(torch.nn.Module):  # "predicts" by mean brightness bands: every class occurs
         def forward(self, x):

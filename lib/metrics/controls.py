@@ -22,10 +22,16 @@ CONTROLS = {
 }
 
 
-def _per_class_draw(labels: np.ndarray, classes, per_class: int, rng) -> np.ndarray:
+def _per_class_draw(labels: np.ndarray, classes, per_class: int, rng,
+                    at_most: bool = False) -> np.ndarray:
+    """``per_class`` positions of each class, drawn with ``rng`` (``at_most``: all of a class
+    that has fewer; else that is an error)."""
     picks = []
     for c in classes:
         pool = np.flatnonzero(labels == c)
+        if at_most and pool.size < per_class:
+            picks.append(pool)
+            continue
         if pool.size < per_class:
             raise ValueError(f"class {c} has {pool.size} candidates; the control needs "
                              f"{per_class} per class")
@@ -34,23 +40,47 @@ def _per_class_draw(labels: np.ndarray, classes, per_class: int, rng) -> np.ndar
 
 
 def public_by_target(data, split, target: torch.nn.Module, classes, per_class: int,
-                     seed: int, size: int = 32, candidates: int = 20) -> tuple[torch.Tensor, np.ndarray]:
-    """``per_class`` public images per private class, labelled by the target's argmax."""
+                     seed: int, size: int | None = None,
+                     candidates: int = 20) -> tuple[torch.Tensor, np.ndarray]:
+    """``per_class`` public images per private class, labelled by the target's argmax. A
+    class that the target gives fewer public images (many identities, few public images) is
+    filled with the public images most probable for it under the target."""
     rng = np.random.default_rng(seed)
     n = min(len(split.public), candidates * per_class * len(classes))
     idx = np.sort(rng.choice(split.public, size=n, replace=False))
     images, _ = data_mod.subset(data, idx, train=True, size=size)
-    predicted = np.asarray(classes)[predict_logits(target, images).argmax(1).numpy()]
-    chosen = _per_class_draw(predicted, classes, per_class, rng)
-    return images[chosen], predicted[chosen]
+    logits = predict_logits(target, images)
+    predicted = np.asarray(classes)[logits.argmax(1).numpy()]
+    counts = np.array([(predicted == c).sum() for c in classes])
+    if (counts >= per_class).all():
+        chosen = _per_class_draw(predicted, classes, per_class, rng)
+        return images[chosen], predicted[chosen]
+    if len(images) < per_class:
+        raise ValueError(f"the public set has {len(images)} images; the control needs "
+                         f"{per_class} per class")
+    probs = torch.softmax(logits, dim=1)
+    picks, labels = [], []
+    for j, c in enumerate(classes):
+        pool = np.flatnonzero(predicted == c)
+        if pool.size >= per_class:
+            pick = np.sort(rng.choice(pool, size=per_class, replace=False))
+        else:
+            order = probs[:, j].argsort(descending=True).numpy()
+            extra = [i for i in order if predicted[i] != c][:per_class - pool.size]
+            pick = np.r_[pool, extra].astype(np.int64)
+        picks.append(pick)
+        labels.append(np.full(len(pick), c))
+    chosen = np.concatenate(picks)
+    return images[chosen], np.concatenate(labels)
 
 
 def real_test(data, split, classes, per_class: int, seed: int,
-              size: int = 32) -> tuple[torch.Tensor, np.ndarray]:
-    """``per_class`` real test images of each private class with their true labels."""
+              size: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """``per_class`` real test images of each private class with their true labels (all of
+    them where a class has fewer: the face split's test images are R's few held-out images)."""
     rng = np.random.default_rng(seed)
     labels = data.test_labels[split.test].numpy()
-    chosen = split.test[_per_class_draw(labels, classes, per_class, rng)]
+    chosen = split.test[_per_class_draw(labels, classes, per_class, rng, at_most=True)]
     images, y = data_mod.subset(data, chosen, train=False, size=size)
     return images, y.numpy()
 
