@@ -264,3 +264,20 @@ def test_lpips_vgg_resizes_bilinearly(lpips_reference):
         assert torch.allclose(ours(x, y), expected, rtol=1e-5, atol=0)
     with pytest.raises(ValueError, match=r"\(N, 1 or 3, H, W\)"):
         ours(images(1, 21, channels=2).float(), images(1, 22, channels=2).float())
+
+
+def test_natural_gradient_metric_on_lpips_vgg(lpips_reference):
+    """The paper profile's d_P (LPIPS-VGG) goes through the same Lanczos metric path as the
+    CPU protocol's d_P: the top eigenpairs satisfy H v = λ v for LPIPS-VGG's Hessian."""
+    from lib import ngd
+
+    _, folder = lpips_reference
+    distance = lpips_vgg(folder, resize=None).double()
+    image = images(1, 21).double()                     # (1, 1, 16, 16), grey → RGB inside
+    vals, vecs = ngd.metric_at(distance, image, k=2)
+    hvp = ngd.hessian_vector_product(distance, image[0])
+    assert (vals[0] > 0).all()
+    for j in range(2):
+        v = vecs[0][:, j]
+        residual = (hvp(v) - vals[0][j] * v).norm() / vals[0][j]
+        assert residual < 1e-4 and abs(v.norm().item() - 1) < 1e-8
