@@ -272,13 +272,13 @@ def _file_lists(split: dict) -> dict:
 def load_face_data(split: dict, k: int, size: int, cache: bool = True) -> FaceData:
     """Decode (or read from the cache) the images of the first ``k`` identities and the
     public set at ``size`` px, after checking the folders still match the split file."""
-    from safetensors.torch import load_file, save_file
+    from .artifacts import load_tensors, save_tensors
 
     identities = split["identities"]
     path = _cache_path(split, k, size)
     if cache and path.is_file():
         try:
-            tensors = load_file(str(path))
+            tensors, _ = load_tensors(path)
             return FaceData(tensors["images"], tensors["labels"], tuple(identities[:k]), size,
                             f"cache {path.name}", _file_lists(split))
         except Exception as err:  # damaged cache: say so and decode again
@@ -301,10 +301,7 @@ def load_face_data(split: dict, k: int, size: int, cache: bool = True) -> FaceDa
     data = FaceData(images, torch.as_tensor(labels, dtype=torch.long), tuple(identities[:k]),
                     size, f"{p_root.name}/ + {q_root.name}/", _file_lists(split))
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"images": images.contiguous(), "labels": data.train_labels}, str(tmp))
-        os.replace(tmp, path)
+        save_tensors(path, {"images": images, "labels": data.train_labels})
     return data
 
 
