@@ -230,11 +230,14 @@ def table() -> list[dict[str, Any]]:
 
 def weights_needed(cfg: Mapping[str, Any]) -> tuple[str, ...]:
     """The pretrained weight files (``lib.weights.WEIGHTS``) a resolved config needs."""
+    from .metrics.distances import LPIPS_VGG_WEIGHTS_FILE
+    from .metrics.inception import INCEPTION_WEIGHTS_FILE
+
     names = []
     if cfg["perc_arch"] == "lpips-vgg":
-        names.append("vgg16-397923af.pth")
+        names.append(LPIPS_VGG_WEIGHTS_FILE)
     if cfg["fid_network"] == "inception":
-        names.append("inception_v3_google-0cc3c7bd.pth")
+        names.append(INCEPTION_WEIGHTS_FILE)
     return tuple(names)
 
 

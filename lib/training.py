@@ -304,12 +304,12 @@ def require_perceptual_distance(ctx, data=None, split=None):
     ``perc_arch`` is ``lpips-vgg`` (the paper; a clear error when the weights are missing),
     else the LPIPS-style distance on the trained perceptual network P. Returns (distance, P
     or None)."""
-    from .metrics.distances import PerceptualDistance, lpips_vgg
+    from .metrics.distances import LPIPS_VGG_WEIGHTS_FILE, PerceptualDistance, lpips_vgg
 
     if ctx.cfg["perc_arch"] == "lpips-vgg":
         from . import weights
 
-        folder = weights.require(("vgg16-397923af.pth",))
+        folder = weights.require((LPIPS_VGG_WEIGHTS_FILE,))
         return lpips_vgg(folder, resize=ctx.cfg["lpips_resize"] or None), None
     perceptual, _, _ = require_classifier(ctx, "perceptual", data, split)
     return PerceptualDistance(perceptual), perceptual

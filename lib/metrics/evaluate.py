@@ -291,9 +291,9 @@ def build_judge(ctx, data, split, evaluator: torch.nn.Module,
     inception = None
     if ctx.cfg["fid_network"] == "inception":
         from .. import weights
-        from .inception import inception_pool3
+        from .inception import INCEPTION_WEIGHTS_FILE, inception_pool3
 
-        inception = inception_pool3(weights.require(("inception_v3_google-0cc3c7bd.pth",)))
+        inception = inception_pool3(weights.require((INCEPTION_WEIGHTS_FILE,)))
     x_d, y_d = data_mod.subset(data, split.private)
     x_r, y_r = data_mod.subset(data, split.reference)
     judge = Judge(evaluator, perceptual, (x_d, y_d.numpy(), split.private),
