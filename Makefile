@@ -26,18 +26,18 @@ $(STAMP): requirements.txt pyproject.toml
 # Fashion-MNIST: a local copy, else Debian's package (installed here when root with apt),
 # else torchvision's download (the only network use). Verified by sha256 either way.
 data: $(STAMP)
-	@$(PY) -m lib.data status 2>/dev/null || { \
+	@$(PY) -m lib.cli data status 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing the Debian package dataset-fashion-mnist"; \
 	    (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 	     { apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }) || true; \
 	  fi; \
-	  $(PY) -m lib.data fetch; }
+	  $(PY) -m lib.cli data fetch; }
 
 # Pretrained VGG16 (LPIPS-VGG) and Inception-v3 (FID) for the paper profile, into weights/
 # (or $$DDCS_MI_WEIGHTS); needs internet once, records their sha256. smoke/cpu never need it.
 weights: $(STAMP)
-	$(PY) -m lib.weights fetch
+	$(PY) -m lib.cli weights fetch
 
 reproduce: data
 	$(PY) run_all.py --profile cpu
@@ -66,7 +66,7 @@ golden: data
 # reproduce): writes results/entropy_sweep.json; commit it and set the cpu profile's
 # entropy_weight / ngd_entropy_weight to the chosen values (a test checks they agree).
 sweep: data
-	DDCS_MI_HEADLESS=1 $(PY) -m lib.transfer sweep --profile cpu
+	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli sweep --profile cpu
 
 benchmarks: data
 	@for f in benchmarks/*.py; do case $$f in *gpu_check.py) continue;; esac; \
@@ -82,7 +82,7 @@ gpu-bundle: data
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 -d .wheels \
 	  $$($(PY) -m pip freeze | grep -i -E '^kornia(-|_)?(rs)?==')
-	$(PY) -c "import shutil, lib.data as D; src = D.find_source_dir(); dst = D.local_dir(); \
+	$(PY) -c "import shutil, lib.data.fashion_mnist as D; src = D.find_source_dir(); dst = D.local_dir(); \
 	  [shutil.copy(src / (s + '.gz'), dst) for s in D.FILES.values() if src != dst]"
 	@ls .wheels data/raw/fashion-mnist
 

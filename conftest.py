@@ -1,11 +1,14 @@
 """pytest configuration shared by the unit tests and nbval.
 
+The environment of the notebook kernels (and of this process, before torch is imported) is
+the runner's: ``lib.paths.set_kernel_environment`` (no progress bars, a fixed hash seed, the
+CPU kernels pinned so that the smoke outputs are the same on every x86-64 machine).
 nbval compares the outputs of cells marked ``# NBVAL_CHECK_OUTPUT`` (we run it with
 ``--nbval-lax``); stderr (warnings, progress bars) is never compared.
 """
-import os
+from lib import paths
 
-os.environ.setdefault("DDCS_MI_HEADLESS", "1")
+paths.set_kernel_environment()
 
 try:
     import nbval.plugin as _nbval

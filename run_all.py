@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Run the notebooks headlessly: python run_all.py --profile {smoke,cpu,paper} [--resume RUN_DIR].
 
-A thin command line over lib/runner.py; `python run_all.py --help` lists the options.
+A thin command line over lib/run/runner.py; `python run_all.py --help` lists the options.
 """
 import sys
 
-from lib.runner import main
+from lib.run.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,6 @@ what most MI code does. Prints both and the ratio. Run: .venv/bin/python benchma
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ import torch
 import torchvision
 import torchvision.transforms as T
 
-import lib.data as D
+import lib.data.fashion_mnist as D
+from lib.data.images import to_model_input
 
 
 def ours() -> tuple[float, float]:
@@ -25,7 +25,7 @@ def ours() -> tuple[float, float]:
     t1 = time.perf_counter()
     total = 0.0
     for start in range(0, len(data.train_images), 128):
-        x = D.to_model_input(data.train_images[start:start + 128])
+        x = to_model_input(data.train_images[start:start + 128])
         total += float(x[0, 0, 0, 0])
     return t1 - t0, time.perf_counter() - t1
 

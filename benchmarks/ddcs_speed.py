@@ -22,9 +22,11 @@ import time
 import numpy as np
 import torch
 
-import lib.data as D
-from lib.metrics import PerceptualDistance, class_block_distances, ddcs
-from lib.metrics.distances import unit_normalise
+import lib.data.fashion_mnist as D
+from lib.data.images import to_model_input
+from lib.metrics.ddcs import ddcs
+from lib.metrics.distances import PerceptualDistance, unit_normalise
+from lib.metrics.evaluate import class_block_distances
 from lib.models import ConvClassifier
 
 
@@ -62,8 +64,8 @@ def loop(net, recon, recon_labels, train, train_labels):
 def run(data, classes, n_train, n_recon):
     train_idx = pick(data.train_labels, classes, n_train)
     recon_idx = pick(data.test_labels, classes, n_recon)
-    train = D.to_model_input(data.train_images[train_idx])
-    recon = D.to_model_input(data.test_images[recon_idx])
+    train = to_model_input(data.train_images[train_idx])
+    recon = to_model_input(data.test_images[recon_idx])
     tl, rl = data.train_labels[train_idx].numpy(), data.test_labels[recon_idx].numpy()
     torch.manual_seed(0)
     net = ConvClassifier("mcnn", 10, width=32).eval()

@@ -6,7 +6,7 @@ Two parts, each in a fresh run folder under ``--out``:
   reduced counts: T, E and P training, GAN pretraining, the natural-gradient metric, the
   three transfer modes, the PPA attack and the evaluation (DDCS and every metric).
 - ``faces``: the ``paper`` profile on a generated stand-in image folder at 112 px (no real
-  faces; ``lib.faces.write_standin``), through the same code as real face data: the split
+  faces; ``lib.data.faces.write_standin``), through the same code as real face data: the split
   command, the image cache, a VGG16-BN target with the paper's head and focal loss (bf16
   autocast and channels-last on a GPU), a ResNet-50 evaluator, a 112-px DCGAN, transfer,
   PPA at the paper's per-class counts, evaluation. P is a ResNet-18 trained on the stand-in's
@@ -37,11 +37,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DDCS_MI_HEADLESS", "1")
 
-from lib import faces, notebook, transfer  # noqa: E402
-from lib.attacks import require_attack  # noqa: E402
-from lib.data import split_for_config  # noqa: E402
-from lib.metrics.evaluate import build_judge  # noqa: E402
-from lib.training import require_classifier, require_gan  # noqa: E402
+from lib import cli  # noqa: E402
+from lib.config import MODES  # noqa: E402
+from lib.data import dataset, faces  # noqa: E402
+from lib.run import context  # noqa: E402
+from lib.stages import transfer  # noqa: E402
+from lib.stages.attacks import require_attack  # noqa: E402
+from lib.stages.classifiers import require_classifier  # noqa: E402
+from lib.stages.evaluation import build_judge  # noqa: E402
+from lib.stages.gan import require_gan  # noqa: E402
 
 COUNTS = {
     # reduced counts: the shapes (batch, image size, networks) are the profiles'
@@ -118,7 +122,7 @@ class Timer:
 def run_stages(ctx, timer: Timer, part: str) -> None:
     """Every expensive stage of one run folder, in pipeline order, through lib."""
     cfg = ctx.cfg
-    data, split = timer(part, "data + split", lambda: split_for_config(cfg))
+    data, split = timer(part, "data + split", lambda: dataset.load(cfg))
     for role, key in (("target", "target"), ("evaluator", "eval"), ("perceptual", "perc")):
         if cfg[f"{key}_arch"] == "lpips-vgg":
             continue
@@ -129,7 +133,7 @@ def run_stages(ctx, timer: Timer, part: str) -> None:
           cfg["gan_steps"] * cfg["gan_batch"])
     inputs = transfer.transfer_inputs(ctx, data, split)
     timer(part, "natural-gradient metric", lambda: transfer.require_metric(ctx, 0, inputs))
-    for mode in transfer.MODES:
+    for mode in MODES:
         timer(part, f"transfer {mode}", lambda mode=mode: transfer.require_transfer(
             ctx, mode, 0, inputs), cfg["transfer_steps"] * cfg["gan_batch"])
     n_classes = len(cfg["private_classes"])
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     parts = args.parts.split(",")
     if "fashion" in parts:
-        ctx = notebook.setup("cpu", str(out / "fashion"), 0, device, counts["fashion"],
+        ctx = context.setup("cpu", str(out / "fashion"), 0, device, counts["fashion"],
                              "gpu_check", show_config=False)
         run_stages(ctx, timer, "fashion")
     if "faces" in parts:
@@ -187,12 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         private, public = timer("faces", "write stand-in folder", lambda: faces.write_standin(
             out / "standin", ids, per, pub_ids, per_pub, size=size), ids * per + pub_ids * per_pub)
         split_path = out / "standin" / "split.json"
-        faces.main(["split", "--private", str(private), "--public", str(public),
+        cli.main(["faces", "split", "--private", str(private), "--public", str(public),
                     "--public-layout", "folders", "--min-images", str(min(per, 30)),
                     "--identities", str(ids), "--attacked", str(ids), "--out", str(split_path)])
         over = {"perc_arch": "resnet18", **over, "face_split": str(split_path),
                 "fid_network": "evaluator"}
-        ctx = notebook.setup("paper", str(out / "faces"), 0, device, over, "gpu_check",
+        ctx = context.setup("paper", str(out / "faces"), 0, device, over, "gpu_check",
                              show_config=False)
         run_stages(ctx, timer, "faces")
         lpips_shaped_timing(timer, device, size, 256 if args.counts == "check" else 8)

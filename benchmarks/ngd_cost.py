@@ -20,7 +20,7 @@ import torch
 from lib import ngd, transfer
 from lib.metrics.distances import PerceptualDistance
 from lib.models import ConvClassifier, Discriminator, Generator
-from lib.profiles import resolve
+from lib.config import MODES, resolve
 
 
 def build_networks(cfg):
@@ -81,10 +81,10 @@ def main() -> None:
     print(f"  eigenvalue agreement on code 0: max relative difference {rel:.1e}")
 
     times = {}
-    for mode in transfer.MODES:   # one warm-up step per mode, then the timed runs
+    for mode in MODES:   # one warm-up step per mode, then the timed runs
         transfer.fine_tune(mode, G, D, target, public, settings.replace(steps=1), seed=0,
                            metric=metric, progress=False)
-    for mode in transfer.MODES:
+    for mode in MODES:
         times[mode] = time_steps(mode, G, D, target, public, settings, metric, args.repeats)
     print(f"\nseconds per fine-tuning step (median of {args.repeats} runs × {args.steps} steps):")
     for mode, t in times.items():

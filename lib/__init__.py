@@ -1,13 +1,24 @@
 """ddcs-mi: sample-level evaluation (DDCS) and a generative framework for model inversion.
 
-The modules mirror the pipeline: ``data`` → ``models`` / ``training`` → ``transfer`` (with ``ngd``) → ``attacks``
-→ ``metrics`` → ``defense`` → ``runner``; ``notebook`` is what each notebook calls first.
-Submodules load on first use (``lib.notebook.setup(...)`` works after ``import lib``).
+The layout mirrors the pipeline; dependencies run one way, from top to bottom:
+
+- ``cli`` (every ``python -m`` command) and ``run`` (the notebooks' context, the runner, the
+  summary of a run);
+- ``stages``: the only code that takes a run context, one module per notebook stage
+  (``require_*``: load an artefact from the run folder or build it);
+- the algorithms: ``training``, ``transfer`` (with ``ngd``), ``attacks``, ``metrics``,
+  ``defense``, ``claims``;
+- the data and the networks: ``data``, ``models``, ``inference``, ``augment``;
+- leaf utilities: ``config``, ``paths``, ``errors``, ``seeding``, ``artifacts``, ``weights``,
+  ``plotting``, ``paper``.
+
+Submodules load on first use: after ``import lib``, ``lib.run.context.setup(...)`` works.
 """
 import importlib
 
-__all__ = ["artifacts", "attacks", "data", "defense", "faces", "metrics", "models", "ngd", "notebook", "paths", "plotting", "profiles",
-           "runner", "seeding", "training", "transfer"]
+__all__ = ["artifacts", "attacks", "augment", "claims", "cli", "config", "data", "defense",
+           "errors", "inference", "metrics", "models", "ngd", "paper", "paths", "plotting",
+           "run", "seeding", "stages", "training", "transfer", "weights"]
 __version__ = "0.1.0"
 
 

@@ -1,8 +1,11 @@
-"""Artefacts of a run: atomic writes, a sha256 manifest, safetensors checkpoints.
+"""Files written safely: the one atomic writer, a sha256 manifest per run, safetensors.
 
-Every file a notebook writes is registered in ``<run>/manifest.json`` with its sha256;
-loading verifies it, so a modified file is an ``ArtifactError`` naming the file and the fix.
-Nothing here unpickles: tensors and checkpoints are safetensors with JSON metadata.
+Every file is written through ``atomic_path`` (a temporary file in the same folder, fsync,
+rename), so an interrupted run never leaves a half-written file. Every file a notebook writes
+is registered in ``<run>/manifest.json`` with its sha256; loading verifies it, so a modified
+file is an ``ArtifactError`` naming the file and the fix. Nothing here unpickles: tensors and
+checkpoints are safetensors with JSON metadata, in one format (``module_tensors``: the named
+modules' state dicts as ``<name>.<key>``). ``PartialState`` keeps a long stage resumable.
 """
 from __future__ import annotations
 
@@ -11,19 +14,20 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import ArtifactError
 
 MANIFEST = "manifest.json"
-
-
-class ArtifactError(RuntimeError):
-    """An artefact is missing, modified since it was written, or not what it claims to be."""
 
 
 def sha256_file(path: Path) -> str:
@@ -34,21 +38,29 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temporary file and a rename (never half-written)."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path next to ``path`` to write to; on leaving the block it is flushed to
+    disk and renamed onto ``path`` (never half-written), or removed if the block raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; artefacts are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -131,19 +143,10 @@ def _refuse_pickles(path: Path) -> None:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None,
                  run_dir: Path | None = None, producer: str = "") -> Path:
     """Save tensors as safetensors (atomic), JSON ``metadata``; register when ``run_dir``."""
-    path = Path(path)
     meta = {"json": json.dumps(metadata or {}, sort_keys=True)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     if run_dir is not None:
         register(run_dir, path, producer=producer, kind="safetensors")
     return path
@@ -158,7 +161,6 @@ def load_tensors(path: Path, run_dir: Path | None = None) -> tuple[dict[str, tor
         verify(run_dir, path)
     _refuse_pickles(path)
     try:
-        from safetensors import safe_open
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
@@ -168,18 +170,20 @@ def load_tensors(path: Path, run_dir: Path | None = None) -> tuple[dict[str, tor
     return tensors, json.loads(meta.get("json", "{}"))
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, arch: dict, config: dict | None = None,
-                    split_sha256: str = "", run_dir: Path | None = None,
-                    producer: str = "", extra: dict | None = None) -> Path:
-    """A model's state dict as safetensors, with architecture, config and split hash."""
-    meta = {"arch": arch, "config": dict(config or {}), "split_sha256": split_sha256,
-            **(extra or {})}
-    return save_tensors(path, model.state_dict(), meta, run_dir, producer)
+def module_tensors(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """The one checkpoint format: the state dicts of named modules as one flat tensor dict
+    ``{"<name>.<key>": tensor}`` (a classifier is ``{"model": model}``)."""
+    return {f"{name}.{k}": v.detach().cpu().contiguous()
+            for name, module in modules.items() for k, v in module.state_dict().items()}
 
 
-def load_checkpoint(path: Path, run_dir: Path | None = None) -> tuple[dict, dict]:
-    """(state_dict, metadata) of a safetensors checkpoint; refuses pickles."""
-    return load_tensors(path, run_dir)
+def load_module_tensors(tensors: dict[str, torch.Tensor], modules: dict[str, nn.Module]) -> None:
+    """Load ``module_tensors``' output back into ``modules`` (strict: every key must match;
+    other tensors in ``tensors`` are ignored)."""
+    for name, module in modules.items():
+        prefix = name + "."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                if k.startswith(prefix)})
 
 
 def save_json(path: Path, obj: Any, run_dir: Path | None = None, producer: str = "") -> Path:
@@ -193,19 +197,6 @@ def load_json(path: Path, run_dir: Path | None = None) -> Any:
     if run_dir is not None:
         verify(run_dir, path)
     return json.loads(Path(path).read_text())
-
-
-def require(path: Path, build: Callable[[], Any], save: Callable[[Path, Any], Any],
-            load: Callable[[Path], Any]) -> tuple[Any, bool]:
-    """Load ``path`` if it exists (verified by ``load``), else ``build`` and ``save`` it.
-
-    Returns (value, reused). A modified artefact raises instead of being silently rebuilt.
-    """
-    if Path(path).is_file():
-        return load(path), True
-    value = build()
-    save(path, value)
-    return value, False
 
 
 # ---------------------------------------------------------------------------- resumable stages
@@ -242,8 +233,6 @@ class PartialState:
     ``every_s`` ≤ 0 turns it off (nothing is written or read)."""
 
     def __init__(self, path: str | Path, config: Any, every_s: float) -> None:
-        import time
-
         self.path, self.config, self.every_s = Path(path), config, float(every_s)
         self._last = time.monotonic()
 
@@ -262,13 +251,9 @@ class PartialState:
         return _unpack(meta["state"], tensors)
 
     def due(self) -> bool:
-        import time
-
         return self.enabled and time.monotonic() - self._last >= self.every_s
 
     def save(self, state: dict) -> None:
-        import time
-
         tensors: dict[str, torch.Tensor] = {}
         packed = _pack(state, tensors, "s")
         save_tensors(self.path, tensors, {"config": self.config, "state": packed})
@@ -290,3 +275,40 @@ def set_rng_state(state: dict, device: str = "cpu") -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and str(device).startswith("cuda"):
         torch.cuda.set_rng_state(state["cuda"], torch.device(device))
+
+
+class Resumable:
+    """The resumable state of one training loop, saved through a ``PartialState``: named
+    objects with ``state_dict`` (modules, optimisers, schedulers) or ``get_state``
+    (``torch.Generator``), torch's global RNG, the loop position and plain values (history).
+
+    ``restore()`` loads a saved state into the objects and returns its values (None when
+    there is none); ``checkpoint(position, total, **values)`` saves one when it is due and
+    the loop is not finished; ``finish()`` deletes it. ``partial=None`` turns it all off."""
+
+    def __init__(self, partial: PartialState | None, device: str = "cpu", **objects: Any) -> None:
+        self.partial, self.device, self.objects = partial, device, objects
+
+    def restore(self) -> dict | None:
+        saved = self.partial.load() if self.partial is not None else None
+        if saved is None:
+            return None
+        for name, obj in self.objects.items():
+            if isinstance(obj, torch.Generator):
+                obj.set_state(saved["objects"][name])
+            else:
+                obj.load_state_dict(saved["objects"][name])
+        set_rng_state(saved["rng"], self.device)
+        return saved["values"]
+
+    def checkpoint(self, position: int, total: int, **values: Any) -> None:
+        if self.partial is None or position >= total or not self.partial.due():
+            return
+        objects = {name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+                   for name, obj in self.objects.items()}
+        self.partial.save({"objects": objects, "rng": rng_state(self.device),
+                           "values": {"position": position, **values}})
+
+    def finish(self) -> None:
+        if self.partial is not None:
+            self.partial.clear()

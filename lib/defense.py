@@ -10,9 +10,9 @@ per-sample DDCS (the audit), and asks three questions:
 2. Do cheaper signals that need no attack predict it? ``cheap_signals``: the target's
    confidence in each sample's class, the sample's typicality among public images and its
    proximity to random samples of the attacker's prior, in the attacker's perceptual space.
-3. Does acting on it help? ``require_retrained_target``: retrain the target without the
-   flagged samples (or as many random ones, ``stratified_random_removal``), attack again,
-   compare the remaining samples' DDCS.
+3. Does acting on it help? ``lib.stages.defense`` retrains the target without the flagged
+   samples (``split_without``), or without as many random ones
+   (``stratified_random_removal``), attacks again and compares the remaining samples' DDCS.
 
 Ties in the top-fraction cut are broken at random with a fixed seed (PROTOCOL.md).
 """
@@ -26,6 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
+
+from .errors import InputError
+from .inference import predict_logits
+from .metrics.distances import pairwise_sq_distances
 
 SIGNALS = {
     "target_confidence": "T's softmax probability of the sample's own class (higher: fitted "
@@ -43,11 +47,11 @@ def top_flags(scores, fraction: float = 0.1, seed: int = 0) -> np.ndarray:
     broken at random with ``seed`` (many scores are 0)."""
     x = np.asarray(scores, dtype=float)
     if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"need a non-empty 1-D array of scores; got shape {x.shape}")
+        raise InputError(f"need a non-empty 1-D array of scores; got shape {x.shape}")
     if not np.isfinite(x).all():
-        raise ValueError("NaN or inf in the scores; per-sample scores must be finite")
+        raise InputError("NaN or inf in the scores; per-sample scores must be finite")
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must lie in (0, 1); got {fraction}")
+        raise InputError(f"fraction must lie in (0, 1); got {fraction}")
     k = math.ceil(fraction * x.size)
     jitter = np.random.default_rng(seed).random(x.size)
     order = np.lexsort((-jitter, -x))          # by score (desc), then a random tie-break
@@ -67,10 +71,10 @@ def compare_rankings(reference, other, fraction: float = 0.1, seed: int = 0,
     """
     a, b = np.asarray(reference, dtype=float), np.asarray(other, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"need two per-sample score vectors over the same samples; got "
+        raise InputError(f"need two per-sample score vectors over the same samples; got "
                          f"shapes {a.shape} and {b.shape}")
     if a.size < 10:
-        raise ValueError(f"too few samples ({a.size}) to compare rankings; need at least 10")
+        raise InputError(f"too few samples ({a.size}) to compare rankings; need at least 10")
     n = a.size
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         rho, p = math.nan, math.nan
@@ -95,10 +99,8 @@ def compare_rankings(reference, other, fraction: float = 0.1, seed: int = 0,
 def nearest_distances(queries: torch.Tensor, pool: torch.Tensor, k: int = 1,
                       batch_size: int = 256) -> torch.Tensor:
     """(len(queries), k) smallest squared distances from each query embedding to ``pool``."""
-    from .metrics.distances import pairwise_sq_distances
-
     if k < 1 or k > len(pool):
-        raise ValueError(f"k must lie in 1..{len(pool)} (the pool size); got {k}")
+        raise InputError(f"k must lie in 1..{len(pool)} (the pool size); got {k}")
     return torch.cat([pairwise_sq_distances(queries[i:i + batch_size], pool)
                       .topk(k, dim=1, largest=False).values
                       for i in range(0, len(queries), batch_size)])
@@ -113,8 +115,6 @@ def cheap_signals(target: torch.nn.Module, distance, images: torch.Tensor,
     ``distance`` is the attacker's ``PerceptualDistance`` (d_P); ``target_labels`` are in
     T's label space. None of them needs an attack.
     """
-    from .training import predict_logits
-
     probs = torch.softmax(predict_logits(target, images, batch_size), dim=1)
     emb = distance.embed_batched(images, batch_size)
     public = distance.embed_batched(public_images, batch_size)
@@ -132,7 +132,7 @@ def split_without(split, removed) -> Any:
     removed = np.asarray(removed, dtype=np.int64)
     unknown = np.setdiff1d(removed, split.private)
     if unknown.size:
-        raise ValueError(f"{unknown.size} indices to remove are not in D (e.g. "
+        raise InputError(f"{unknown.size} indices to remove are not in D (e.g. "
                          f"{unknown[:5].tolist()}); pass dataset indices of private samples")
     return dataclasses.replace(split, private=np.setdiff1d(split.private, removed))
 
@@ -146,31 +146,6 @@ def stratified_random_removal(private_indices, private_labels, flagged_labels,
     for c, count in zip(*np.unique(np.asarray(flagged_labels), return_counts=True)):
         pool = idx[lab == c]
         if count > pool.size:
-            raise ValueError(f"class {c} has {pool.size} private samples; cannot remove {count}")
+            raise InputError(f"class {c} has {pool.size} private samples; cannot remove {count}")
         picks.append(rng.choice(pool, size=count, replace=False))
     return np.sort(np.concatenate(picks)) if picks else np.empty(0, dtype=np.int64)
-
-
-def require_retrained_target(ctx, tag: str, removed, data, split):
-    """T retrained on D minus ``removed`` (same config and seed as T), saved as
-    ``models/defense/target_<tag>.safetensors``. Returns (model, info)."""
-    from .training import classifier_from, classifier_tensors, fit_classifier, role_config
-
-    removed = np.sort(np.asarray(removed, dtype=np.int64))
-    config = {**role_config("target", ctx.cfg), "removed": removed.tolist()}
-    rel = f"models/defense/target_{tag}.safetensors"
-    loaded = ctx.load_current(rel, config)
-    if loaded is not None:
-        tensors, meta = loaded
-        return classifier_from(tensors, meta["arch"]), {"reused": True,
-                                                        "seconds": meta["seconds"]}
-    import time
-
-    start = time.perf_counter()
-    model, _, history = fit_classifier("target", ctx.cfg, data, split_without(split, removed),
-                                       ctx.subseed("target"), ctx.device)
-    seconds = time.perf_counter() - start
-    ctx.save_tensors(rel, classifier_tensors(model),
-                     {"arch": model.arch_spec, "config": config, "history": history,
-                      "seconds": seconds, "tag": tag})
-    return model.eval(), {"reused": False, "seconds": seconds}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import InputError
+
 # (channel multiplier of the width, stride) per block
 ARCHITECTURES: dict[str, list[tuple[int, int]]] = {
     "mcnn": [(1, 2), (2, 2), (4, 2)],                        # 32 → 16 → 8 → 4
@@ -48,7 +50,7 @@ class ConvClassifier(StagedClassifier):
                  kernel_size: int = 3) -> None:
         super().__init__()
         if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+            raise InputError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
         self.arch_spec = {"arch": arch, "n_classes": n_classes, "width": width,
                           "in_channels": in_channels, "kernel_size": kernel_size}
         blocks, channels = [], in_channels
@@ -89,10 +91,10 @@ class TorchvisionClassifier(StagedClassifier):
         import torchvision.models as tvm
 
         if arch not in self.ARCHS:
-            raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(self.ARCHS)}")
+            raise InputError(f"unknown architecture {arch!r}; valid: {', '.join(self.ARCHS)}")
         if head not in self.HEADS or (head == "flatten-bn" and (arch != "vgg16_bn"
                                                                 or image_size < 32)):
-            raise ValueError(f"head {head!r} with {arch!r}: valid heads {', '.join(self.HEADS)}; "
+            raise InputError(f"head {head!r} with {arch!r}: valid heads {', '.join(self.HEADS)}; "
                              "flatten-bn needs vgg16_bn and image_size ≥ 32")
         self.arch_spec = {"arch": arch, "n_classes": n_classes, "width": width,
                           "in_channels": in_channels, "kernel_size": kernel_size}
@@ -154,7 +156,7 @@ def _upsampling_steps(size: int) -> tuple[int, int]:
     """(side of the smallest map, stride-2 steps up to ``size``): 32 → (4, 3), 64 → (4, 4),
     128 → (4, 5); the face sizes 56 and 112 start from a 7×7 map (112 → (7, 4))."""
     if size not in GAN_SIZES:
-        raise ValueError(f"GAN image size must be one of {sorted(GAN_SIZES)}; got {size}")
+        raise InputError(f"GAN image size must be one of {sorted(GAN_SIZES)}; got {size}")
     return GAN_SIZES[size]
 
 

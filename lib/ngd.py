@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
+from .errors import InputError
+
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 HVP = Callable[[torch.Tensor], torch.Tensor]
 METHODS = ("lanczos", "exact")
@@ -41,7 +43,7 @@ def hessian_vector_product(distance: Distance, image: torch.Tensor) -> HVP:
     if image.dim() == 3:
         image = image.unsqueeze(0)
     if image.dim() != 4 or image.shape[0] != 1:
-        raise ValueError(f"hessian_vector_product needs one image (C, H, W) or (1, C, H, W), "
+        raise InputError(f"hessian_vector_product needs one image (C, H, W) or (1, C, H, W), "
                          f"got shape {tuple(image.shape)}; build one operator per image")
     x = image.detach()
     dim = x[0].numel()
@@ -51,7 +53,7 @@ def hessian_vector_product(distance: Distance, image: torch.Tensor) -> HVP:
         single = v.dim() == 1
         vs = v.unsqueeze(0) if single else v
         if vs.dim() != 2 or vs.shape[1] != dim:
-            raise ValueError(f"hvp needs vectors (dim,) or (m, dim) with dim = {dim} "
+            raise InputError(f"hvp needs vectors (dim,) or (m, dim) with dim = {dim} "
                              f"(= C·H·W of the image {tuple(x.shape[1:])}), got shape "
                              f"{tuple(v.shape)}")
         vs = vs.to(x.device, x.dtype)
@@ -75,7 +77,7 @@ def exact_hessian(hvp: HVP, dim: int, batch: int = 256) -> torch.Tensor:
     """H (dim, dim), materialised by applying ``hvp`` to the identity ``batch`` columns at a
     time and symmetrised, (H + Hᵀ)/2. Costs dim Hessian-vector products: small dims, tests."""
     if dim < 1 or batch < 1:
-        raise ValueError(f"exact_hessian needs dim ≥ 1 and batch ≥ 1, got {dim} and {batch}")
+        raise InputError(f"exact_hessian needs dim ≥ 1 and batch ≥ 1, got {dim} and {batch}")
     eye = torch.eye(dim, dtype=torch.float64)
     rows = torch.cat([hvp(eye[i:i + batch]) for i in range(0, dim, batch)])  # row i = H e_i
     return (rows + rows.T) / 2
@@ -98,15 +100,15 @@ def top_eigenpairs(hvp: HVP, dim: int, k: int, method: str = "lanczos", tol: flo
     ``method="exact"``: ``exact_hessian`` + ``torch.linalg.eigh`` (dim Hessian-vector products).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+        raise InputError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     if not 1 <= k <= dim:
-        raise ValueError(f"k must be in 1..dim = {dim}, got {k}")
+        raise InputError(f"k must be in 1..dim = {dim}, got {k}")
     if method == "exact":
         vals, vecs = torch.linalg.eigh(exact_hessian(hvp, dim).to("cpu", torch.float64))
         vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
         return vals.contiguous(), _fix_signs(vecs).contiguous()
     if k >= dim:
-        raise ValueError(f"Lanczos (eigsh) needs k < dim, got k = {k}, dim = {dim}; "
+        raise InputError(f"Lanczos (eigsh) needs k < dim, got k = {k}, dim = {dim}; "
                          "use method=\"exact\" for the full spectrum")
 
     def matmat(block: np.ndarray) -> np.ndarray:  # (dim, m) → (dim, m)
@@ -119,7 +121,7 @@ def top_eigenpairs(hvp: HVP, dim: int, k: int, method: str = "lanczos", tol: flo
     try:
         vals, vecs = eigsh(operator, k=k, which="LA", tol=tol, v0=v0)
     except ArpackNoConvergence as err:
-        raise RuntimeError(f"Lanczos did not converge to tol = {tol} for k = {k} ({err}); "
+        raise InputError(f"Lanczos did not converge to tol = {tol} for k = {k} ({err}); "
                            "raise tol, compute in float64, or use method=\"exact\" for "
                            "small dims") from err
     order = np.argsort(vals)[::-1].copy()
@@ -137,7 +139,7 @@ def precondition(grad: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tenso
     sample, ``eigvals`` (B, k) and ``eigvecs`` (B, dim, k).
     """
     if grad.dim() < 2:
-        raise ValueError(f"precondition needs a batch of gradients (B, dim) or (B, C, H, W), "
+        raise InputError(f"precondition needs a batch of gradients (B, dim) or (B, C, H, W), "
                          f"got shape {tuple(grad.shape)}")
     g = grad.reshape(len(grad), -1)
     batch, dim = g.shape
@@ -145,13 +147,13 @@ def precondition(grad: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tenso
     per_sample = (eigvals.dim() == 2 and eigvecs.dim() == 3
                   and eigvals.shape[0] == eigvecs.shape[0] == batch)
     if not (shared or per_sample) or eigvecs.shape[-2:] != (dim, eigvals.shape[-1]):
-        raise ValueError(f"precondition: eigvals {tuple(eigvals.shape)} and eigvecs "
+        raise InputError(f"precondition: eigvals {tuple(eigvals.shape)} and eigvecs "
                          f"{tuple(eigvecs.shape)} do not fit {batch} gradients of dim {dim}; "
                          f"give eigvals (k,) with eigvecs ({dim}, k), or per sample eigvals "
                          f"({batch}, k) with eigvecs ({batch}, {dim}, k)")
     denom = eigvals.detach().to("cpu", torch.float64) + float(damping)
     if not torch.isfinite(denom).all() or (denom <= 0).any():
-        raise ValueError(f"precondition: λ + damping must be finite and > 0, got min "
+        raise InputError(f"precondition: λ + damping must be finite and > 0, got min "
                          f"{denom.min().item():.3g} (damping {damping}); use damping > 0 or "
                          "fewer eigenpairs (drop the non-positive eigenvalues)")
     if shared:
@@ -168,7 +170,7 @@ def metric_at(distance: Distance, images: torch.Tensor, k: int, method: str = "l
     """The top-k metric at each of ``images`` (n, C, H, W): eigvals (n, k) and eigvecs
     (n, dim, k), float64 on the CPU (``top_eigenpairs`` of each image's Hessian)."""
     if images.dim() != 4 or len(images) == 0:
-        raise ValueError(f"metric_at needs a non-empty batch of images (n, C, H, W), got "
+        raise InputError(f"metric_at needs a non-empty batch of images (n, C, H, W), got "
                          f"shape {tuple(images.shape)}")
     dim = images[0].numel()
     pairs = [top_eigenpairs(hessian_vector_product(distance, image), dim, k, method, tol, seed)
@@ -192,7 +194,7 @@ class ReferenceMetric:
         vals, vecs = self.eigvals, self.eigvecs
         if (vals.dim() != 2 or vecs.dim() != 3 or len(vals) == 0 or len(vecs) != len(vals)
                 or vecs.shape[2] != vals.shape[1]):
-            raise ValueError(f"ReferenceMetric needs eigvals (n_codes, k) and eigvecs "
+            raise InputError(f"ReferenceMetric needs eigvals (n_codes, k) and eigvecs "
                              f"(n_codes, dim, k), got {tuple(self.eigvals.shape)} and "
                              f"{tuple(self.eigvecs.shape)}")
         self.damping = float(self.damping)
@@ -224,7 +226,7 @@ class ReferenceMetric:
         """The inverse of ``to_tensors``."""
         missing = {"eigvals", "eigvecs"} - set(tensors)
         if missing:
-            raise ValueError(f"ReferenceMetric.from_tensors: missing {sorted(missing)}; "
+            raise InputError(f"ReferenceMetric.from_tensors: missing {sorted(missing)}; "
                              "give the dict written by to_tensors")
         return cls(tensors["eigvals"], tensors["eigvecs"], damping)
 

@@ -1,10 +1,33 @@
-"""Where things live: the repository root (found from this file, never from the cwd)."""
+"""Every location, and every ``DDCS_MI_*`` environment variable, in one place.
+
+The repository root is found from this file (never from the cwd). The environment variables
+this package reads — and nothing else reads them:
+
+- ``DDCS_MI_RUNS``: where run folders go (default ``runs/``; the tests use a temporary folder);
+- ``DDCS_MI_HEADLESS``: set (by the runner and the tests) to turn progress bars off;
+- ``DDCS_MI_FASHION_MNIST``: a folder holding the four Fashion-MNIST IDX files;
+- ``DDCS_MI_FACE_SPLIT``: the face split file of the ``paper`` profile;
+- ``DDCS_MI_FACES_PRIVATE`` / ``DDCS_MI_FACES_PUBLIC``: where the face folders are now, when they
+  moved since the split file was written;
+- ``DDCS_MI_WEIGHTS``: the folder of pretrained weights (default ``weights/``).
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 ROOT_MARKER = "run_all.py"
+ENV_RUNS = "DDCS_MI_RUNS"
+ENV_HEADLESS = "DDCS_MI_HEADLESS"
+ENV_FASHION_MNIST = "DDCS_MI_FASHION_MNIST"
+ENV_FACE_SPLIT = "DDCS_MI_FACE_SPLIT"
+ENV_FACES = {"private": "DDCS_MI_FACES_PRIVATE", "public": "DDCS_MI_FACES_PUBLIC"}
+ENV_WEIGHTS = "DDCS_MI_WEIGHTS"
+
+
+def _env(name: str) -> str | None:
+    """The value of an environment variable, None when unset or empty."""
+    return os.environ.get(name) or None
 
 
 def repo_root() -> Path:
@@ -24,7 +47,77 @@ def data_dir() -> Path:
     return repo_root() / "data"
 
 
+def splits_dir() -> Path:
+    """The committed split index files."""
+    return data_dir() / "splits"
+
+
+def cache_dir() -> Path:
+    """Decoded image caches (git-ignored)."""
+    return data_dir() / "cache"
+
+
+def results_dir() -> Path:
+    """The committed results of the latest full run and of the committed studies."""
+    return repo_root() / "results"
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
 def runs_dir() -> Path:
     """Where run folders go; ``DDCS_MI_RUNS`` overrides it (tests use a temporary folder)."""
-    env = os.environ.get("DDCS_MI_RUNS")
+    env = _env(ENV_RUNS)
     return Path(env).resolve() if env else repo_root() / "runs"
+
+
+def headless() -> bool:
+    """Progress bars off (``DDCS_MI_HEADLESS`` set by the runner and the tests)."""
+    return _env(ENV_HEADLESS) is not None
+
+
+def fashion_mnist_dir() -> Path | None:
+    """The folder named by ``DDCS_MI_FASHION_MNIST``, if any."""
+    env = _env(ENV_FASHION_MNIST)
+    return Path(env) if env else None
+
+
+def face_split_override() -> Path | None:
+    """The face split file named by ``DDCS_MI_FACE_SPLIT``, if any."""
+    env = _env(ENV_FACE_SPLIT)
+    return Path(env) if env else None
+
+
+def face_folder_override(role: str) -> Path | None:
+    """Where the ``private`` or ``public`` face folder is now, if its variable is set."""
+    env = _env(ENV_FACES[role])
+    return Path(env) if env else None
+
+
+def weights_dir() -> Path:
+    """``DDCS_MI_WEIGHTS`` if set, else ``weights/`` in the repository (git-ignored)."""
+    env = _env(ENV_WEIGHTS)
+    return Path(env) if env else repo_root() / "weights"
+
+
+CPU_KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+"""The CPU instruction set torch's kernels may use, pinned so that a CPU run gives the same
+numbers on every x86-64 machine with AVX2: AVX-512 kernels (oneDNN's convolutions, ATen's
+vectorised loops) sum in another order, and training amplifies the last bits into different
+rounded results. A value already in the environment is kept."""
+
+
+def set_kernel_environment() -> None:
+    """What the runner and the notebook tests set before notebook kernels start (they inherit
+    it, and it must precede torch's import): a fixed ``PYTHONHASHSEED``, ``DDCS_MI_HEADLESS``
+    (no progress bars in executed notebooks) and the pinned CPU kernels (``CPU_KERNELS``)."""
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.environ[ENV_HEADLESS] = "1"
+    for name, value in CPU_KERNELS.items():
+        os.environ.setdefault(name, value)
+
+
+def set_deterministic_cublas() -> None:
+    """cuBLAS's workspace setting that deterministic algorithms need on a GPU (kept if set)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -4,11 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import torch
+
+from .artifacts import atomic_path
 
 
 def set_theme() -> None:
@@ -18,11 +19,10 @@ def set_theme() -> None:
 
 def savefig(fig: matplotlib.figure.Figure, figures_dir: Path, fig_id: str,
             show: bool = True) -> Path:
-    """Save ``fig`` as ``<figures_dir>/<fig_id>.png`` (stable name), then show it."""
-    figures_dir = Path(figures_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    path = figures_dir / f"{fig_id}.png"
-    fig.savefig(path, bbox_inches="tight")
+    """Save ``fig`` as ``<figures_dir>/<fig_id>.png`` (stable name, atomically), then show it."""
+    path = Path(figures_dir) / f"{fig_id}.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
     if show:
         plt.show()
     else:
@@ -31,13 +31,16 @@ def savefig(fig: matplotlib.figure.Figure, figures_dir: Path, fig_id: str,
 
 
 def to_display(images: torch.Tensor) -> np.ndarray:
-    """(N, 1, H, W) in [-1, 1] → (N, H, W) in [0, 1] for imshow."""
-    return images.detach().cpu().clamp(-1, 1).add(1).div(2)[:, 0].numpy()
+    """(N, C, H, W) in [-1, 1] → for imshow in [0, 1]: (N, H, W) for grey images (C = 1),
+    (N, H, W, 3) for colour ones."""
+    x = images.detach().cpu().clamp(-1, 1).add(1).div(2)
+    return x[:, 0].numpy() if x.shape[1] == 1 else x.permute(0, 2, 3, 1).numpy()
 
 
 def image_grid(rows: list[torch.Tensor], row_labels: list[str] | None = None,
                title: str | None = None, scale: float = 0.9) -> matplotlib.figure.Figure:
-    """A figure with one row of images per tensor in ``rows`` (each (N, 1, H, W), [-1, 1])."""
+    """A figure with one row of images per tensor in ``rows`` (each (N, C, H, W), [-1, 1];
+    grey or colour)."""
     n_cols = max(len(r) for r in rows)
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(scale * n_cols, scale * len(rows) + 0.4),
                              squeeze=False)

@@ -1,14 +1,22 @@
-"""One master seed; named sub-seeds derived by hashing (seed, name)."""
+"""One master seed; named sub-seeds derived by hashing (seed, name).
+
+Library functions never leave torch's global RNG reseeded: code that needs it (weight
+initialisation, kornia's random augmentations) runs inside ``global_seed`` or ``seeded_rng``,
+which fork the global CPU RNG and restore it afterwards. Everything else draws from explicit
+``torch.Generator`` / ``numpy.random.Generator`` objects. Only ``seed_everything`` (the
+notebooks' setup) seeds the global RNGs for the notebook's own cells.
+"""
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
 import torch
+
+from . import paths
 
 
 def derive_seed(seed: int, name: str) -> int:
@@ -18,18 +26,26 @@ def derive_seed(seed: int, name: str) -> int:
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch; deterministic algorithms where torch has them."""
+    """Seed python, numpy and torch; deterministic algorithms where torch has them (the
+    notebooks' setup calls it; library functions never do)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    paths.set_deterministic_cublas()
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 @contextmanager
-def seeded_rng(seed: int, name: str) -> Iterator[None]:
-    """Torch's CPU global RNG forked and seeded with ``derive_seed(seed, name)`` inside the
-    block (for kornia's draws), so the caller's own stream is left untouched."""
+def global_seed(seed: int) -> Iterator[None]:
+    """Torch's CPU global RNG forked and seeded with ``seed`` inside the block (for weight
+    initialisation and kornia's draws); the caller's own stream is restored on exit."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, name))
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def seeded_rng(seed: int, name: str) -> Iterator[None]:
+    """``global_seed(derive_seed(seed, name))``: a named stream of the master ``seed``."""
+    with global_seed(derive_seed(seed, name)):
         yield

@@ -1,6 +1,6 @@
 """Pretrained weights for the ``paper`` profile: LPIPS-VGG's VGG16 and Inception-v3 (FID).
 
-Nothing downloads weights at run time. ``make weights`` (``python -m lib.weights fetch``)
+Nothing downloads weights at run time. ``make weights`` (``python -m lib.cli weights fetch``)
 downloads them once, when online, into ``weights/`` (or ``$DDCS_MI_WEIGHTS``), checks the
 sha256 prefix torchvision puts in each file name, and records the full sha256 in
 ``SHA256SUMS``. ``require(names)`` is what a stage calls: it names what is missing and how to
@@ -8,24 +8,31 @@ get it, and verifies what is there.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any, Mapping
 
-from .artifacts import sha256_file
+from .artifacts import atomic_write_bytes, sha256_file
+from .errors import DataCorruptError, WeightsError
+from .paths import weights_dir
 
+LPIPS_VGG_WEIGHTS_FILE = "vgg16-397923af.pth"          # ImageNet VGG16 (LPIPS-VGG's backbone)
+INCEPTION_WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"   # ImageNet Inception-v3 (FID)
 WEIGHTS = {
-    "vgg16-397923af.pth": "https://download.pytorch.org/models/vgg16-397923af.pth",
-    "inception_v3_google-0cc3c7bd.pth":
+    LPIPS_VGG_WEIGHTS_FILE: "https://download.pytorch.org/models/vgg16-397923af.pth",
+    INCEPTION_WEIGHTS_FILE:
         "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
 }
 SUMS = "SHA256SUMS"
 
 
-def weights_dir() -> Path:
-    """``$DDCS_MI_WEIGHTS`` if set, else ``weights/`` in the repository (git-ignored)."""
-    from .paths import repo_root
-
-    return Path(os.environ.get("DDCS_MI_WEIGHTS") or repo_root() / "weights")
+def needed_for(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The pretrained weight files a resolved config needs."""
+    names = []
+    if cfg["perc_arch"] == "lpips-vgg":
+        names.append(LPIPS_VGG_WEIGHTS_FILE)
+    if cfg["fid_network"] == "inception":
+        names.append(INCEPTION_WEIGHTS_FILE)
+    return tuple(names)
 
 
 def _prefix(name: str) -> str:
@@ -37,7 +44,7 @@ def require(names=tuple(WEIGHTS), folder: str | Path | None = None) -> Path:
     folder = Path(folder) if folder is not None else weights_dir()
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise WeightsError(
             f"the paper profile needs the pretrained weights {', '.join(missing)} in {folder} "
             "(missing); nothing is downloaded at run time. Run `make weights` on a machine with "
             "internet (or set DDCS_MI_WEIGHTS to a folder that holds them)")
@@ -45,7 +52,7 @@ def require(names=tuple(WEIGHTS), folder: str | Path | None = None) -> Path:
     for name in names:
         digest = sha256_file(folder / name)
         if not digest.startswith(_prefix(name)) or recorded.get(name, digest) != digest:
-            raise ValueError(f"{folder / name} does not match its sha256 ({digest[:12]}…); "
+            raise DataCorruptError(f"{folder / name} does not match its sha256 ({digest[:12]}…); "
                              "delete it and run `make weights` again")
     return folder
 
@@ -63,24 +70,13 @@ def fetch(folder: str | Path | None = None, download=None) -> Path:
     folder = Path(folder) if folder is not None else weights_dir()
     folder.mkdir(parents=True, exist_ok=True)
     if download is None:
-        from torch.hub import download_url_to_file as download
+        from torch.hub import download_url_to_file as download  # the one network use
     for name, url in WEIGHTS.items():
         if not (folder / name).is_file():
             print(f"downloading {name}")
             download(url, str(folder / name), hash_prefix=_prefix(name))
     lines = [f"{sha256_file(folder / n)}  {n}" for n in sorted(WEIGHTS)]
-    (folder / SUMS).write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(folder / SUMS, ("\n".join(lines) + "\n").encode())
     require(tuple(WEIGHTS), folder)
     print(f"weights verified in {folder}")
     return folder
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:] == ["fetch"]:
-        fetch()
-    elif sys.argv[1:] == ["check"]:
-        print(require())
-    else:
-        raise SystemExit("usage: python -m lib.weights fetch|check")

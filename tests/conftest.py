@@ -18,9 +18,9 @@ def tmp_runs(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def fmnist():
-    import lib.data
+    from lib.data.fashion_mnist import load_fashion_mnist
 
-    return lib.data.load_fashion_mnist()
+    return load_fashion_mnist()
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -33,7 +33,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 @pytest.fixture
 def tiny_idx_dir(tmp_path) -> Path:
     """A folder with four small, valid IDX .gz files (not Fashion-MNIST: wrong sha256)."""
-    import lib.data
+    from lib.data.fashion_mnist import FILES
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "tiny"
@@ -42,7 +42,7 @@ def tiny_idx_dir(tmp_path) -> Path:
               "train_labels": rng.integers(0, 10, 20),
               "test_images": rng.integers(0, 256, (10, 28, 28)),
               "test_labels": rng.integers(0, 10, 10)}
-    for key, stem in lib.data.FILES.items():
+    for key, stem in FILES.items():
         with gzip.open(folder / f"{stem}.gz", "wb") as fh:
             fh.write(idx_bytes(arrays[key].astype(np.uint8)))
     return folder

@@ -45,29 +45,44 @@ def test_json_round_trip(tmp_path):
 
 
 def test_checkpoint_round_trip(tmp_path):
+    """The one checkpoint format: named modules' state dicts as <name>.<key> tensors."""
     model = ConvClassifier("mcnn", 5, width=4).eval()
-    path = A.save_checkpoint(tmp_path / "m.safetensors", model, model.arch_spec,
-                             {"epochs": 1}, "abc", tmp_path)
-    state, meta = A.load_checkpoint(path, tmp_path)
+    path = A.save_tensors(tmp_path / "m.safetensors", A.module_tensors({"model": model}),
+                          {"arch": model.arch_spec, "config": {"epochs": 1}}, tmp_path)
+    tensors, meta = A.load_tensors(path, tmp_path)
+    assert all(k.startswith("model.") for k in tensors)
     clone = build_classifier(meta["arch"]).eval()
-    clone.load_state_dict(state)
+    A.load_module_tensors(tensors, {"model": clone})
     x = torch.randn(2, 1, 32, 32)
     assert torch.equal(model(x), clone(x))
-    assert meta["config"] == {"epochs": 1} and meta["split_sha256"] == "abc"
+    assert meta["config"] == {"epochs": 1}
+    with pytest.raises(RuntimeError, match="Missing key"):       # strict: every key must match
+        A.load_module_tensors({}, {"model": clone})
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "f.txt"
+    with A.atomic_path(path) as tmp:
+        tmp.write_text("one")
+    with pytest.raises(ZeroDivisionError):
+        with A.atomic_path(path) as tmp:
+            tmp.write_text("two")
+            1 / 0
+    assert path.read_text() == "one" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
 def test_torch_save_checkpoint_is_refused(tmp_path):
     path = tmp_path / "evil.safetensors"
     torch.save({"w": torch.zeros(2)}, path)
     with pytest.raises(A.ArtifactError, match="refusing to unpickle"):
-        A.load_checkpoint(path)
+        A.load_tensors(path)
 
 
 def test_raw_pickle_payload_is_refused(tmp_path):
     path = tmp_path / "evil.safetensors"
     path.write_bytes(pickle.dumps({"w": [0.0]}, protocol=4))  # written, never loaded
     with pytest.raises(A.ArtifactError, match="refusing to unpickle"):
-        A.load_checkpoint(path)
+        A.load_tensors(path)
 
 
 def test_safetensors_whose_header_length_starts_like_a_pickle_loads(tmp_path):
@@ -101,20 +116,6 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
         A.save_tensors(path, {"a": torch.ones(2)})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.safetensors"]  # no temp file left
-
-
-def test_require_builds_once(tmp_path):
-    calls = []
-
-    def build():
-        calls.append(1)
-        return {"v": 3}
-
-    save = lambda p, v: A.save_json(p, v, tmp_path)  # noqa: E731
-    load = lambda p: A.load_json(p, tmp_path)  # noqa: E731
-    assert A.require(tmp_path / "r.json", build, save, load) == ({"v": 3}, False)
-    assert A.require(tmp_path / "r.json", build, save, load) == ({"v": 3}, True)
-    assert len(calls) == 1
 
 
 def test_corrupt_manifest_is_a_clear_error(tmp_path):

@@ -9,10 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from lib.attacks import (ATTACKS, gmi_attack, poincare_loss, ppa_attack, regenerate,
-                         robust_confidence, run_attack, select_candidates, select_final)
+from lib.attacks.gmi import gmi_attack
+from lib.attacks.interface import ATTACKS, run_attack
+from lib.attacks.ppa import (poincare_loss, ppa_attack, robust_confidence, select_candidates,
+                             select_final)
+from lib.stages.attacks import regenerate
 from lib.models import ConvClassifier, Discriminator, Generator
-from lib.profiles import resolve
+from lib.config import resolve
 
 N_CLASSES = 3
 PPA = dict(pool=60, candidates_per_class=8, final_per_class=4, steps=10, lr=0.1,
@@ -154,10 +157,11 @@ def test_the_attacker_knows_no_private_data():
 # ----------------------------------------------------------------------------- saved runs
 def _context_with_a_transferred_generator(tmp_path, overrides=None):
     """A smoke context whose run folder holds a (tiny, untrained) vanilla seed-0 generator."""
-    from lib import notebook, transfer
-    from lib.training import pack_modules
+    from lib import config
+    from lib.artifacts import module_tensors
+    from lib.run import context
 
-    ctx = notebook.setup("smoke", str(tmp_path / "run"), 0, "cpu", overrides or {},
+    ctx = context.setup("smoke", str(tmp_path / "run"), 0, "cpu", overrides or {},
                          notebook="test", show_config=False)
     G, _, D = tiny_nets()
     n_classes = len(ctx.cfg["private_classes"])
@@ -166,8 +170,8 @@ def _context_with_a_transferred_generator(tmp_path, overrides=None):
     ctx.save_tensors("models/target.safetensors",
                      {f"model.{k}": v for k, v in T.state_dict().items()}, {"arch": T.arch_spec})
     ctx.save_tensors("models/transfer/vanilla_seed0.safetensors",
-                     pack_modules({"G": G, "G_ema": copy.deepcopy(G), "D": D}),
-                     {"config": transfer.transfer_config(ctx.cfg), "changes": {}, "mode": "vanilla",
+                     module_tensors({"G": G, "G_ema": copy.deepcopy(G), "D": D}),
+                     {"config": config.transfer_config(ctx.cfg), "changes": {}, "mode": "vanilla",
                       "seed": 0, "generator": G.arch_spec, "discriminator": D.arch_spec,
                       "history": [], "monitor": [], "seconds": 0.0})
     return ctx, G, T
@@ -175,7 +179,7 @@ def _context_with_a_transferred_generator(tmp_path, overrides=None):
 
 @pytest.mark.parametrize("name", ATTACKS)
 def test_require_attack_saves_reuses_and_regenerates(tmp_path, name):
-    from lib.attacks import attack_stem, require_attack
+    from lib.stages.attacks import attack_stem, require_attack
 
     ctx, G, T = _context_with_a_transferred_generator(tmp_path)
     run, info = require_attack(ctx, name, "vanilla", 0, target=T)
@@ -193,20 +197,21 @@ def test_require_attack_saves_reuses_and_regenerates(tmp_path, name):
 
 
 def test_require_attack_refuses_another_config(tmp_path):
-    from lib import notebook
-    from lib.artifacts import ArtifactError
-    from lib.attacks import require_attack
+    from lib.errors import ArtifactError
+    from lib.run import context
+    from lib.stages.attacks import require_attack
 
     ctx, G, T = _context_with_a_transferred_generator(tmp_path)
     require_attack(ctx, "ppa", "vanilla", 0, target=T)
-    other = notebook.setup("smoke", str(ctx.run_dir), 0, "cpu", {"attack_steps": 3},
+    other = context.setup("smoke", str(ctx.run_dir), 0, "cpu", {"attack_steps": 3},
                            notebook="test", show_config=False)
     with pytest.raises(ArtifactError, match="another config"):
         require_attack(other, "ppa", "vanilla", 0, target=T)
 
 
 def test_attack_seeds_and_stems():
-    from lib.attacks import attack_seeds, attack_stem
+    from lib.config import attack_seeds
+    from lib.stages.attacks import attack_stem
 
     cfg = resolve("cpu")
     assert attack_seeds(cfg, "ppa") == list(cfg["seeds"]) and len(cfg["seeds"]) >= 3

@@ -1,4 +1,4 @@
-"""The claim criteria C1, C1b, C2 (lib.metrics.claims) and their statistics on constructed tables."""
+"""The claim criteria C1, C1b, C2 (lib.claims) and their statistics on constructed tables."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.metrics import combined_p_value, paired_bootstrap_ci
-from lib.metrics.claims import improvement_claim, membership_claim, resilience_claim
+from lib.metrics.stats import combined_p_value, paired_bootstrap_ci
+from lib.claims import improvement_claim, membership_claim, resilience_claim
 
 
 def _results(values: dict) -> pd.DataFrame:

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import lib.data as D
+import lib.data.fashion_mnist as D
+from lib import cli, paths
+from lib.data.images import to_model_input, to_private_labels
 from conftest import idx_bytes
 
 
@@ -48,12 +50,12 @@ def test_real_data_facts(fmnist):
 
 def test_to_model_input_pads_and_scales():
     img = torch.tensor([[[0, 255], [128, 64]]], dtype=torch.uint8).expand(3, 2, 2)
-    x = D.to_model_input(img, size=4)
+    x = to_model_input(img, size=4)
     assert x.shape == (3, 1, 4, 4) and x.dtype == torch.float32
     assert x[0, 0, 0, 0] == -1.0 and x[0, 0, 1, 2] == 1.0 and x[0, 0, 1, 1] == -1.0
     assert torch.allclose(x[0, 0, 1:3, 1:3], img[0].float() / 127.5 - 1)
     with pytest.raises(ValueError, match="pad"):
-        D.to_model_input(img, size=3)
+        to_model_input(img, size=3)
 
 
 def test_missing_data_names_every_way(tmp_path, monkeypatch):
@@ -62,9 +64,9 @@ def test_missing_data_names_every_way(tmp_path, monkeypatch):
         D.find_source_dir()
     msg = str(err.value)
     for hint in ("data/raw/fashion-mnist", "apt-get install dataset-fashion-mnist",
-                 "python -m lib.data fetch", D.ENV_DIR):
+                 "python -m lib.cli data fetch", paths.ENV_FASHION_MNIST):
         assert hint in msg
-    assert D._main(["status"]) == 1
+    assert cli.main(["data", "status"]) == 1
 
 
 def test_wrong_content_is_refused(tiny_idx_dir):
@@ -82,7 +84,7 @@ def test_truncated_gzip_is_a_clear_error(tiny_idx_dir):
 
 
 def test_env_folder_is_searched_first(tiny_idx_dir, monkeypatch):
-    monkeypatch.setenv(D.ENV_DIR, str(tiny_idx_dir))
+    monkeypatch.setenv(paths.ENV_FASHION_MNIST, str(tiny_idx_dir))
     assert D.find_source_dir() == tiny_idx_dir
     assert D.describe_source(tiny_idx_dir).startswith("$")
 
@@ -97,21 +99,21 @@ def test_uncompressed_files_are_accepted(tiny_idx_dir):
 
 def test_private_label_mapping():
     labels = torch.tensor([0, 2, 7, 5])
-    assert D.to_private_labels(labels, [0, 2, 3, 5, 7]).tolist() == [0, 1, 4, 3]
+    assert to_private_labels(labels, [0, 2, 3, 5, 7]).tolist() == [0, 1, 4, 3]
     with pytest.raises(ValueError):
-        D.to_private_labels(torch.tensor([1]), [0, 2])
+        to_private_labels(torch.tensor([1]), [0, 2])
 
 
 def test_colour_images_are_scaled_and_resized():
     images = torch.full((2, 3, 20, 20), 255, dtype=torch.uint8)
     images[1] = 0
-    x = D.to_model_input(images, size=8)
+    x = to_model_input(images, size=8)
     assert x.shape == (2, 3, 8, 8) and torch.allclose(x[0], torch.ones(3, 8, 8))
     assert torch.allclose(x[1], -torch.ones(3, 8, 8))
-    assert D.to_model_input(images, size=20).shape == (2, 3, 20, 20)
+    assert to_model_input(images, size=20).shape == (2, 3, 20, 20)
 
 
 def test_private_label_mapping_beyond_ten_classes():
-    assert D.to_private_labels(torch.tensor([0, 1, 11]), [0, 1, 11]).tolist() == [0, 1, 2]
+    assert to_private_labels(torch.tensor([0, 1, 11]), [0, 1, 11]).tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="outside the private classes"):
-        D.to_private_labels(torch.tensor([-1]), [0, 1])
+        to_private_labels(torch.tensor([-1]), [0, 1])

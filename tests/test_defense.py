@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lib import defense
-from lib.metrics.claims import susceptibility_claim
+from lib.claims import susceptibility_claim
 
 
 def test_top_flags_takes_the_highest_and_breaks_ties_at_random():
@@ -77,7 +77,7 @@ def test_cheap_signals_rank_a_planted_typical_sample_first():
 
 
 def test_split_without_and_stratified_random_removal():
-    from lib.data import Split
+    from lib.data.split import Split
 
     split = Split("same-class", 0, (0, 1), 3, np.arange(6), np.arange(6, 12), np.arange(12, 20),
                   np.arange(12, 20), np.arange(5))

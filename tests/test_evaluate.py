@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from lib import data as D
-from lib import metrics as M
+from lib.data.fashion_mnist import load_split
+from lib.metrics.controls import public_by_target, real_test
+from lib.metrics.ddcs import ddcs
+from lib.metrics.distances import pairwise_sq_distances
+from lib.metrics.evaluate import SPACES, Judge, label_view
+from lib.metrics.membership import membership_gap
+from lib.metrics.stats import format_ci, mean_ci
 from lib.models import ConvClassifier
 
 
@@ -24,7 +29,7 @@ def images(n, seed):
 def make_judge(**kw):
     e, p = nets()
     labels = np.repeat([0, 2], 6)
-    return M.Judge(e, p, (images(12, 1), labels, np.arange(100, 112)),
+    return Judge(e, p, (images(12, 1), labels, np.arange(100, 112)),
                    (images(12, 2), labels, np.arange(200, 212)), [0, 2],
                    n_permutations=20, **kw), labels
 
@@ -36,7 +41,7 @@ def test_evaluate_reports_every_metric_with_its_space():
                 "gap_DR_d_P", "gap_p_d_P", "acc1_strict", "acc5_strict", "acc1_restricted",
                 "knn_dist", "fid_e", "precision", "recall", "density", "coverage"}
     assert expected <= set(ev.metrics)
-    assert all(v["space"] in M.SPACES for v in ev.metrics.values())
+    assert all(v["space"] in SPACES for v in ev.metrics.values())
     assert ev.metrics["fid_e"]["value"] is None or ev.metrics["fid_e"]["value"] >= -1e-9
 
 
@@ -55,8 +60,8 @@ def test_ddcs_in_the_judge_equals_ddcs_on_the_distance_matrix():
     recon = images(12, 3)
     ev = judge.evaluate(recon, labels)
     d = judge.distances["d_P"]
-    dist = M.pairwise_sq_distances(d.embed(recon), d.embed(judge.private.images))
-    assert ev.metrics["ddcs_best_d_P"]["value"] == pytest.approx(M.ddcs(dist, labels, labels).best,
+    dist = pairwise_sq_distances(d.embed(recon), d.embed(judge.private.images))
+    assert ev.metrics["ddcs_best_d_P"]["value"] == pytest.approx(ddcs(dist, labels, labels).best,
                                                                  rel=1e-5)
 
 
@@ -82,17 +87,17 @@ def test_bad_reconstructions_are_refused():
 
 
 def test_controls(fmnist):
-    split = D.load_split(fmnist, "same-class", 20, 0)
+    split = load_split(fmnist, "same-class", 20, 0)
     target = ConvClassifier("mcnn", 5, width=4).eval()
-    x, y = M.real_test(fmnist, split, [0, 2, 3, 5, 7], 4, seed=0)
+    x, y = real_test(fmnist, split, [0, 2, 3, 5, 7], 4, seed=0)
     assert x.shape == (20, 1, 32, 32) and np.bincount(y, minlength=8)[[0, 2, 3, 5, 7]].tolist() == [4] * 5
-    x2, _ = M.real_test(fmnist, split, [0, 2, 3, 5, 7], 4, seed=0)
+    x2, _ = real_test(fmnist, split, [0, 2, 3, 5, 7], 4, seed=0)
     assert torch.equal(x, x2)
     with pytest.raises(ValueError, match="the public set has"):
-        M.public_by_target(fmnist, split, target, [0, 2, 3, 5, 7], 100_000, seed=0)
+        public_by_target(fmnist, split, target, [0, 2, 3, 5, 7], 100_000, seed=0)
     # an untrained target gives some classes too few public images: they are filled with the
     # public images most probable for them (many identities, few public images)
-    xf, yf = M.public_by_target(fmnist, split, target, [0, 2, 3, 5, 7], 30, seed=0, candidates=2)
+    xf, yf = public_by_target(fmnist, split, target, [0, 2, 3, 5, 7], 30, seed=0, candidates=2)
     assert xf.shape == (150, 1, 32, 32) and np.bincount(yf)[[0, 2, 3, 5, 7]].tolist() == [30] * 5
     argmax = np.array([0, 2, 3, 5, 7])[target(xf).argmax(1).numpy()]
     assert (argmax != yf).any()          # the fill was needed here
@@ -102,24 +107,20 @@ def test_controls(fmnist):
             band = ((x.mean((1, 2, 3)) + 1) * 10).long().clamp(0, 4)
             return torch.nn.functional.one_hot(band, 5).float()
 
-    xp, yp = M.public_by_target(fmnist, split, Oracle(), [0, 2, 3, 5, 7], 2, seed=0)
+    xp, yp = public_by_target(fmnist, split, Oracle(), [0, 2, 3, 5, 7], 2, seed=0)
     assert xp.shape == (10, 1, 32, 32) and sorted(yp.tolist()) == [0, 0, 2, 2, 3, 3, 5, 5, 7, 7]
 
 
 def test_mean_ci():
-    assert M.mean_ci([2.0])[0] == 2.0 and math.isnan(M.mean_ci([2.0])[1])
-    mean, lo, hi = M.mean_ci([1.0, 2.0, 3.0])
+    assert mean_ci([2.0])[0] == 2.0 and math.isnan(mean_ci([2.0])[1])
+    mean, lo, hi = mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and lo == pytest.approx(2 - 4.302652729911275 / math.sqrt(3))
-    assert M.format_ci([1.0, 2.0, 3.0]).startswith("2 [")
+    assert format_ci([1.0, 2.0, 3.0]).startswith("2 [")
     with pytest.raises(ValueError):
-        M.mean_ci([])
+        mean_ci([])
 
 
 def test_label_view_on_fixed_logits():
-    import torch
-
-    from lib.metrics import label_view
-
     class Fixed(torch.nn.Module):
         def __init__(self, logits):
             super().__init__()
@@ -151,7 +152,7 @@ def test_restricted_judge_equals_a_judge_built_on_the_subset():
     assert sub.private.indices.tolist() == keep.tolist() and len(judge.private.indices) == 12
     e, p = nets()
     rows = keep - 100
-    direct = M.Judge(e, p, (images(12, 1)[rows], labels[rows], keep),
+    direct = Judge(e, p, (images(12, 1)[rows], labels[rows], keep),
                      (images(12, 2), labels, np.arange(200, 212)), [0, 2], n_permutations=20)
     recon = images(12, 3)
     a, b = sub.ddcs_of(recon, labels), direct.ddcs_of(recon, labels)
@@ -167,7 +168,7 @@ def test_membership_runs_on_a_balanced_sample_when_d_is_larger():
     """The face split holds out 3 images per identity: the test samples as many members."""
     e, p = nets()
     d_labels, r_labels = np.repeat([0, 2], 9), np.repeat([0, 2], 3)
-    judge = M.Judge(e, p, (images(18, 1), d_labels, np.arange(100, 118)),
+    judge = Judge(e, p, (images(18, 1), d_labels, np.arange(100, 118)),
                     (images(6, 2), r_labels, np.arange(200, 206)), [0, 2], n_permutations=20,
                     allow_not_computed=True)
     rows = judge.balanced_members()
@@ -175,10 +176,10 @@ def test_membership_runs_on_a_balanced_sample_when_d_is_larger():
     recon, labels = images(8, 3), np.repeat([0, 2], 4)
     ev = judge.evaluate(recon, labels)
     d = judge.distances["d_P"]
-    dist = M.pairwise_sq_distances(d.embed(recon), d.embed(judge.private.images))
-    full = M.ddcs(dist, labels, d_labels)
+    dist = pairwise_sq_distances(d.embed(recon), d.embed(judge.private.images))
+    full = ddcs(dist, labels, d_labels)
     assert ev.metrics["ddcs_best_d_P"]["value"] == pytest.approx(full.best, rel=1e-5)  # all of D
-    sub = M.membership_gap(dist[:, rows], M.pairwise_sq_distances(
+    sub = membership_gap(dist[:, rows], pairwise_sq_distances(
         d.embed(recon), d.embed(judge.reference.images)), labels, d_labels[rows], r_labels,
         "best", 20, judge.seed)
     assert ev.metrics["gap_DR_d_P"]["value"] == pytest.approx(sub.gap, abs=1e-6)

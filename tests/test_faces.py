@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib import faces
+from lib import cli
+from lib.data import faces
 
 
 def _folder(root, counts: dict[str, int], size=(20, 16)):
@@ -85,7 +86,7 @@ def test_split_command_writes_the_file(tmp_path, capsys):
     _folder(tmp_path / "p", {"a": 4, "b": 4})
     _folder(tmp_path / "q", {"z": 3})
     out = tmp_path / "faces.json"
-    assert faces.main(["split", "--private", str(tmp_path / "p"), "--public", str(tmp_path / "q" / "z"),
+    assert cli.main(["faces", "split", "--private", str(tmp_path / "p"), "--public", str(tmp_path / "q" / "z"),
                        "--min-images", "3", "--identities", "2", "--attacked", "1",
                        "--holdout", "1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["identities"] == ["a", "b"]
@@ -95,14 +96,14 @@ def test_split_command_writes_the_file(tmp_path, capsys):
 def _standin_split(tmp_path, ids=6, per=7, pub=3, pub_per=4, size=24):
     private, public = faces.write_standin(tmp_path / "standin", ids, per, pub, pub_per, size=size)
     out = tmp_path / "faces.json"
-    assert faces.main(["split", "--private", str(private), "--public", str(public),
+    assert cli.main(["faces", "split", "--private", str(private), "--public", str(public),
                        "--public-layout", "folders", "--min-images", "5", "--identities",
                        str(ids), "--attacked", "2", "--holdout", "2", "--out", str(out)]) == 0
     return out
 
 
 def _paper(split_path, **over):
-    from lib.profiles import resolve
+    from lib.config import resolve
 
     return resolve("paper", {"face_split": str(split_path), "private_classes": [0, 1, 2],
                              "image_size": 16, "device": "cpu", **over})
@@ -137,7 +138,7 @@ def test_load_for_config_gives_the_papers_roles(tmp_path, cache_dir):
     assert np.array_equal(split.test, split.reference)        # no other images of these people
     assert split.eval_classes == (0, 1, 2) and len(split.public_classes) == 3
     assert data.class_names == ["pri0000", "pri0001", "pri0002"]
-    x, y = __import__("lib.data", fromlist=["subset"]).subset(data, split.private[:4])
+    x, y = __import__("lib.data.images", fromlist=["subset"]).subset(data, split.private[:4])
     assert x.shape == (4, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
     cached = list(cache_dir.glob("*.safetensors"))
     assert len(cached) == 1                                    # decoded once, then read
@@ -152,7 +153,7 @@ def test_moved_or_changed_face_folders_are_named(tmp_path, cache_dir, monkeypatc
     moved = tmp_path / "moved"
     shutil.move(str(tmp_path / "standin" / "private"), moved)
     with pytest.raises(faces.FaceDataError, match="DDCS_MI_FACES_PRIVATE"):
-        from lib.profiles import check_inputs
+        from lib.data.dataset import check_inputs
         check_inputs(_paper(path, perc_arch="mcnn", fid_network="evaluator"))
     monkeypatch.setenv("DDCS_MI_FACES_PRIVATE", str(moved))
     data, _ = faces.load_for_config(_paper(path))          # found again through the variable
@@ -171,14 +172,14 @@ def test_private_classes_must_be_the_first_identities(tmp_path, cache_dir):
 
 
 def test_paper_profile_refuses_clearly_without_the_split_or_the_weights(tmp_path, monkeypatch):
-    from lib import notebook
-    from lib.data import split_for_config
-    from lib.profiles import check_inputs, resolve
+    from lib.config import resolve
+    from lib.data.dataset import check_inputs, load
+    from lib.run import context
 
-    with pytest.raises(faces.FaceDataError, match="python -m lib.faces split"):
-        split_for_config(resolve("paper", {"face_split": str(tmp_path / "none.json")}))
+    with pytest.raises(faces.FaceDataError, match="python -m lib.cli faces split"):
+        load(resolve("paper", {"face_split": str(tmp_path / "none.json")}))
     with pytest.raises(faces.FaceDataError, match="face split file .* \\(missing\\)"):
-        notebook.setup("paper", str(tmp_path / "run"), overrides={
+        context.setup("paper", str(tmp_path / "run"), overrides={
             "face_split": str(tmp_path / "none.json")}, show_config=False)
     assert not (tmp_path / "run").exists()                  # refused before any folder is made
     path = _standin_split(tmp_path)

@@ -8,9 +8,9 @@ import torch
 from prdc import compute_prdc
 
 import lib.metrics.fidelity as fidelity
-from lib.metrics import (frechet_distance, knn_distance, knn_distances, per_class_prdc, prdc,
-                         restricted_accuracy, topk_accuracy)
-from lib.metrics.fidelity import PRDC_KEYS, frechet_min_samples, prdc_min_samples
+from lib.metrics.fidelity import (PRDC_KEYS, frechet_distance, frechet_min_samples, knn_distance,
+                                  knn_distances, per_class_prdc, prdc, prdc_min_samples,
+                                  restricted_accuracy, topk_accuracy)
 
 # ------------------------------------------------------------------------------ PRDC
 

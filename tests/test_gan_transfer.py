@@ -9,8 +9,10 @@ from torch import nn
 
 from lib import ngd, transfer
 from lib.models import ConvClassifier, Discriminator, Generator
-from lib.training import (discriminator_loss, ema_beta, gan_augmentation, generator_loss,
-                          pack_modules, r1_penalty, train_gan, unpack_modules, update_ema)
+from lib.artifacts import load_module_tensors, module_tensors
+from lib.augment import discriminator_view
+from lib.training import (discriminator_loss, ema_beta, generator_loss, r1_penalty, train_gan,
+                          update_ema)
 
 
 def _tiny_gan(seed: int = 0):
@@ -79,10 +81,10 @@ def test_ema_update_and_half_life():
     assert beta ** (10_000 / 64) == pytest.approx(0.5, rel=1e-9)
 
 
-def test_gan_augmentation_is_differentiable():
+def test_discriminator_view_is_differentiable():
     x = torch.randn(4, 1, 32, 32, requires_grad=True)
     torch.manual_seed(0)
-    gan_augmentation()(x).sum().backward()
+    discriminator_view()(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
@@ -104,7 +106,7 @@ def test_train_gan_is_deterministic_and_logs():
 def test_pack_unpack_round_trip():
     G, D = _tiny_gan()
     G2, D2 = _tiny_gan(seed=9)
-    unpack_modules(pack_modules({"G": G, "D": D}), {"G": G2, "D": D2})
+    load_module_tensors(module_tensors({"G": G, "D": D}), {"G": G2, "D": D2})
     assert _same_weights(G, G2) and _same_weights(D, D2)
 
 
@@ -234,7 +236,7 @@ def test_per_sample_mode_runs_with_damping():
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_settings_from_every_profile(profile):
-    from lib.profiles import resolve
+    from lib.config import resolve
 
     settings = transfer.TransferSettings.from_config(resolve(profile))
     settings.check()
@@ -242,7 +244,7 @@ def test_settings_from_every_profile(profile):
 
 
 def test_random_generator_control_picks_the_most_confident_per_class():
-    from lib.metrics import random_generator
+    from lib.metrics.controls import random_generator
 
     class ByMean(nn.Module):   # class 1 when the image is bright, class 0 when dark
         def forward(self, x):

@@ -6,7 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib import artifacts, data as D, notebook, profiles, seeding, training
+from lib import claims, config, seeding, training
+from lib.data import dataset
+from lib.errors import ArtifactError
+from lib.inference import predict_logits
+from lib.metrics.fidelity import confusion_matrix, topk_accuracy
+from lib.run import context
+from lib.stages import classifiers
 from lib.models import ARCHITECTURES, ConvClassifier
 
 
@@ -59,8 +65,8 @@ def test_training_is_deterministic_and_learns():
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(pa, pb)
     assert runs[0][1]["loss"][-1] < runs[0][1]["loss"][0]
-    logits = training.predict_logits(runs[0][0], x)
-    assert training.topk_accuracy(logits, y) > 0.9
+    logits = predict_logits(runs[0][0], x)
+    assert topk_accuracy(logits, y) > 0.9
 
 
 def test_training_rejects_bad_input():
@@ -76,12 +82,12 @@ def test_training_rejects_bad_input():
 def test_accuracy_and_confusion_by_hand():
     logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0]])
     y = torch.tensor([0, 2, 0])
-    assert training.topk_accuracy(logits, y, 1) == pytest.approx(1 / 3)
-    assert training.topk_accuracy(logits, y, 2) == pytest.approx(2 / 3)
-    cm = training.confusion_matrix(logits.argmax(1), y, 3)
+    assert topk_accuracy(logits, y, 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(logits, y, 2) == pytest.approx(2 / 3)
+    cm = confusion_matrix(logits.argmax(1), y, 3)
     assert cm.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]
     with pytest.raises(ValueError):
-        training.topk_accuracy(logits[:0], y[:0])
+        topk_accuracy(logits[:0], y[:0])
 
 
 def test_derived_seeds_are_stable_and_distinct():
@@ -91,37 +97,40 @@ def test_derived_seeds_are_stable_and_distinct():
 
 
 def test_roles_see_only_their_data(fmnist):
-    cfg = profiles.resolve("smoke")
-    _, split = D.split_for_config(cfg, fmnist)
-    _, y_t, idx_t = training.role_training_set("target", cfg, fmnist, split, 0)
+    cfg = config.resolve("smoke")
+    _, split = dataset.load(cfg, fmnist)
+    _, y_t, idx_t = classifiers.role_training_set("target", cfg, fmnist, split, 0)
     assert np.array_equal(idx_t, split.private) and set(y_t.tolist()) == set(range(5))
-    _, _, idx_p = training.role_training_set("perceptual", cfg, fmnist, split, 0)
+    _, _, idx_p = classifiers.role_training_set("perceptual", cfg, fmnist, split, 0)
     assert len(idx_p) == cfg["perc_train_limit"] and np.isin(idx_p, split.public).all()
-    _, _, idx_e = training.role_training_set("evaluator", cfg, fmnist, split, 0)
+    _, _, idx_e = classifiers.role_training_set("evaluator", cfg, fmnist, split, 0)
     assert not np.isin(idx_e, np.r_[split.private, split.reference]).any()
     with pytest.raises(ValueError, match="unknown role"):
-        training.role_training_set("judge", cfg, fmnist, split, 0)
+        classifiers.role_training_set("judge", cfg, fmnist, split, 0)
 
 
 def test_require_classifier_trains_then_reuses(tmp_runs, fmnist):
-    ctx = notebook.setup("smoke", str(tmp_runs / "r"), 0, "auto", {"target_epochs": 1},
+    ctx = context.setup("smoke", str(tmp_runs / "r"), 0, "auto", {"target_epochs": 1},
                          notebook="test", show_config=False)
-    model, idx, info = training.require_classifier(ctx, "target")
+    model, idx, info = classifiers.require_classifier(ctx, "target")
     assert not info["reused"] and len(idx) == 100
-    again, idx2, info2 = training.require_classifier(ctx, "target")
+    again, idx2, info2 = classifiers.require_classifier(ctx, "target")
     assert info2["reused"] and np.array_equal(idx, idx2)
     x = torch.randn(2, 1, 32, 32)
     assert torch.equal(model(x), again(x))
-    other = notebook.setup("smoke", str(tmp_runs / "r"), 0, "auto", {"target_epochs": 2},
+    other = context.setup("smoke", str(tmp_runs / "r"), 0, "auto", {"target_epochs": 2},
                            notebook="test", show_config=False)
-    with pytest.raises(artifacts.ArtifactError, match="another config"):
-        training.require_classifier(other, "target")
+    with pytest.raises(ArtifactError, match="another config"):
+        classifiers.require_classifier(other, "target")
 
 
-def test_soundness_criterion():
-    assert training.soundness_criterion("cpu", 5)[:2] == (0.85, 0.90)
-    t_min, e_min, text = training.soundness_criterion("smoke", 5)
-    assert (t_min, e_min) == (0.2, 0.1) and "chance" in text
+def test_soundness_claim():
+    cpu = claims.soundness_claim(0.86, 0.89, "cpu", 5, 10)
+    assert not cpu["passed"] and cpu["criterion"] == "T ≥ 0.85 and E ≥ 0.90"
+    assert claims.soundness_claim(0.85, 0.90, "cpu", 5, 10)["passed"]
+    smoke = claims.soundness_claim(0.21, 0.11, "smoke", 5, 10)
+    assert smoke["passed"] and "chance" in smoke["criterion"] and "T > 0.20" in smoke["criterion"]
+    assert not claims.soundness_claim(0.2, 0.5, "smoke", 5, 10)["passed"]   # not above chance
 
 
 @pytest.mark.parametrize("arch", ["vgg16_bn", "resnet18"])

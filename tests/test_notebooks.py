@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from lib import paths, runner
+from lib import paths
+from lib.run import runner
 
 NOTEBOOK_DIR = paths.repo_root() / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -51,7 +52,7 @@ class TestNotebook:
     def test_setup_follows_parameters(self, path):
         code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
         assert "parameters" in code[0]["metadata"].get("tags", [])
-        assert "lib.notebook.setup(PROFILE, RUN_DIR, SEED, DEVICE, OVERRIDES" in source(code[1])
+        assert "lib.run.context.setup(PROFILE, RUN_DIR, SEED, DEVICE, OVERRIDES" in source(code[1])
         assert f'notebook="{path.stem}"' in source(code[1])
 
     def test_outputs_kept_and_counts_in_order(self, path):
@@ -82,10 +83,10 @@ class TestNotebook:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_pinned_config_is_the_current_smoke_profile(path):
     """Every setup cell pins the resolved smoke config: a profile change needs `make golden`."""
-    from lib.profiles import format_config, resolve
+    from lib.config import format_config, resolve
 
     cells = [c for c in load(path)["cells"] if c["cell_type"] == "code"
-             and "lib.notebook.setup(" in source(c)]
+             and "lib.run.context.setup(" in source(c)]
     assert len(cells) == 1, "one setup cell per notebook"
     text = "".join("".join(o.get("text", "")) for o in cells[0]["outputs"]
                    if o.get("output_type") == "stream" and o.get("name") == "stdout")

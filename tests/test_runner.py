@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from lib import runner
+from lib.errors import RunnerError
+from lib.run import runner, summary as run_summary
 
 SUMMARY_KEYS = {"schema_version", "run", "profile", "overrides", "seed", "git_commit",
                 "started", "finished", "notebooks", "claims", "attacks", "metrics"}
@@ -92,9 +93,9 @@ def test_resume_skips_unchanged_successes_only(tmp_runs):
 
 def test_resume_refuses_another_profile_or_folder(tmp_runs, tmp_path):
     _, run_dir = run(profile="smoke", executor=FakeExecutor())
-    with pytest.raises(runner.RunnerError, match="same ones"):
+    with pytest.raises(RunnerError, match="same ones"):
         run(profile="cpu", executor=FakeExecutor(), resume=run_dir)
-    with pytest.raises(runner.RunnerError, match="not a run folder"):
+    with pytest.raises(RunnerError, match="not a run folder"):
         run(profile="smoke", executor=FakeExecutor(), resume=tmp_path)
 
 
@@ -118,7 +119,7 @@ def test_bad_arguments_fail_before_any_folder_is_made(tmp_runs):
         run(profile="laptop", executor=FakeExecutor())
     with pytest.raises(ValueError, match="unknown override key"):
         run(profile="smoke", overrides={"nope": 1}, executor=FakeExecutor())
-    with pytest.raises(runner.RunnerError, match="unknown notebook"):
+    with pytest.raises(RunnerError, match="unknown notebook"):
         run(profile="smoke", notebooks=["42_magic"], executor=FakeExecutor())
     assert not tmp_runs.exists() or not any(tmp_runs.iterdir())
 
@@ -143,14 +144,14 @@ def test_kernel_check(monkeypatch):
         argv = ["/somewhere/else/python", "-m", "ipykernel_launcher"]
 
     monkeypatch.setattr(kernelspec.KernelSpecManager, "get_kernel_spec", lambda self, n: Spec)
-    with pytest.raises(runner.RunnerError, match="not this environment"):
+    with pytest.raises(RunnerError, match="not this environment"):
         runner.check_kernel()
 
     def missing(self, name):
         raise kernelspec.NoSuchKernel(name)
 
     monkeypatch.setattr(kernelspec.KernelSpecManager, "get_kernel_spec", missing)
-    with pytest.raises(runner.RunnerError, match="ipykernel install"):
+    with pytest.raises(RunnerError, match="ipykernel install"):
         runner.check_kernel()
 
 
@@ -186,7 +187,7 @@ def test_golden_cleans_in_place_and_keeps_notebook_on_failure(tmp_runs, tmp_path
 def test_summary_carries_the_attacks_and_validates(tmp_runs):
     code, run_dir = run(profile="smoke", executor=FakeExecutor())
     summary = json.loads((run_dir / "summary.json").read_text())
-    runner.validate_summary(summary)
+    run_summary.validate_summary(summary)
     assert summary["attacks"] == [{"attack": "ppa", "mode": "vanilla", "seeds": [0, 1],
                                    "metrics": {"ddcs_best_d_P": {"mean": pytest.approx(0.3),
                                                                  "values": [0.2, 0.4],
@@ -194,7 +195,7 @@ def test_summary_carries_the_attacks_and_validates(tmp_runs):
     assert summary["claims"][0]["paper_says"]
     broken = {k: v for k, v in summary.items() if k != "attacks"}
     with pytest.raises(ValueError, match="lacks \\['attacks'\\]"):
-        runner.validate_summary(broken)
+        run_summary.validate_summary(broken)
 
 
 def test_publish_copies_a_complete_run_only(tmp_runs, tmp_path):
@@ -208,7 +209,7 @@ def test_publish_copies_a_complete_run_only(tmp_runs, tmp_path):
     dest = runner.publish(run_dir, tmp_path / "results", log=lambda s: None)
     assert sorted(p.name for p in dest.iterdir()) == ["99_headline.png", "summary.json", "summary.md"]
     _, partial = run(profile="smoke", executor=FakeExecutor(), notebooks=["00_overview"])
-    with pytest.raises(runner.RunnerError, match="not a complete"):
+    with pytest.raises(RunnerError, match="not a complete"):
         runner.publish(partial, tmp_path / "elsewhere", log=lambda s: None)
 
 
@@ -217,8 +218,8 @@ def test_committed_results_follow_the_schema_the_runner_writes():
     from lib.paths import repo_root
 
     summary = json.loads((repo_root() / "results" / "summary.json").read_text())
-    runner.validate_summary(summary)
-    assert set(summary) == runner.SUMMARY_KEYS
+    run_summary.validate_summary(summary)
+    assert set(summary) == run_summary.SUMMARY_KEYS
     assert [n["name"] for n in summary["notebooks"]] == runner.NOTEBOOKS
     assert {c["id"] for c in summary["claims"]} >= {"C0", "C1", "C1b", "C2", "C3"}
     assert summary["profile"] == "cpu"

@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-import lib.data as D
+import lib.data.fashion_mnist as D
+from lib.data.split import Split
+from lib.errors import SplitError
 import lib.paths
 
 
@@ -48,8 +50,8 @@ def test_roles_are_disjoint_and_sized(kind, fmnist):
 
 def test_check_disjoint_raises_on_overlap(fmnist):
     split = D.load_split(fmnist, "same-class", 20, 0)
-    broken = D.Split(**{**split.__dict__, "public": np.r_[split.public, split.private[:1]]})
-    with pytest.raises(AssertionError, match="private and public"):
+    broken = Split(**{**split.__dict__, "public": np.r_[split.public, split.private[:1]]})
+    with pytest.raises(SplitError, match="private and public"):
         broken.check_disjoint()
 
 

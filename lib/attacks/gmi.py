@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+from ..inference import class_probabilities, frozen, generate, module_device
 from ..seeding import derive_seed
-from ..training import generate
-from .ppa import class_probabilities, frozen, module_device
 
 LATENT_BOUND = 3.0
 
@@ -53,7 +53,7 @@ def gmi_attack(generator: nn.Module, discriminator: nn.Module, target: nn.Module
     ``final_loss`` (mean total loss of the returned latents).
     """
     if n_classes < 1 or per_class < 1 or restarts < 1 or steps < 0 or lr <= 0 or batch_size < 1:
-        raise ValueError(f"need n_classes, per_class, restarts, batch_size ≥ 1, steps ≥ 0 and "
+        raise InputError(f"need n_classes, per_class, restarts, batch_size ≥ 1, steps ≥ 0 and "
                          f"lr > 0; got {n_classes}, {per_class}, {restarts}, {batch_size}, "
                          f"{steps}, {lr}")
     device = module_device(generator)
@@ -66,7 +66,7 @@ def gmi_attack(generator: nn.Module, discriminator: nn.Module, target: nn.Module
     with frozen(generator, discriminator, target):
         out_dim = target(generator(torch.zeros(1, generator.z_dim, device=device))).shape[1]
         if out_dim != n_classes:
-            raise ValueError(f"the target has {out_dim} outputs but n_classes is {n_classes}; "
+            raise InputError(f"the target has {out_dim} outputs but n_classes is {n_classes}; "
                              f"pass the target's number of classes")
         for r in range(restarts):
             draws = torch.Generator().manual_seed(derive_seed(seed, f"restart{r}"))

@@ -13,48 +13,16 @@ augmentations inside a forked, seeded global RNG.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..augment import attack_view
+from ..errors import InputError
+from ..inference import class_probabilities, frozen, generate, module_device
 from ..seeding import derive_seed, seeded_rng
-from ..training import generate
-
-
-# ----------------------------------------------------------------------------- helpers
-def module_device(module: nn.Module) -> torch.device:
-    """The device of ``module``'s first parameter (the CPU when it has none)."""
-    param = next(module.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-@contextmanager
-def frozen(*modules: nn.Module) -> Iterator[None]:
-    """Eval mode and ``requires_grad=False`` for ``modules``; both restored on exit."""
-    saved = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in modules]
-    for m in modules:
-        m.eval().requires_grad_(False)
-    try:
-        yield
-    finally:
-        for m, training, flags in saved:
-            m.train(training)
-            for p, flag in zip(m.parameters(), flags):
-                p.requires_grad_(flag)
-
-
-@torch.no_grad()
-def class_probabilities(target: nn.Module, images: torch.Tensor, batch_size: int,
-                        device: torch.device, view: nn.Module | None = None) -> torch.Tensor:
-    """softmax(T(view(images))) batched on ``device``, on the CPU, shape (N, C)."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
-        out.append(F.softmax(target(view(x) if view is not None else x), dim=1).cpu())
-    return torch.cat(out)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -64,10 +32,10 @@ def poincare_loss(logits: torch.Tensor, targets: torch.Tensor, xi: float = 1e-4)
     d(u, v) = arccosh(1 + 2‖u − v‖² / ((1 − ‖u‖²)(1 − ‖v‖²))); per sample, not averaged.
     """
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
-        raise ValueError(f"need logits (N, C) and targets (N,); got {tuple(logits.shape)} and "
+        raise InputError(f"need logits (N, C) and targets (N,); got {tuple(logits.shape)} and "
                          f"{tuple(targets.shape)}")
     if not 0.0 < xi < 1.0:
-        raise ValueError(f"xi must lie in (0, 1); got {xi}")
+        raise InputError(f"xi must lie in (0, 1); got {xi}")
     u = logits / logits.abs().sum(dim=1, keepdim=True).clamp_min(1e-12)
     v = F.one_hot(targets, logits.shape[1]).to(logits.dtype) * (1.0 - xi)
     u_sq = u.pow(2).sum(dim=1)
@@ -75,17 +43,6 @@ def poincare_loss(logits: torch.Tensor, targets: torch.Tensor, xi: float = 1e-4)
     diff_sq = (u - v).pow(2).sum(dim=1)
     denom = ((1.0 - u_sq) * (1.0 - v_sq)).clamp_min(1e-12)
     return torch.acosh(1.0 + 2.0 * diff_sq / denom)
-
-
-def attack_augmentation(size: int = 32, flip: bool = True) -> nn.Module:
-    """The attack's random view (kornia): resized crop of 50–90% of the image, then a flip."""
-    import kornia.augmentation as K
-
-    augs: list[nn.Module] = [K.RandomResizedCrop((size, size), scale=(0.5, 0.9),
-                                                 ratio=(0.8, 1.25))]
-    if flip:
-        augs.append(K.RandomHorizontalFlip())
-    return K.AugmentationSequential(*augs)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -96,9 +53,9 @@ def select_candidates(confidences: torch.Tensor, per_class: int) -> torch.Tensor
     ``topk`` order (deterministic on the CPU).
     """
     if confidences.ndim != 2:
-        raise ValueError(f"need confidences (M, C); got shape {tuple(confidences.shape)}")
+        raise InputError(f"need confidences (M, C); got shape {tuple(confidences.shape)}")
     if not 1 <= per_class <= confidences.shape[0]:
-        raise ValueError(f"per_class must lie in 1..{confidences.shape[0]} (the pool size); got "
+        raise InputError(f"per_class must lie in 1..{confidences.shape[0]} (the pool size); got "
                          f"{per_class}: enlarge the pool or lower the candidates per class")
     return confidences.topk(per_class, dim=0).indices.T.contiguous()
 
@@ -106,9 +63,9 @@ def select_candidates(confidences: torch.Tensor, per_class: int) -> torch.Tensor
 def select_final(scores: torch.Tensor, keep: int) -> torch.Tensor:
     """Per class (row of ``scores`` (C, K)) the indices of the ``keep`` highest, (C, keep)."""
     if scores.ndim != 2:
-        raise ValueError(f"need scores (C, K); got shape {tuple(scores.shape)}")
+        raise InputError(f"need scores (C, K); got shape {tuple(scores.shape)}")
     if not 1 <= keep <= scores.shape[1]:
-        raise ValueError(f"keep must lie in 1..{scores.shape[1]} (the candidates per class); "
+        raise InputError(f"keep must lie in 1..{scores.shape[1]} (the candidates per class); "
                          f"got {keep}: raise the candidates or lower the final count")
     return scores.topk(keep, dim=1).indices
 
@@ -123,18 +80,18 @@ def robust_confidence(generator: nn.Module, target: nn.Module, latents: torch.Te
     draws from ``derive_seed(seed, f"robust{a}")``, the same view for every latent.
     """
     if latents.ndim != 3:
-        raise ValueError(f"need latents (C, K, z_dim); got shape {tuple(latents.shape)}")
+        raise InputError(f"need latents (C, K, z_dim); got shape {tuple(latents.shape)}")
     classes = torch.as_tensor(classes_idx, dtype=torch.long)
     if classes.shape != latents.shape[:1]:
-        raise ValueError(f"need one class per latent row ({latents.shape[0]}); got "
+        raise InputError(f"need one class per latent row ({latents.shape[0]}); got "
                          f"{tuple(classes.shape)}")
     if n_aug < 1:
-        raise ValueError(f"n_aug must be ≥ 1; got {n_aug}")
+        raise InputError(f"n_aug must be ≥ 1; got {n_aug}")
     n_rows, per_row = latents.shape[:2]
     device = module_device(generator)
     with frozen(generator, target):
         images = generate(generator, latents.reshape(n_rows * per_row, -1), batch_size, device)
-        view = attack_augmentation(images.shape[-1]).to(device)
+        view = attack_view(images.shape[-1]).to(device)
         labels = classes.repeat_interleave(per_row)[:, None]
         total = torch.zeros(len(images))
         for a in range(n_aug):
@@ -171,10 +128,10 @@ def ppa_attack(generator: nn.Module, target: nn.Module, n_classes: int, *, pool:
     fixed set of views (``derive_seed(seed, "loss_eval")``), so the two compare directly.
     """
     if n_classes < 1 or steps < 0 or lr <= 0 or batch_size < 1:
-        raise ValueError(f"need n_classes ≥ 1, steps ≥ 0, lr > 0 and batch_size ≥ 1; got "
+        raise InputError(f"need n_classes ≥ 1, steps ≥ 0, lr > 0 and batch_size ≥ 1; got "
                          f"{n_classes}, {steps}, {lr}, {batch_size}")
     if not 1 <= final_per_class <= candidates_per_class <= pool:
-        raise ValueError(f"need 1 ≤ final_per_class ({final_per_class}) ≤ candidates_per_class "
+        raise InputError(f"need 1 ≤ final_per_class ({final_per_class}) ≤ candidates_per_class "
                          f"({candidates_per_class}) ≤ pool ({pool}); adjust the attack counts")
     device = module_device(generator)
     with frozen(generator, target):
@@ -184,12 +141,12 @@ def ppa_attack(generator: nn.Module, target: nn.Module, n_classes: int, *, pool:
         pool_images = generate(generator, pool_z, batch_size, device)
         probs = class_probabilities(target, pool_images, batch_size, device)
         if probs.shape[1] != n_classes:
-            raise ValueError(f"the target has {probs.shape[1]} outputs but n_classes is "
+            raise InputError(f"the target has {probs.shape[1]} outputs but n_classes is "
                              f"{n_classes}; pass the target's number of classes")
         chosen = select_candidates(probs, candidates_per_class)          # (C, K)
         labels = torch.arange(n_classes).repeat_interleave(candidates_per_class).to(device)
         z = pool_z[chosen.reshape(-1)].to(device).clone().requires_grad_(True)
-        view = attack_augmentation(pool_images.shape[-1]).to(device)
+        view = attack_view(pool_images.shape[-1]).to(device)
         del pool_images
 
         def fixed_loss() -> float:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import data as data_mod
-from ..training import predict_logits
+from ..data.images import subset
+from ..errors import InputError
+from ..inference import generate, predict_logits
 
 CONTROLS = {
     "random_generator": "the GAN prior's random samples, most target-confident per class",
@@ -33,7 +34,7 @@ def _per_class_draw(labels: np.ndarray, classes, per_class: int, rng,
             picks.append(pool)
             continue
         if pool.size < per_class:
-            raise ValueError(f"class {c} has {pool.size} candidates; the control needs "
+            raise InputError(f"class {c} has {pool.size} candidates; the control needs "
                              f"{per_class} per class")
         picks.append(np.sort(rng.choice(pool, size=per_class, replace=False)))
     return np.concatenate(picks)
@@ -48,7 +49,7 @@ def public_by_target(data, split, target: torch.nn.Module, classes, per_class: i
     rng = np.random.default_rng(seed)
     n = min(len(split.public), candidates * per_class * len(classes))
     idx = np.sort(rng.choice(split.public, size=n, replace=False))
-    images, _ = data_mod.subset(data, idx, train=True, size=size)
+    images, _ = subset(data, idx, train=True, size=size)
     logits = predict_logits(target, images)
     predicted = np.asarray(classes)[logits.argmax(1).numpy()]
     counts = np.array([(predicted == c).sum() for c in classes])
@@ -56,7 +57,7 @@ def public_by_target(data, split, target: torch.nn.Module, classes, per_class: i
         chosen = _per_class_draw(predicted, classes, per_class, rng)
         return images[chosen], predicted[chosen]
     if len(images) < per_class:
-        raise ValueError(f"the public set has {len(images)} images; the control needs "
+        raise InputError(f"the public set has {len(images)} images; the control needs "
                          f"{per_class} per class")
     probs = torch.softmax(logits, dim=1)
     picks, labels = [], []
@@ -81,7 +82,7 @@ def real_test(data, split, classes, per_class: int, seed: int,
     rng = np.random.default_rng(seed)
     labels = data.test_labels[split.test].numpy()
     chosen = split.test[_per_class_draw(labels, classes, per_class, rng, at_most=True)]
-    images, y = data_mod.subset(data, chosen, train=False, size=size)
+    images, y = subset(data, chosen, train=False, size=size)
     return images, y.numpy()
 
 
@@ -91,8 +92,6 @@ def random_generator(generator: torch.nn.Module, target: torch.nn.Module, classe
     """Samples of ``generator`` at random codes, no optimisation: of ``candidates`` ×
     ``per_class`` × len(classes) samples, the ``per_class`` most target-confident for each
     class (the PPA-style attack's candidate selection without its optimisation)."""
-    from ..training import generate
-
     n = candidates * per_class * len(classes)
     latents = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
     images = generate(generator, latents, batch_size)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from ..errors import InputError
+from .arrays import as_labels, as_numpy
 
 DEFAULT_EPS = 1e-8
 """Distance floor. Distances are floored at ``eps`` before inversion, so a zero distance (an
@@ -36,43 +38,25 @@ class DDCSResult:
         return float(np.mean(self.per_sample_best == 0))
 
 
-def _as_numpy(x, dtype=None) -> np.ndarray:
-    """A numpy copy/view of a numpy array, torch tensor or sequence."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=dtype)
-
-
-def as_labels(x, name: str) -> np.ndarray:
-    """1-D int64 class labels from numpy, torch or a list; ``ValueError`` if not integers."""
-    labels = _as_numpy(x)
-    if labels.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one class per item); got shape {labels.shape}")
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        if not (np.issubdtype(labels.dtype, np.number) and np.all(labels == np.round(labels))):
-            raise ValueError(f"{name} must be integer class ids; got dtype {labels.dtype}")
-    return labels.astype(np.int64)
-
-
 def check_eps(eps: float) -> None:
     """Raise ``ValueError`` unless ``eps`` is a finite positive number."""
     if not (np.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number > 0 (got {eps}); the default is "
+        raise InputError(f"eps must be a finite number > 0 (got {eps}); the default is "
                          f"{DEFAULT_EPS}")
 
 
 def check_distances(dist: np.ndarray, m: int, n: int) -> None:
     """Raise ``ValueError`` unless ``dist`` is a finite, non-negative (m, n) matrix."""
     if dist.ndim != 2 or dist.shape != (m, n):
-        raise ValueError(f"distance matrix has shape {dist.shape}; expected (reconstructions, "
+        raise InputError(f"distance matrix has shape {dist.shape}; expected (reconstructions, "
                          f"training samples) = ({m}, {n}) from the label lengths")
     if m == 0 or n == 0:
-        raise ValueError(f"DDCS needs at least one reconstruction and one training sample "
+        raise InputError(f"DDCS needs at least one reconstruction and one training sample "
                          f"(got {m} and {n})")
     if not np.isfinite(dist).all():
-        raise ValueError("NaN or inf in the distance matrix; check the features it came from")
+        raise InputError("NaN or inf in the distance matrix; check the features it came from")
     if (dist < 0).any():
-        raise ValueError(f"negative distances (min {dist.min():.3g}); a distance must be >= 0 "
+        raise InputError(f"negative distances (min {dist.min():.3g}); a distance must be >= 0 "
                          "(clamp round-off of squared distances at 0)")
 
 
@@ -80,7 +64,7 @@ def assign(dist: np.ndarray, recon_labels: np.ndarray, train_labels: np.ndarray)
     """Index of the nearest same-class training sample of each reconstruction (lowest on ties)."""
     missing = sorted(set(np.unique(recon_labels).tolist()) - set(np.unique(train_labels).tolist()))
     if missing:
-        raise ValueError(f"reconstruction class(es) {missing} have no training samples; pass "
+        raise InputError(f"reconstruction class(es) {missing} have no training samples; pass "
                          "the training samples of every evaluated class")
     nearest = np.empty(len(recon_labels), dtype=np.int64)
     for c in np.unique(recon_labels):                  # per class: memory O(M_c × N_c)
@@ -98,9 +82,9 @@ def ddcs(dist, recon_labels, train_labels, eps: float = DEFAULT_EPS) -> DDCSResu
     so pass only the evaluated classes. Distances are floored at ``eps`` before inversion.
     """
     check_eps(eps)
-    recon_labels = as_labels(recon_labels, "recon_labels")
-    train_labels = as_labels(train_labels, "train_labels")
-    dist = _as_numpy(dist, np.float64)
+    recon_labels = as_labels(recon_labels, "reconstruction labels")
+    train_labels = as_labels(train_labels, "training labels")
+    dist = as_numpy(dist, np.float64)
     m, n = len(recon_labels), len(train_labels)
     check_distances(dist, m, n)
     nearest = assign(dist, recon_labels, train_labels)

@@ -20,9 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError, WeightsError
+from ..inference import batched
+from ..weights import LPIPS_VGG_WEIGHTS_FILE
+
 NORM_EPS = 1e-10        # LPIPS's eps: f / (||f||_channels + eps)
 _SQ_NORM_FLOOR = 1e-30  # sqrt is clamped here so an all-zero channel vector has a finite gradient
-LPIPS_VGG_WEIGHTS_FILE = "vgg16-397923af.pth"
 _VGG_SLICES = [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)]  # relu1_2 … relu5_3
 _LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 _LPIPS_SCALE = (0.458, 0.448, 0.450)
@@ -51,17 +54,17 @@ def _as_weights(layer_weights: Sequence | None, name: str) -> list[torch.Tensor]
     for i, w in enumerate(layer_weights):
         w = torch.as_tensor(w).detach().to("cpu", torch.float64).flatten()
         if w.numel() == 0:
-            raise ValueError(f"{name}: the weights of layer {i} are empty; give a scalar or "
+            raise InputError(f"{name}: the weights of layer {i} are empty; give a scalar or "
                              "one weight per channel")
         if not torch.isfinite(w).all():
-            raise ValueError(f"{name}: the weights of layer {i} contain NaN or inf")
+            raise InputError(f"{name}: the weights of layer {i} contain NaN or inf")
         if (w < 0).any():
-            raise ValueError(f"{name}: layer {i} has negative weights (min {w.min().item():.3g}); "
+            raise InputError(f"{name}: layer {i} has negative weights (min {w.min().item():.3g}); "
                              "weights must be ≥ 0 (as LPIPS's are) for the distance to be a "
                              "squared Euclidean distance. Pass non-negative weights")
         weights.append(w)
     if not weights:
-        raise ValueError(f"{name}: layer_weights is empty; pass None for uniform weights")
+        raise InputError(f"{name}: layer_weights is empty; pass None for uniform weights")
     return weights
 
 
@@ -81,7 +84,7 @@ class PerceptualDistance(nn.Module):
                  name: str = "d_P") -> None:
         super().__init__()
         if not callable(getattr(network, "feature_maps", None)):
-            raise ValueError(f"{name}: the network {type(network).__name__} has no "
+            raise InputError(f"{name}: the network {type(network).__name__} has no "
                              "feature_maps(x) method; wrap it in a module that returns the list "
                              "of feature maps (N, C, H, W) to compare")
         self.network = network.eval()
@@ -105,11 +108,11 @@ class PerceptualDistance(nn.Module):
         if self.layers is not None:
             bad = [i for i in self.layers if not -len(maps) <= i < len(maps)]
             if bad:
-                raise ValueError(f"{self.name}: layer indices {bad} out of range; the network "
+                raise InputError(f"{self.name}: layer indices {bad} out of range; the network "
                                  f"gives {len(maps)} feature maps (indices 0..{len(maps) - 1})")
             maps = [maps[i] for i in self.layers]
         if self.layer_weights is not None and len(self.layer_weights) != len(maps):
-            raise ValueError(f"{self.name}: {len(self.layer_weights)} layer weights for "
+            raise InputError(f"{self.name}: {len(self.layer_weights)} layer weights for "
                              f"{len(maps)} feature maps; give one weight entry per selected layer")
         return maps
 
@@ -121,7 +124,7 @@ class PerceptualDistance(nn.Module):
         if w.numel() == 1:
             return w.reshape(())
         if w.numel() != f.shape[1]:
-            raise ValueError(f"{self.name}: layer {i} has {w.numel()} weights but its feature "
+            raise InputError(f"{self.name}: layer {i} has {w.numel()} weights but its feature "
                              f"map has {f.shape[1]} channels; give a scalar or one per channel")
         return w.view(1, -1, 1, 1)
 
@@ -140,7 +143,7 @@ class PerceptualDistance(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The per-pair formula d(x_i, y_i), shape (N,), differentiable (twice) in x and y."""
         if x.shape != y.shape:
-            raise ValueError(f"{self.name}: x {tuple(x.shape)} and y {tuple(y.shape)} differ in "
+            raise InputError(f"{self.name}: x {tuple(x.shape)} and y {tuple(y.shape)} differ in "
                              "shape; the distance compares pairs (x_i, y_i). For all pairs use "
                              "pairwise_sq_distances(d.embed(x), d.embed(y))")
         total = x.new_zeros(len(x))
@@ -154,16 +157,13 @@ class PerceptualDistance(nn.Module):
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``embed`` over a large set in batches (module moved to ``device``), on the CPU in
         ``dtype``. Images are cast to the network's floating dtype."""
-        if batch_size < 1:
-            raise ValueError(f"{self.name}: batch_size must be ≥ 1, got {batch_size}")
+        if len(images) == 0:
+            raise InputError(f"{self.name}: no images to embed")
         self.to(device)
         net_dtype = next((p.dtype for p in self.network.parameters() if p.is_floating_point()),
                          images.dtype)
-        parts = [self.embed(images[i:i + batch_size].to(device, net_dtype)).to("cpu", dtype)
-                 for i in range(0, len(images), batch_size)]
-        if not parts:
-            raise ValueError(f"{self.name}: no images to embed")
-        return torch.cat(parts)
+        return batched(self.embed, images, batch_size, device, input_dtype=net_dtype,
+                       output_dtype=dtype)
 
 
 def pairwise_sq_distances(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float64,
@@ -171,11 +171,11 @@ def pairwise_sq_distances(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype =
     """(len(a), len(b)) squared distances ||a_i||² + ||b_j||² − 2 a_i·b_j, in ``dtype``
     (float64 by default), clamped at 0, ``chunk`` rows at a time."""
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"pairwise_sq_distances needs two 2-D tensors with the same number of "
+        raise InputError(f"pairwise_sq_distances needs two 2-D tensors with the same number of "
                          f"columns, got {tuple(a.shape)} and {tuple(b.shape)}; embed the "
                          "images first (PerceptualDistance.embed)")
     if chunk < 1:
-        raise ValueError(f"chunk must be ≥ 1, got {chunk}")
+        raise InputError(f"chunk must be ≥ 1, got {chunk}")
     a, b = a.to(dtype), b.to(dtype)
     b_sq = b.pow(2).sum(1)
     rows = []
@@ -214,7 +214,7 @@ class LPIPSInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f"LPIPS-VGG needs images (N, 1 or 3, H, W) in [-1, 1], got shape "
+            raise InputError(f"LPIPS-VGG needs images (N, 1 or 3, H, W) in [-1, 1], got shape "
                              f"{tuple(x.shape)}")
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
@@ -226,11 +226,11 @@ class LPIPSInput(nn.Module):
 
 def lpips_head_weights() -> list[torch.Tensor]:
     """LPIPS v0.1's per-channel VGG weights (5 vectors, 64 … 512), from the ``lpips`` package."""
-    import lpips
+    import lpips  # only the paper profile's LPIPS-VGG reads the package's head weights
 
     path = Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth"
     if not path.is_file():
-        raise FileNotFoundError(f"the LPIPS v0.1 VGG head weights {path} are missing from the "
+        raise WeightsError(f"the LPIPS v0.1 VGG head weights {path} are missing from the "
                                 "lpips package; reinstall it (pip install lpips==0.1.4)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     return [state[f"lin{i}.model.1.weight"].flatten() for i in range(len(_VGG_SLICES))]
@@ -238,15 +238,15 @@ def lpips_head_weights() -> list[torch.Tensor]:
 
 def _load_vgg_features(path: Path) -> nn.Sequential:
     """torchvision's VGG16 ``features`` with the weights from ``path`` (no download)."""
-    import torchvision
+    import torchvision  # only the paper profile builds VGG16
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # weights-only loading refuses anything but tensors, or the file is damaged
-        raise ValueError(f"{path} is not a readable torch state dict ({err}); replace it with "
+        raise InputError(f"{path} is not a readable torch state dict ({err}); replace it with "
                          f"torchvision's {LPIPS_VGG_WEIGHTS_FILE}. {_VGG_DOWNLOAD_HINT}") from err
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict; replace it "
+        raise InputError(f"{path} holds a {type(state).__name__}, not a state dict; replace it "
                          f"with torchvision's {LPIPS_VGG_WEIGHTS_FILE}. {_VGG_DOWNLOAD_HINT}")
     features = {k.removeprefix("features."): v for k, v in state.items()
                 if k.startswith("features.")}
@@ -255,7 +255,7 @@ def _load_vgg_features(path: Path) -> nn.Sequential:
         # only the convolutional part is used; the classifier weights may be absent
         vgg.features.load_state_dict(features)
     except RuntimeError as err:
-        raise ValueError(f"{path} does not hold torchvision's VGG16 'features.*' weights "
+        raise InputError(f"{path} does not hold torchvision's VGG16 'features.*' weights "
                          f"({str(err).splitlines()[0]}); replace it with torchvision's "
                          f"{LPIPS_VGG_WEIGHTS_FILE}. {_VGG_DOWNLOAD_HINT}") from err
     return vgg.features
@@ -267,7 +267,7 @@ def lpips_vgg(weights_dir: str | Path, resize: int | None = 256) -> PerceptualDi
     repeated to RGB; ``resize`` (None: keep the size) is a bilinear resize to resize × resize."""
     path = Path(weights_dir) / LPIPS_VGG_WEIGHTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise WeightsError(
             f"LPIPS-VGG needs the ImageNet VGG16 weights {LPIPS_VGG_WEIGHTS_FILE} at {path} "
             f"(missing); nothing is downloaded at run time. {_VGG_DOWNLOAD_HINT} ({weights_dir})")
     features = _load_vgg_features(path)

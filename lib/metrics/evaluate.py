@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import CLASS_NAMES
-from ..training import embed as penultimate, predict_logits
+from ..errors import InputError, TooFewSamplesError
+from ..inference import apply, embed as penultimate, predict_logits
 from .ddcs import DDCSResult, ddcs
 from .distances import PerceptualDistance, pairwise_sq_distances
 from .fidelity import frechet_distance, knn_distance, per_class_prdc, restricted_accuracy, topk_accuracy
@@ -80,13 +80,17 @@ class Judge:
     def __init__(self, evaluator: torch.nn.Module, perceptual: torch.nn.Module,
                  private: tuple, reference: tuple, private_classes, k: int = 3,
                  n_permutations: int = 1000, seed: int = 0, allow_not_computed: bool = False,
-                 batch_size: int = 256, inception: torch.nn.Module | None = None) -> None:
+                 batch_size: int = 256, inception: torch.nn.Module | None = None,
+                 class_names: list[str] | None = None) -> None:
         """``private`` and ``reference`` are (images, original labels, dataset indices).
         ``perceptual``: a network with ``feature_maps`` or a ready ``PerceptualDistance``
-        (LPIPS-VGG); ``inception``: images → pool3 features, for the Inception FID."""
+        (LPIPS-VGG); ``inception``: images → pool3 features, for the Inception FID;
+        ``class_names``: the data set's class names for the audit table (default: the ids).
+        ``allow_not_computed``: a metric with too few samples is reported as not computed
+        (smoke sizes) instead of raising."""
         self.evaluator, self.batch_size = evaluator.eval(), batch_size
         self.inception = inception
-        self.class_names: list[str] | None = None  # build_judge sets the data set's names
+        self.class_names = class_names
         d_p = (perceptual if isinstance(perceptual, PerceptualDistance)
                else PerceptualDistance(perceptual, name="d_P"))
         self.distances = {"d_P": d_p, "d_E": PerceptualDistance(evaluator, name="d_E")}
@@ -99,10 +103,10 @@ class Judge:
     def embed(self, images: torch.Tensor, space: str) -> torch.Tensor:
         """``images`` in the distance ``space`` (d_P or d_E); NaN or inf is an error."""
         if space not in self.distances:
-            raise ValueError(f"unknown distance {space!r}; valid: {', '.join(self.distances)}")
+            raise InputError(f"unknown distance {space!r}; valid: {', '.join(self.distances)}")
         emb = self.distances[space].embed_batched(images, self.batch_size)
         if not torch.isfinite(emb).all():
-            raise ValueError(f"NaN or inf in the {space} features of the images; check the "
+            raise InputError(f"NaN or inf in the {space} features of the images; check the "
                              "images (range [-1, 1]) and the network")
         return emb
 
@@ -111,17 +115,15 @@ class Judge:
         labels = np.asarray(labels, dtype=np.int64)
         emb = {name: self.embed(images, name) for name in self.distances}
         if self.inception is not None:
-            from ..training import apply_batched
-
-            emb["Inception-pool3"] = apply_batched(self.inception, images, self.batch_size)
+            emb["Inception-pool3"] = apply(self.inception, images, self.batch_size)
         return SetFeatures(labels, np.arange(len(labels)) if indices is None else np.asarray(indices),
                            emb, penultimate(self.evaluator, images, self.batch_size), images)
 
     def _metric(self, metrics: dict, name: str, space: str, compute) -> None:
         try:
             metrics[name] = {"value": float(compute()), "space": space}
-        except ValueError as err:
-            if not (self.allow_not_computed and "too few samples" in str(err)):
+        except TooFewSamplesError as err:
+            if not self.allow_not_computed:
                 raise
             metrics[name] = {"value": None, "space": space, "not_computed": str(err)}
 
@@ -130,7 +132,7 @@ class Judge:
         labels = np.asarray(labels, dtype=np.int64)
         unknown = sorted(set(labels.tolist()) - set(self.private_classes))
         if unknown:
-            raise ValueError(f"reconstruction labels {unknown} are not private classes "
+            raise InputError(f"reconstruction labels {unknown} are not private classes "
                              f"{self.private_classes}")
         rec = self.features(images, labels)
         priv, ref = self.private, self.reference
@@ -169,8 +171,8 @@ class Judge:
             pr = per_class_prdc(priv.penultimate, priv.labels, rec.penultimate, labels, self.k)
             for key, value in pr["mean"].items():
                 metrics[key] = {"value": value, "space": "E-penultimate"}
-        except ValueError as err:
-            if not (self.allow_not_computed and "too few samples" in str(err)):
+        except TooFewSamplesError as err:
+            if not self.allow_not_computed:
                 raise
             for key in ("precision", "recall", "density", "coverage"):
                 metrics[key] = {"value": None, "space": "E-penultimate", "not_computed": str(err)}
@@ -188,7 +190,7 @@ class Judge:
             return None
         short = [int(c) for c, (m, n) in zip(classes, counts) if m < n]
         if short:
-            raise ValueError(f"classes {short[:5]} have fewer members than non-members; the "
+            raise InputError(f"classes {short[:5]} have fewer members than non-members; the "
                              "membership test needs at least as many members per class")
         rng = np.random.default_rng(self.seed)
         keep = [np.sort(rng.choice(np.flatnonzero(priv == c), n, replace=False))
@@ -220,7 +222,7 @@ class Judge:
         wanted = np.asarray(private_indices)
         missing = np.setdiff1d(wanted, self.private.indices)
         if missing.size:
-            raise ValueError(f"{missing.size} indices are not in the judge's private set (e.g. "
+            raise InputError(f"{missing.size} indices are not in the judge's private set (e.g. "
                              f"{missing[:5].tolist()})")
         keep = np.isin(self.private.indices, wanted)
         rows = torch.as_tensor(keep)
@@ -246,9 +248,9 @@ class Judge:
         ``to_private[name]`` is the (reconstructions × private) distance matrix already
         computed for DDCS (only same-class entries are meaningful)."""
         priv = self.private
-        names = self.class_names or CLASS_NAMES
+        names = self.class_names
         table = pd.DataFrame({"dataset_index": priv.indices, "class": priv.labels,
-                              "class_name": [names[c] for c in priv.labels]})
+                              "class_name": [names[c] if names else str(c) for c in priv.labels]})
         for name, res in results.items():
             dist = to_private[name].T
             same = priv.labels[:, None] == labels[None, :]
@@ -280,26 +282,3 @@ def label_view(target: torch.nn.Module, evaluator: torch.nn.Module, images: torc
             "T_acc1": topk_accuracy(t_probs, t_labels, 1),
             "E_acc1_strict": topk_accuracy(e_logits, torch.as_tensor(labels), 1),
             "E_acc1_restricted": restricted_accuracy(e_logits, labels, classes)}
-
-
-def build_judge(ctx, data, split, evaluator: torch.nn.Module,
-                perceptual: torch.nn.Module) -> Judge:
-    """The judge of a run: E and P, the private set D and R, with the profile's PRDC k and
-    permutation count; smoke allows "not computed" for metrics with too few samples."""
-    from .. import data as data_mod
-
-    inception = None
-    if ctx.cfg["fid_network"] == "inception":
-        from .. import weights
-        from .inception import INCEPTION_WEIGHTS_FILE, inception_pool3
-
-        inception = inception_pool3(weights.require((INCEPTION_WEIGHTS_FILE,)))
-    x_d, y_d = data_mod.subset(data, split.private)
-    x_r, y_r = data_mod.subset(data, split.reference)
-    judge = Judge(evaluator, perceptual, (x_d, y_d.numpy(), split.private),
-                  (x_r, y_r.numpy(), split.reference), ctx.cfg["private_classes"],
-                  k=ctx.cfg["prdc_k"], n_permutations=ctx.cfg["n_permutations"],
-                  seed=ctx.subseed("permutations"), allow_not_computed=ctx.profile == "smoke",
-                  inception=inception)
-    judge.class_names = list(data.class_names)
-    return judge

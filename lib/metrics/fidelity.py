@@ -2,7 +2,8 @@
 
 Pure functions on numpy arrays or torch tensors (converted to float64 numpy). Each metric
 documents and enforces its minimum sample count; below it, on NaN/inf input or on
-inconsistent shapes it raises ``ValueError`` — never a placeholder value.
+inconsistent shapes it raises ``InputError`` (a ``ValueError``; ``TooFewSamplesError`` below the
+minimum) — never a placeholder value.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import numpy as np
 import scipy.linalg
 import torch
 from scipy.spatial.distance import cdist
+
+from ..errors import InputError, TooFewSamplesError
+from .arrays import as_features, as_labels, as_numpy
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
 PRDC_MIN_SAMPLES_OVER_K = 1   # PRDC needs k + 1 samples in each set (k neighbours besides self)
@@ -25,47 +29,15 @@ SQRTM_MAX_REL_ERROR = 1e-6    # relative residual ||X X − A||_F / ||A||_F of a
 
 # ---------------------------------------------------------------------------- input checks
 
-def _numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _features(x, name: str) -> np.ndarray:
-    """``x`` as a finite float64 (samples, dims) array."""
-    x = _numpy(x).astype(np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"{name} features must be 2-D (samples, dims); got shape {x.shape}; "
-                         f"reshape to (n, -1)")
-    if not np.isfinite(x).all():
-        raise ValueError(f"NaN or inf in {name} features; check the network that made them")
-    return x
-
-
-def _labels(x, name: str, n: int | None = None) -> np.ndarray:
-    """``x`` as a 1-D int64 array of integer-valued labels (of length ``n`` if given)."""
-    raw = _numpy(x)
-    if raw.ndim != 1:
-        raise ValueError(f"{name} labels must be 1-D; got shape {raw.shape}")
-    if raw.size and not np.issubdtype(raw.dtype, np.integer):
-        if not (np.isfinite(raw).all() and (raw == np.round(raw)).all()):
-            raise ValueError(f"{name} labels must be integer class ids; got {raw[:5]}...")
-    labels = raw.astype(np.int64)
-    if n is not None and len(labels) != n:
-        raise ValueError(f"{name} labels have {len(labels)} entries but there are {n} "
-                         f"{name} samples; pass one label per sample")
-    return labels
-
-
 def _same_dim(a: np.ndarray, b: np.ndarray, names: str) -> None:
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"{names} features differ in dimension ({a.shape[1]} vs "
+        raise InputError(f"{names} features differ in dimension ({a.shape[1]} vs "
                          f"{b.shape[1]}); compute both with the same network and layer")
 
 
 def _too_few(metric: str, got: int, need: int, what: str) -> None:
     if got < need:
-        raise ValueError(f"too few samples for {metric}: got {got}, need at least {need} "
+        raise TooFewSamplesError(f"too few samples for {metric}: got {got}, need at least {need} "
                          f"({what}); add samples or lower the requirement")
 
 
@@ -73,7 +45,7 @@ def _too_few(metric: str, got: int, need: int, what: str) -> None:
 
 def _check_k(k, metric: str) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer ≥ 1 for {metric}; got {k!r}")
+        raise InputError(f"k must be an integer ≥ 1 for {metric}; got {k!r}")
     return int(k)
 
 
@@ -98,7 +70,7 @@ def prdc(real_features, fake_features, k: int = 3) -> dict[str, float]:
     Minimum: k + 1 samples in each set.
     """
     k = _check_k(k, "PRDC")
-    real, fake = _features(real_features, "real"), _features(fake_features, "fake")
+    real, fake = as_features(real_features, "real"), as_features(fake_features, "fake")
     _same_dim(real, fake, "real and fake")
     need = prdc_min_samples(k)
     _too_few("PRDC", len(real), need, f"real features, k = {k}")
@@ -123,13 +95,13 @@ def per_class_prdc(real_features, real_labels, fake_features, fake_labels,
     Minimum: k + 1 real and k + 1 fake samples in every evaluated class (raises naming it).
     """
     k = _check_k(k, "PRDC")
-    real, fake = _features(real_features, "real"), _features(fake_features, "fake")
+    real, fake = as_features(real_features, "real"), as_features(fake_features, "fake")
     _same_dim(real, fake, "real and fake")
-    real_labels = _labels(real_labels, "real", len(real))
-    fake_labels = _labels(fake_labels, "fake", len(fake))
+    real_labels = as_labels(real_labels, "real labels", len(real))
+    fake_labels = as_labels(fake_labels, "fake labels", len(fake))
     classes = np.unique(fake_labels)
     if len(classes) == 0:
-        raise ValueError("too few samples for per-class PRDC: got 0, need at least "
+        raise TooFewSamplesError("too few samples for per-class PRDC: got 0, need at least "
                          f"{prdc_min_samples(k)} (fake features); no fake samples given")
     need = prdc_min_samples(k)
     per_class = {}
@@ -177,7 +149,7 @@ def frechet_distance(features_a, features_b, strict: bool = False,
     finite, ``eps``·I (default 1e-6) is added to both covariances and the root recomputed; a
     negligible imaginary part is dropped, a large one (> ``SQRTM_MAX_IMAG``) raises.
     """
-    a, b = _features(features_a, "first"), _features(features_b, "second")
+    a, b = as_features(features_a, "first"), as_features(features_b, "second")
     _same_dim(a, b, "first and second")
     dim = a.shape[1]
     need = frechet_min_samples(dim) if strict else FRECHET_MIN_SAMPLES
@@ -193,12 +165,12 @@ def frechet_distance(features_a, features_b, strict: bool = False,
         ridge = eps * np.eye(dim)
         covmean, _ = _sqrtm((cov_a + ridge) @ (cov_b + ridge))
         if not np.isfinite(covmean).all():
-            raise ValueError("the matrix square root of Σa Σb is not finite even after adding "
+            raise InputError("the matrix square root of Σa Σb is not finite even after adding "
                              f"{eps}·I; the features are degenerate")
     if np.iscomplexobj(covmean):
         imag = np.abs(covmean.imag).max()
         if imag > SQRTM_MAX_IMAG:
-            raise ValueError(f"matrix square root of Σa Σb has a large imaginary part "
+            raise InputError(f"matrix square root of Σa Σb has a large imaginary part "
                              f"({imag:.3g} > {SQRTM_MAX_IMAG}); the covariances are degenerate: "
                              "use more samples or lower-dimensional features")
         covmean = covmean.real
@@ -209,11 +181,11 @@ def frechet_distance(features_a, features_b, strict: bool = False,
 # ---------------------------------------------------------------------------- accuracy
 
 def _logits(logits) -> np.ndarray:
-    x = _numpy(logits).astype(np.float64)
+    x = as_numpy(logits).astype(np.float64)
     if x.ndim != 2:
-        raise ValueError(f"logits must be 2-D (samples, classes); got shape {x.shape}")
+        raise InputError(f"logits must be 2-D (samples, classes); got shape {x.shape}")
     if not np.isfinite(x).all():
-        raise ValueError("NaN or inf in logits; check the classifier that made them")
+        raise InputError("NaN or inf in logits; check the classifier that made them")
     _too_few("accuracy", len(x), ACCURACY_MIN_SAMPLES, "an empty set has no accuracy")
     return x
 
@@ -224,13 +196,13 @@ def topk_accuracy(logits, target_labels, k: int = 1) -> float:
     Ties are broken by the lower class index (as argmax does). Minimum: 1 sample.
     """
     x = _logits(logits)
-    labels = _labels(target_labels, "target", len(x))
+    labels = as_labels(target_labels, "target labels", len(x))
     n_classes = x.shape[1]
     k = _check_k(k, "top-k accuracy")
     if k > n_classes:
-        raise ValueError(f"k = {k} exceeds the {n_classes} classes; use k ≤ {n_classes}")
+        raise InputError(f"k = {k} exceeds the {n_classes} classes; use k ≤ {n_classes}")
     if labels.min() < 0 or labels.max() >= n_classes:
-        raise ValueError(f"target labels must lie in [0, {n_classes}); got "
+        raise InputError(f"target labels must lie in [0, {n_classes}); got "
                          f"{labels.min()}..{labels.max()}")
     top = np.argsort(-x, axis=1, kind="stable")[:, :k]
     return float((top == labels[:, None]).any(axis=1).mean())
@@ -243,17 +215,17 @@ def restricted_accuracy(logits, target_labels, classes) -> float:
     Ties are broken by the first of ``classes``. Minimum: 1 sample.
     """
     x = _logits(logits)
-    labels = _labels(target_labels, "target", len(x))
-    classes = _labels(np.asarray(classes), "restricted class")
+    labels = as_labels(target_labels, "target labels", len(x))
+    classes = as_labels(np.asarray(classes), "restricted class labels")
     if len(classes) == 0 or len(np.unique(classes)) != len(classes):
-        raise ValueError(f"classes must be a non-empty list of distinct class ids; got "
+        raise InputError(f"classes must be a non-empty list of distinct class ids; got "
                          f"{classes.tolist()}")
     if classes.min() < 0 or classes.max() >= x.shape[1]:
-        raise ValueError(f"classes {classes.tolist()} are not all columns of logits with "
+        raise InputError(f"classes {classes.tolist()} are not all columns of logits with "
                          f"{x.shape[1]} classes")
     missing = sorted(set(labels.tolist()) - set(classes.tolist()))
     if missing:
-        raise ValueError(f"target labels {missing} are not among the restricted classes "
+        raise InputError(f"target labels {missing} are not among the restricted classes "
                          f"{classes.tolist()}; pass original class ids that are in `classes`")
     pred = classes[x[:, classes].argmax(axis=1)]
     return float((pred == labels).mean())
@@ -266,11 +238,11 @@ def knn_distances(recon_features, recon_labels, train_features, train_labels) ->
 
     Minimum: 1 reconstruction, and at least 1 training sample of each reconstruction's class.
     """
-    rf = _features(recon_features, "reconstruction")
-    tf = _features(train_features, "training")
+    rf = as_features(recon_features, "reconstruction")
+    tf = as_features(train_features, "training")
     _same_dim(rf, tf, "reconstruction and training")
-    rl = _labels(recon_labels, "reconstruction", len(rf))
-    tl = _labels(train_labels, "training", len(tf))
+    rl = as_labels(recon_labels, "reconstruction labels", len(rf))
+    tl = as_labels(train_labels, "training labels", len(tf))
     _too_few("the KNN distance", len(rf), KNN_MIN_SAMPLES, "reconstructions")
     out = np.empty(len(rf))
     for c in np.unique(rl):
@@ -284,3 +256,9 @@ def knn_distances(recon_features, recon_labels, train_features, train_labels) ->
 def knn_distance(recon_features, recon_labels, train_features, train_labels) -> float:
     """The paper's KNN dist: mean over reconstructions of ``knn_distances``."""
     return float(knn_distances(recon_features, recon_labels, train_features, train_labels).mean())
+
+
+def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Counts (true class × predicted class)."""
+    flat = labels * n_classes + pred
+    return torch.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INCEPTION_WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"
+from ..errors import WeightsError
+from ..weights import INCEPTION_WEIGHTS_FILE
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
@@ -37,11 +38,11 @@ class InceptionPool3(nn.Module):
 
 def inception_pool3(weights_dir: str | Path) -> InceptionPool3:
     """The pool3 extractor with ImageNet weights from ``weights_dir``; clear error if absent."""
-    import torchvision
+    import torchvision  # only the paper profile builds Inception-v3
 
     path = Path(weights_dir) / INCEPTION_WEIGHTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise WeightsError(
             f"Inception FID needs {INCEPTION_WEIGHTS_FILE} at {path}; nothing is downloaded at "
             "run time. On a machine with internet run python -c \"import torchvision; "
             "torchvision.models.inception_v3(weights='IMAGENET1K_V1')\" and copy "

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .ddcs import DEFAULT_EPS, DDCSResult, _as_numpy, as_labels, check_distances, check_eps, ddcs
+from ..errors import InputError
+from .arrays import as_labels, as_numpy
+from .ddcs import DEFAULT_EPS, DDCSResult, check_distances, check_eps, ddcs
 
 STATISTICS = ("best", "avg")
 MAX_ELEMENTS = 1 << 23
@@ -45,7 +47,7 @@ def _class_blocks(dist_m: np.ndarray, dist_n: np.ndarray, recon_labels: np.ndarr
     for c in np.unique(np.r_[member_labels, nonmember_labels]):
         cols_m, cols_n = np.flatnonzero(member_labels == c), np.flatnonzero(nonmember_labels == c)
         if cols_m.size != cols_n.size:
-            raise ValueError(f"class {c}: {cols_m.size} members but {cols_n.size} non-members; "
+            raise InputError(f"class {c}: {cols_m.size} members but {cols_n.size} non-members; "
                              "the membership test needs equal numbers per class (subsample "
                              "the larger set)")
         rows = np.flatnonzero(recon_labels == c)
@@ -92,7 +94,7 @@ def gaps_for_masks(blocks: list, masks_per_class: list, statistic: str, n_member
     ``chunk`` permutations (fewer for big blocks, see MAX_ELEMENTS) are processed at once.
     """
     if chunk < 1:
-        raise ValueError(f"chunk must be >= 1 (got {chunk})")
+        raise InputError(f"chunk must be >= 1 (got {chunk})")
     n_perm = masks_per_class[0].shape[0] if masks_per_class else 0
     total_m = torch.zeros(n_perm, dtype=torch.float64)
     total_n = torch.zeros(n_perm, dtype=torch.float64)
@@ -143,15 +145,15 @@ def membership_gap(dist_members, dist_nonmembers, recon_labels, member_labels,
     p = (1 + #{null gap ≥ observed}) / (1 + n_permutations).
     """
     if statistic not in STATISTICS:
-        raise ValueError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
+        raise InputError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
     if n_permutations < 1:
-        raise ValueError(f"n_permutations must be >= 1 (got {n_permutations})")
+        raise InputError(f"n_permutations must be >= 1 (got {n_permutations})")
     check_eps(eps)
-    recon_labels = as_labels(recon_labels, "recon_labels")
-    member_labels = as_labels(member_labels, "member_labels")
-    nonmember_labels = as_labels(nonmember_labels, "nonmember_labels")
-    dist_m = _as_numpy(dist_members, np.float64)
-    dist_n = _as_numpy(dist_nonmembers, np.float64)
+    recon_labels = as_labels(recon_labels, "reconstruction labels")
+    member_labels = as_labels(member_labels, "member labels")
+    nonmember_labels = as_labels(nonmember_labels, "non-member labels")
+    dist_m = as_numpy(dist_members, np.float64)
+    dist_n = as_numpy(dist_nonmembers, np.float64)
     check_distances(dist_m, len(recon_labels), len(member_labels))
     check_distances(dist_n, len(recon_labels), len(nonmember_labels))
     blocks = _class_blocks(dist_m, dist_n, recon_labels, member_labels, nonmember_labels)

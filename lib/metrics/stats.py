@@ -6,12 +6,14 @@ import math
 import numpy as np
 from scipy import stats
 
+from ..errors import InputError
+
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high) Student-t interval of the mean; low = high = NaN for one value."""
     x = np.asarray([v for v in values if v is not None], dtype=float)
     if x.size == 0:
-        raise ValueError("no values to summarise")
+        raise InputError("no values to summarise")
     if x.size == 1:
         return float(x[0]), math.nan, math.nan
     half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
@@ -34,10 +36,10 @@ def paired_bootstrap_ci(treatment, baseline, n_boot: int = 10000, seed: int = 0,
     a = np.asarray(treatment, dtype=float)
     b = np.asarray(baseline, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"need two equal-length 1-D sequences of per-seed values; got shapes "
+        raise InputError(f"need two equal-length 1-D sequences of per-seed values; got shapes "
                          f"{a.shape} and {b.shape}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("NaN or missing per-seed values: every seed needs both measurements")
+        raise InputError("NaN or missing per-seed values: every seed needs both measurements")
     diff = a - b
     if diff.size < 2:
         return (float(diff[0]) if diff.size else math.nan), math.nan, math.nan
@@ -51,7 +53,7 @@ def combined_p_value(p_values) -> float:
     """Fisher's combination of independent p-values (one permutation test per seed)."""
     p = np.asarray([v for v in p_values if v is not None], dtype=float)
     if p.size == 0:
-        raise ValueError("no p-values to combine")
+        raise InputError("no p-values to combine")
     if p.size == 1:
         return float(p[0])
     return float(stats.combine_pvalues(np.clip(p, 1e-300, 1.0), method="fisher").pvalue)

@@ -1,8 +1,10 @@
-"""The three profiles (smoke, cpu, paper) as one table, and their resolution with overrides.
+"""The three profiles (smoke, cpu, paper) as one table, their resolution with overrides, and
+which config entries each stage's artefacts depend on. Reads no files.
 
 One code path, three sizes: every notebook reads its sizes from the resolved config and
 nothing else. ``resolve("cpu", {"target_epochs": 5})`` returns a read-only mapping; an
-unknown profile or override key is a ``ValueError`` that lists the valid ones.
+unknown profile or override key is a ``ConfigError`` (a ``ValueError``) that lists the valid
+ones.
 """
 from __future__ import annotations
 
@@ -10,10 +12,19 @@ import copy
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from .errors import ConfigError
+
+MODES = ("vanilla", "entropy", "entropy+ngd")
+"""The transfer modes of the framework (the paper's three), all from one pretrained prior."""
+ATTACKS = ("ppa", "gmi")
+"""The model-inversion attacks: PPA-style (Struppek et al. 2022), GMI-style (Zhang et al. 2020)."""
+ROLES = ("target", "evaluator", "perceptual")
+"""The three classifiers: target T (attacked), evaluator E (the judge), perceptual P (attacker's)."""
+
 # Keys shared by every profile; each profile below overrides some of them.
 _BASE: dict[str, Any] = {
     "dataset": "fashion-mnist",      # fashion-mnist (smoke, cpu) | faces (paper)
-    "face_split": "",                # faces: our split file (python -m lib.faces split)
+    "face_split": "",                # faces: our split file (python -m lib.cli faces split)
     "split": "same-class",           # same-class (default) | class-disjoint (label-level contrast)
     "split_seed": 0,                 # seed of the committed split index files in data/splits
     "private_classes": [0, 2, 3, 5, 7],
@@ -191,24 +202,24 @@ def resolve(profile: str, overrides: Mapping[str, Any] | None = None) -> Mapping
     wrong type, or an attempt to leave the CPU under ``smoke``.
     """
     if profile not in PROFILES:
-        raise ValueError(
+        raise ConfigError(
             f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}"
         )
     cfg = copy.deepcopy(PROFILES[profile])
     for key, value in dict(overrides or {}).items():
         if key not in cfg:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown override key {key!r} for profile {profile!r}; valid keys: "
                 + ", ".join(sorted(cfg))
             )
         if not _compatible(cfg[key], value):
-            raise ValueError(
+            raise ConfigError(
                 f"override {key}={value!r} has type {type(value).__name__}; "
                 f"expected {type(cfg[key]).__name__} like the default {cfg[key]!r}"
             )
         cfg[key] = float(value) if isinstance(cfg[key], float) else value
     if profile == "smoke" and cfg["device"] != "cpu":
-        raise ValueError("the smoke profile always runs on the CPU (its golden outputs are CPU "
+        raise ConfigError("the smoke profile always runs on the CPU (its golden outputs are CPU "
                          "values); drop the 'device' override or use the cpu profile")
     cfg["profile"] = profile
     return MappingProxyType(cfg)
@@ -228,38 +239,70 @@ def table() -> list[dict[str, Any]]:
             for p in PROFILES]
 
 
-def weights_needed(cfg: Mapping[str, Any]) -> tuple[str, ...]:
-    """The pretrained weight files (``lib.weights.WEIGHTS``) a resolved config needs."""
-    from .metrics.distances import LPIPS_VGG_WEIGHTS_FILE
-    from .metrics.inception import INCEPTION_WEIGHTS_FILE
-
-    names = []
-    if cfg["perc_arch"] == "lpips-vgg":
-        names.append(LPIPS_VGG_WEIGHTS_FILE)
-    if cfg["fid_network"] == "inception":
-        names.append(INCEPTION_WEIGHTS_FILE)
-    return tuple(names)
+# ------------------------------------------------------------------ what each artefact depends on
+ROLE_KEYS = {"target": "target", "evaluator": "eval", "perceptual": "perc"}
+DATASET_KEYS = {"fashion-mnist": (), "faces": ("face_split",)}
+"""Config keys that only some data sets read (and so only their checkpoints record)."""
 
 
-def check_inputs(cfg: Mapping[str, Any]) -> None:
-    """Fail early, with the fix in the message, when the data or the weights a resolved
-    config needs are missing (the paper profile's face split and folders, LPIPS-VGG's and
-    Inception's weights); Fashion-MNIST is checked where it is loaded."""
-    if cfg["dataset"] == "faces":
-        from . import faces
+def trained_roles(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The roles trained here: all three, less P when d_P is the pretrained LPIPS-VGG."""
+    return tuple(r for r in ROLES if not (r == "perceptual" and cfg["perc_arch"] == "lpips-vgg"))
 
-        split = faces.read_split(cfg)
-        faces.attacked_count(cfg, split)
-        if not faces.cache_path(split, cfg).is_file():
-            for role in ("private", "public"):
-                root, _, _ = faces.source(split, role)
-                if not root.is_dir():
-                    env = faces.ENV_PRIVATE if role == "private" else faces.ENV_PUBLIC
-                    raise faces.FaceDataError(
-                        f"the {role} face folder {root} named by {faces.split_file(cfg)} does "
-                        f"not exist; put the data there or set ${env} to where it is now")
-    needed = weights_needed(cfg)
-    if needed:
-        from . import weights
 
-        weights.require(needed)
+def role_config(role: str, cfg: Mapping[str, Any]) -> dict:
+    """The config entries a trained ``role`` depends on (stored with its checkpoint)."""
+    key = ROLE_KEYS[role]
+    keys = [k for k in cfg if k.startswith(key + "_")] + [
+        "dataset", "split", "split_seed", "private_classes", "private_per_class",
+        "image_size", "batch_size", "amp"] + (["focal_gamma"] if role == "target" else []) + list(
+        DATASET_KEYS[cfg["dataset"]])
+    return {k: cfg[k] for k in sorted(keys)}
+
+
+def gan_config(cfg: Mapping[str, Any]) -> dict:
+    """The config entries the pretrained GAN depends on (stored with its checkpoint)."""
+    keys = [k for k in cfg if k.startswith("gan_")] + [
+        "dataset", "split", "split_seed", "private_classes", "private_per_class", "image_size"]
+    return {k: cfg[k] for k in sorted(keys)}
+
+
+def transfer_config(cfg: Mapping[str, Any]) -> dict:
+    """The config entries a transferred generator depends on (stored with its checkpoint)."""
+    prefixes = ("transfer_", "entropy_", "ngd_", "monitor_", "collapse_")
+    own = {k: cfg[k] for k in sorted(cfg) if k.startswith(prefixes)}
+    return {**own, "gan": gan_config(cfg), "target": role_config("target", cfg),
+            "perceptual": role_config("perceptual", cfg)}
+
+
+def attack_config(cfg: Mapping[str, Any], name: str) -> dict:
+    """The config entries an attack run depends on (its own counts and its generator's)."""
+    check_attack(name)
+    prefix = "attack_" if name == "ppa" else "gmi_"
+    own = {k: cfg[k] for k in sorted(cfg) if k.startswith(prefix)}
+    return {**own, "recon_per_class": cfg["recon_per_class"],
+            "private_classes": list(cfg["private_classes"]), "transfer": transfer_config(cfg)}
+
+
+def attack_seeds(cfg: Mapping[str, Any], name: str) -> list[int]:
+    """The repetitions attack ``name`` runs in: every profile seed for PPA, the first
+    ``gmi_seeds`` for GMI (the protocol lets the GMI-style attack run one seed)."""
+    check_attack(name)
+    seeds = list(cfg["seeds"])
+    return seeds if name == "ppa" else seeds[:max(1, int(cfg["gmi_seeds"]))]
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"unknown transfer mode {mode!r}; valid: {', '.join(MODES)}")
+
+
+def check_attack(name: str) -> None:
+    if name not in ATTACKS:
+        raise ConfigError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+
+
+def mode_slug(mode: str) -> str:
+    """A file-name-safe form of a mode ("entropy+ngd" → "entropy-ngd")."""
+    check_mode(mode)
+    return mode.replace("+", "-")

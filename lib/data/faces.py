@@ -2,7 +2,7 @@
 
 The face data sets cannot be downloaded here and are never committed; the user downloads
 them and this module writes *our split files* from their copy with a seeded, committed
-command (``python -m lib.faces split ...``). Two layouts are read:
+command (``python -m lib.cli faces split ...``). Two layouts are read:
 
 - ``folders``: one sub-folder per identity holding that identity's images (UMDFaces after
   the user crops it with the data set's boxes, FaceScrub, CelebA rearranged by identity);
@@ -15,7 +15,7 @@ The split file records where the data were (``sources``) and the sha256 of the f
 ``load_for_config`` reads it for the ``paper`` profile (config key ``face_split``), checks the
 user's folders still match it (move them? set ``$DDCS_MI_FACES_PRIVATE`` /
 ``$DDCS_MI_FACES_PUBLIC``), decodes the images once at the profile's size into a safetensors
-cache under ``data/cache/`` (git-ignored), and returns a ``FaceData`` and a ``lib.data.Split``:
+cache under ``data/cache/`` (git-ignored), and returns a ``FaceData`` and a ``Split``:
 D = the training images of the attacked identities, R = their held-out images (also T's and
 E's test images: a face data set has no other images of these people), the evaluator's
 training set = D (as in the paper, so E-feature metrics favour members: the membership
@@ -32,20 +32,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+
+from .. import paths
+from ..artifacts import atomic_write_json, load_tensors, save_tensors
+from ..errors import ArtifactError, FaceDataError, InputError
+from .images import role_indices
+from .split import Split
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LAYOUTS = ("folders", "celeba", "flat")
-
-
-class FaceDataError(FileNotFoundError):
-    """A face data folder is missing or does not have the expected layout."""
 
 
 def _images_in(folder: Path) -> list[str]:
@@ -58,7 +60,7 @@ def scan(root: str | Path, layout: str = "folders",
     """Identity → sorted image paths relative to ``root`` (``flat``: one pseudo-identity "")."""
     root = Path(root)
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+        raise InputError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise FaceDataError(f"face data folder {root} does not exist; download the data set "
                             "and pass its folder (README: 'The paper profile')")
@@ -93,11 +95,6 @@ def scan(root: str | Path, layout: str = "folders",
     return out
 
 
-ENV_PRIVATE = "DDCS_MI_FACES_PRIVATE"
-ENV_PUBLIC = "DDCS_MI_FACES_PUBLIC"
-ENV_SPLIT = "DDCS_MI_FACE_SPLIT"
-
-
 def _digest(items: list[str]) -> str:
     return hashlib.sha256("\n".join(items).encode()).hexdigest()
 
@@ -110,10 +107,10 @@ def make_split(private: dict[str, list[str]], public: dict[str, list[str]], *,
     reserved for sub-sampling; the rule itself is deterministic (sorted names). ``sources``
     ({"private"|"public": {"root", "layout", "identity_file"}}) says where the data are."""
     if holdout < 1 or min_images <= holdout:
-        raise ValueError(f"need holdout ≥ 1 and min_images > holdout; got {holdout}, {min_images}")
+        raise InputError(f"need holdout ≥ 1 and min_images > holdout; got {holdout}, {min_images}")
     eligible = [k for k in sorted(private) if len(private[k]) >= min_images]
     if len(eligible) < n_attacked:
-        raise ValueError(f"only {len(eligible)} identities have ≥ {min_images} images; the "
+        raise InputError(f"only {len(eligible)} identities have ≥ {min_images} images; the "
                          f"split needs at least {n_attacked} (lower n_attacked or min_images)")
     chosen = eligible[:n_identities]
     train = {k: private[k][:-holdout] for k in chosen}
@@ -121,7 +118,7 @@ def make_split(private: dict[str, list[str]], public: dict[str, list[str]], *,
     public_ids = [k for k in sorted(public) if not (same_dataset and k in set(chosen))]
     public_files = [f for k in public_ids for f in public[k]]
     if not public_files:
-        raise ValueError("the public set is empty: pass a disjoint data set or more identities")
+        raise InputError("the public set is empty: pass a disjoint data set or more identities")
     return {"kind": "faces", "seed": seed, "rule": {"min_images": min_images,
             "n_identities": n_identities, "n_attacked": n_attacked, "holdout": holdout},
             "identities": chosen, "attacked": chosen[:n_attacked],
@@ -132,10 +129,7 @@ def make_split(private: dict[str, list[str]], public: dict[str, list[str]], *,
 
 
 def write_split(split: dict, path: str | Path) -> Path:
-    from .artifacts import atomic_write_json
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, split)
     return path
 
@@ -145,16 +139,16 @@ def check_split(split: dict, private: dict[str, list[str]], public: dict[str, li
     digest = _digest([f for k in split["identities"] for f in private.get(k, [])])
     if digest != split["private_sha256"]:
         raise FaceDataError("the private face folder differs from the one the split was written "
-                            "from (file list sha256 mismatch); re-run `python -m lib.faces split`")
+                            "from (file list sha256 mismatch); re-run `python -m lib.cli faces split`")
     files = [f for k in split["public_identities"] for f in public.get(k, [])]
     if _digest(files) != split["public_sha256"]:
         raise FaceDataError("the public face folder differs from the one the split was written "
-                            "from; re-run `python -m lib.faces split`")
+                            "from; re-run `python -m lib.cli faces split`")
 
 
 def load_images(root: str | Path, files: list[str], size: int) -> torch.Tensor:
     """RGB images, centre-cropped to a square, resized to ``size``, in [-1, 1], (N, 3, s, s)."""
-    from PIL import Image
+    from PIL import Image  # only the face data decode image files
     from torchvision.transforms import functional as TF
 
     out = []
@@ -165,7 +159,7 @@ def load_images(root: str | Path, files: list[str], size: int) -> torch.Tensor:
             img = TF.center_crop(img, [side, side]).resize((size, size), Image.BILINEAR)
             out.append(TF.to_tensor(img))
     if not out:
-        raise ValueError("no images to load")
+        raise InputError("no images to load")
     return torch.stack(out).mul(2).sub(1)
 
 
@@ -198,6 +192,43 @@ class FaceData:
     def class_names(self) -> list[str]:
         return list(self.identities)
 
+    def label_name(self, label: int) -> str:
+        """An identity's name (public identities have no name in the run)."""
+        return self.identities[label] if 0 <= label < len(self.identities) else f"public #{label}"
+
+    def source_line(self) -> str:
+        return f"loaded from {self.source}"
+
+    def role_counts(self, split: Split) -> pd.DataFrame:
+        """Per role: images, identities and images per identity (min / median / max)."""
+        rows = {}
+        for role, (idx, labels) in role_indices(self, split).items():
+            per = np.unique(labels[idx].numpy(), return_counts=True)[1]
+            rows[role] = {"images": int(per.sum()), "identities": len(per), "min per identity":
+                          int(per.min()), "median": float(np.median(per)), "max": int(per.max())}
+        return pd.DataFrame(rows).T
+
+    def evaluator_test_indices(self, split: Split) -> np.ndarray:
+        """E trains on D: it is tested on R, the only images of these people it has not seen."""
+        return split.test
+
+    def public_contrast(self, split: Split) -> str:
+        return "the face data's public set is other people already (identity-disjoint)"
+
+    def summary_lines(self, split: Split) -> list[str]:
+        return [f"Face data checked against the split file: {len(self.train_images)} images.",
+                f"D: {split.private.size} images of {len(split.private_classes)} identities; R: "
+                f"{split.reference.size} held-out images of the same people, never seen by any "
+                "model.",
+                f"Public set: {split.public.size} images of other people; E trains on D itself "
+                "(as in the paper: no other images of these people exist), so E-feature metrics "
+                "favour members and the membership claim C1b is read under d_P."]
+
+
+def class_slug(label: int) -> str:
+    """A file-name form of an identity index."""
+    return f"class_{label:04d}"
+
 
 def _decode_uint8(root: Path, files: list[str], size: int, chunk: int = 512) -> torch.Tensor:
     """``load_images`` in chunks, stored as uint8 (a quarter of the memory of float32)."""
@@ -208,18 +239,18 @@ def _decode_uint8(root: Path, files: list[str], size: int, chunk: int = 512) -> 
 
 def split_file(cfg) -> Path:
     """The face split file of a config (``$DDCS_MI_FACE_SPLIT`` wins; relative to the repo)."""
-    from .paths import repo_root
-
-    path = Path(os.environ.get(ENV_SPLIT) or cfg["face_split"])
-    return path if path.is_absolute() else repo_root() / path
+    path = paths.face_split_override() or Path(cfg["face_split"])
+    return path if path.is_absolute() else paths.repo_root() / path
 
 
 def source(split: dict, role: str) -> tuple[Path, str, str | None]:
-    env = ENV_PRIVATE if role == "private" else ENV_PUBLIC
+    """(folder, layout, identity file) of the ``private`` or ``public`` face data."""
     info = split.get("sources", {}).get(role)
-    if not os.environ.get(env) and not info:
-        raise FaceDataError(f"the split file names no {role} data folder; set ${env}")
-    root = Path(os.environ.get(env) or info["root"])
+    override = paths.face_folder_override(role)
+    if override is None and not info:
+        raise FaceDataError(f"the split file names no {role} data folder; set "
+                            f"${paths.ENV_FACES[role]}")
+    root = override or Path(info["root"])
     layout = (info or {}).get("layout", "folders" if role == "private" else "flat")
     return root, layout, (info or {}).get("identity_file")
 
@@ -230,9 +261,9 @@ def read_split(cfg) -> dict:
     if not path.is_file():
         raise FaceDataError(
             f"the {cfg['profile']} profile reads the face split file {path} (missing). Write it "
-            "from your copy of the face data: python -m lib.faces split --private <folder> "
+            "from your copy of the face data: python -m lib.cli faces split --private <folder> "
             f"--public <folder> --out {path} (README: 'The paper profile'), or set the config "
-            f"key face_split (or ${ENV_SPLIT}) to your split file")
+            f"key face_split (or ${paths.ENV_FACE_SPLIT}) to your split file")
     split = json.loads(path.read_text())
     if split.get("kind") != "faces":
         raise FaceDataError(f"{path} is not a face split file (kind {split.get('kind')!r})")
@@ -245,7 +276,7 @@ def attacked_count(cfg, split: dict) -> int:
     classes = [int(c) for c in cfg["private_classes"]]
     k = len(classes)
     if classes != list(range(k)) or not 0 < k <= len(split["identities"]):
-        raise ValueError(f"for the face data, private_classes must be 0..K−1 with K ≤ "
+        raise InputError(f"for the face data, private_classes must be 0..K−1 with K ≤ "
                          f"{len(split['identities'])} (the split's identities); got "
                          f"{classes[:5]}{'…' if k > 5 else ''} ({k} classes)")
     return k
@@ -257,11 +288,9 @@ def cache_path(split: dict, cfg) -> Path:
 
 
 def _cache_path(split: dict, k: int, size: int) -> Path:
-    from .paths import data_dir
-
     key = _digest([split["private_sha256"], split["public_sha256"], str(k), str(size),
                    json.dumps(split["identities"][:k])])
-    return data_dir() / "cache" / f"faces_k{k}_{size}px_{key[:16]}.safetensors"
+    return paths.cache_dir() / f"faces_k{k}_{size}px_{key[:16]}.safetensors"
 
 
 def _file_lists(split: dict) -> dict:
@@ -272,8 +301,6 @@ def _file_lists(split: dict) -> dict:
 def load_face_data(split: dict, k: int, size: int, cache: bool = True) -> FaceData:
     """Decode (or read from the cache) the images of the first ``k`` identities and the
     public set at ``size`` px, after checking the folders still match the split file."""
-    from .artifacts import load_tensors, save_tensors
-
     identities = split["identities"]
     path = _cache_path(split, k, size)
     if cache and path.is_file():
@@ -281,7 +308,7 @@ def load_face_data(split: dict, k: int, size: int, cache: bool = True) -> FaceDa
             tensors, _ = load_tensors(path)
             return FaceData(tensors["images"], tensors["labels"], tuple(identities[:k]), size,
                             f"cache {path.name}", _file_lists(split))
-        except Exception as err:  # damaged cache: say so and decode again
+        except (ArtifactError, KeyError) as err:  # damaged cache: say so and decode again
             print(f"warning: the face cache {path} is unreadable ({err}); decoding again")
     p_root, p_layout, p_ids = source(split, "private")
     q_root, q_layout, _ = source(split, "public")
@@ -305,10 +332,8 @@ def load_face_data(split: dict, k: int, size: int, cache: bool = True) -> FaceDa
     return data
 
 
-def load_for_config(cfg, data: FaceData | None = None):
-    """(FaceData, lib.data.Split) for a ``faces`` config (see the module)."""
-    from .data import Split
-
+def load_for_config(cfg, data: FaceData | None = None) -> tuple[FaceData, Split]:
+    """(FaceData, Split) for a ``faces`` config (see the module)."""
     split = read_split(cfg)
     k = attacked_count(cfg, split)
     data = data or load_face_data(split, k, cfg["image_size"])
@@ -325,6 +350,21 @@ def load_for_config(cfg, data: FaceData | None = None):
     return data, out
 
 
+def check_inputs(cfg) -> None:
+    """Fail early, with the fix in the message, when the split file or the face folders a
+    config needs are missing."""
+    split = read_split(cfg)
+    attacked_count(cfg, split)
+    if cache_path(split, cfg).is_file():
+        return
+    for role in ("private", "public"):
+        root, _, _ = source(split, role)
+        if not root.is_dir():
+            raise FaceDataError(
+                f"the {role} face folder {root} named by {split_file(cfg)} does not exist; put "
+                f"the data there or set ${paths.ENV_FACES[role]} to where it is now")
+
+
 def write_standin(root: str | Path, identities: int = 8, per_identity: int = 12,
                   public_identities: int = 8, per_public: int = 12, size: int = 112,
                   seed: int = 0) -> tuple[Path, Path]:
@@ -333,7 +373,7 @@ def write_standin(root: str | Path, identities: int = 8, per_identity: int = 12,
     is a fixed random colour blob pattern on a gradient, jittered per image, so classifiers
     can learn identities and the pipeline's logic and speed can be tested. Returns the two
     folders."""
-    from PIL import Image
+    from PIL import Image  # only the face data decode image files
 
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -355,42 +395,3 @@ def write_standin(root: str | Path, identities: int = 8, per_identity: int = 12,
                 img = img + rng.normal(0, 8, size=img.shape)
                 Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"{j:04d}.png")
     return root / "private", root / "public"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lib.faces split --private ROOT [--private-layout L] --public ROOT ...``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m lib.faces")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("split", help="write our split file from your copy of the face data")
-    p.add_argument("--private", required=True)
-    p.add_argument("--private-layout", default="folders", choices=LAYOUTS[:2])
-    p.add_argument("--identity-file", default=None)
-    p.add_argument("--public", required=True)
-    p.add_argument("--public-layout", default="flat", choices=LAYOUTS)
-    p.add_argument("--min-images", type=int, default=30)
-    p.add_argument("--identities", type=int, default=1000)
-    p.add_argument("--attacked", type=int, default=200)
-    p.add_argument("--holdout", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    private = scan(args.private, args.private_layout, args.identity_file)
-    public = scan(args.public, args.public_layout)
-    same = Path(args.private).resolve() == Path(args.public).resolve()
-    sources = {"private": {"root": str(Path(args.private).resolve()),
-                           "layout": args.private_layout, "identity_file": args.identity_file},
-               "public": {"root": str(Path(args.public).resolve()),
-                          "layout": args.public_layout, "identity_file": None}}
-    split = make_split(private, public, min_images=args.min_images, n_identities=args.identities,
-                       n_attacked=args.attacked, holdout=args.holdout, seed=args.seed,
-                       same_dataset=same, sources=sources)
-    write_split(split, args.out)
-    print(f"{len(split['identities'])} private identities ({len(split['attacked'])} attacked), "
-          f"{split['public_count']} public images → {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,10 +1,11 @@
-"""The claims C1, C1b and C2 of PROTOCOL.md, computed from a long table of metrics.
+"""The claims of PROTOCOL.md, each computed from measured numbers by a pure function.
 
+C0 from the classifiers' test accuracies; C1, C1b and C2 from a long table of metrics:
 ``results`` has one row per (source, seed, metric) with columns ``source`` (for attacks
-``<attack>/<mode>``), ``seed``, ``metric`` and ``value``, as notebook 06 builds it. Each
-function returns the keyword arguments of ``Context.claim`` (claim, criterion, measured,
-passed, details) plus ``table``, the per-mode numbers behind the verdict. The criteria are
-PROTOCOL.md's, fixed before any run.
+``<attack>/<mode>``), ``seed``, ``metric`` and ``value``, as ``lib.stages.evaluation``
+builds it; C3 from rank comparisons. Each function returns the keyword arguments of
+``Context.claim`` (claim, criterion, measured, passed, details) plus, for C1–C2, ``table``:
+the per-mode numbers behind the verdict. The criteria are PROTOCOL.md's, fixed before any run.
 """
 from __future__ import annotations
 
@@ -12,15 +13,31 @@ import math
 
 import pandas as pd
 
-from ..transfer import MODES
-from .stats import combined_p_value, format_ci, paired_bootstrap_ci
+from .config import MODES
+from .errors import InputError
+from .metrics.stats import combined_p_value, format_ci, paired_bootstrap_ci
+
+
+def soundness_claim(target_acc: float, evaluator_acc: float, profile: str,
+                    n_target_classes: int, n_eval_classes: int) -> dict:
+    """C0: T ≥ 0.85 on the private-class test set and E ≥ 0.90 (smoke: both above chance)."""
+    if profile == "smoke":
+        t_min, e_min = 1.0 / n_target_classes, 1.0 / n_eval_classes
+        criterion = f"smoke: T > {t_min:.2f} and E > {e_min:.2f} (above chance)"
+        passed = target_acc > t_min and evaluator_acc > e_min
+    else:
+        criterion = "T ≥ 0.85 and E ≥ 0.90"
+        passed = target_acc >= 0.85 and evaluator_acc >= 0.90
+    return {"claim": "the models are sound", "criterion": criterion,
+            "measured": f"T {target_acc:.2f}, E {evaluator_acc:.2f} ({n_eval_classes}-way strict)",
+            "passed": bool(passed), "details": ""}
 
 
 def _values(results: pd.DataFrame, source: str, metric: str) -> pd.Series:
     """Per-seed values of ``metric`` for ``source``, indexed by seed (sorted)."""
     rows = results[(results.source == source) & (results.metric == metric)]
     if rows.empty:
-        raise ValueError(f"no {metric!r} values for {source!r} in the results; evaluate that "
+        raise InputError(f"no {metric!r} values for {source!r} in the results; evaluate that "
                          "attack run first (notebook 06)")
     return rows.set_index("seed")["value"].sort_index().astype(float)
 
@@ -122,7 +139,7 @@ def susceptibility_claim(comparisons: pd.DataFrame, action: pd.DataFrame | None 
     effect of acting on the flagged samples (``action``: rows with ``condition`` and
     ``ddcs_change``) is reported in the details."""
     if comparisons.empty:
-        raise ValueError("no independent runs to compare the audit with; C3 needs at least "
+        raise InputError("no independent runs to compare the audit with; C3 needs at least "
                          "one (another seed, mode or attack)")
     ok = ((comparisons.rho > 0) & (comparisons.rho_p < alpha)
           & (comparisons.precision >= min_lift * comparisons.chance))
@@ -139,69 +156,3 @@ def susceptibility_claim(comparisons: pd.DataFrame, action: pd.DataFrame | None 
             "criterion": f"Spearman ρ > 0 with p < {alpha} and top-10% precision ≥ {min_lift:g}× "
                          "chance between independent attack runs",
             "measured": measured, "passed": bool(ok.all()), "details": details}
-
-
-# What the paper says for each claim (PAPER.md §5; its table values could not be retrieved,
-# so the claims are compared as directions and orderings).
-PAPER_SAYS = {
-    "C0": "(prerequisite) an accurate target and evaluator",
-    "C1": "DDCS exposes that many training samples stay resilient even to the strongest attack",
-    "C1b": "(not in the paper; ours) reconstructions are closer to the training samples than "
-           "to non-members of the same class",
-    "C2": "the framework (entropy + natural gradient) improves state-of-the-art attacks on "
-          "DDCS, coverage and FID, with entropy alone in between",
-    "C3": "DDCS identifies the samples most susceptible to MI attacks without supervision, "
-          "which a defender can use",
-}
-
-# PROTOCOL.md's deviations from the paper at CPU scale (shown by 99_summary and the README).
-DEVIATIONS = [
-    ("LPIPS-VGG (ImageNet backbone) for DDCS and the metric",
-     "LPIPS-style d_P on P's features, uniform layer weights; real LPIPS-VGG in `paper` when "
-     "its weights are on disk", "no pretrained weights can be downloaded here"),
-    ("FID on Inception pool3", "Fréchet distance on E's penultimate features (FID-E)",
-     "same"),
-    ("PRDC on Inception features", "PRDC on E's features", "same"),
-    ("StyleGAN2-ADA 256 px", "DCGAN-style 32×32", "CPU"),
-    ("UMDFaces / CelebA-HQ (public = other identities)",
-     "Fashion-MNIST, public = other items of the same classes",
-     "no face data set with identities is obtainable offline"),
-    ("VGG16-BN target at 112 px; LPIPS at 256 px", "MCNN-family target at 32 px; distances at "
-     "32 px", "CPU"),
-    ("Inception-v3 evaluator trained on the private data",
-     "SCNN-family evaluator, 10-way, trained without D and R",
-     "an evaluator that saw D would favour members in every E-feature metric"),
-    ("entropy weight λ = 1, batch sum", "λ chosen by a committed sweep with a collapse monitor "
-     "(cpu: 0.01 for entropy, 1 for entropy+ngd); the faithful value one override away",
-     "the faithful value collapsed a small generator"),
-    ("transfer: 10 epochs at lr 2e-3 (StyleGAN2)", "300 steps of batch 64 at lr 2e-4 "
-     "(≈ 0.3 epoch)", "the 15-minute CPU budget"),
-    ("PPA: 5,000 codes per class (truncation 0.5), 200 candidates → 50 final per class, Adam "
-     "lr 5e-3 × 70 steps, 100 views for the final choice",
-     "cpu: 3,000 codes shared by the 5 classes (no truncation), 150 candidates → 100 final per "
-     "class, Adam lr 0.05 × 70 steps, 50 views", "final reconstructions ≥ private samples per "
-     "class (the paper's ratio is about 1:1); the CPU budget; a DCGAN latent needs larger steps"),
-]
-
-# The paper profile's deviations from the paper (99_summary shows them under that profile).
-PAPER_PROFILE_DEVIATIONS = [
-    ("a 1,000-way target, attacks on its first 200 identities",
-     "a 200-way target trained on the 200 attacked identities (private_classes 0..199); a "
-     "1,000-way target is one override away, but every class of the target is then attacked",
-     "the pipeline attacks every class its target has"),
-    ("Inception-v3 evaluator trained on the private data",
-     "ResNet-50 evaluator trained on D (torchvision, random initialisation); Inception-v3 with "
-     "ImageNet weights serves the FID", "no Inception weights for faces exist offline; E stays a "
-     "different architecture from T"),
-    ("StyleGAN2-ADA 256 px", "DCGAN-style generator at 112 px (7×7 → 112)",
-     "a generator trained here on the public faces; no pretrained StyleGAN is read"),
-    ("transfer: 10 epochs at lr 2e-3 (StyleGAN2)", "3,000 steps of batch 64 at lr 2e-4",
-     "a DCGAN; Adam at 2e-3 destabilises it"),
-    ("C1b on R", "C1b on R against as many members per identity (3, a seeded sample of D); "
-     "DDCS on D itself uses all of D", "the permutation test needs |D| = |R| per class"),
-]
-
-
-def deviations(cfg) -> list[tuple[str, str, str]]:
-    """The deviations from the paper that apply to a resolved config."""
-    return PAPER_PROFILE_DEVIATIONS if cfg["dataset"] == "faces" else DEVIATIONS

@@ -1,4 +1,4 @@
-"""What every notebook calls first: ``ctx = lib.notebook.setup(...)``.
+"""What every notebook calls first: ``ctx = lib.run.context.setup(...)``.
 
 The context carries the resolved config, the run folder, the device and the seeds, and it
 is how a notebook records claims and metrics, saves figures and reads/writes artefacts
@@ -14,7 +14,10 @@ from typing import Any, Mapping
 
 import torch
 
-from . import artifacts, paths, plotting, profiles, seeding
+from .. import artifacts, config, paths, plotting, seeding
+from ..data import dataset
+from ..errors import ArtifactError, ConfigError
+from .provenance import provenance_text
 
 INTERACTIVE = "interactive"
 
@@ -31,9 +34,9 @@ def resolve_device(requested: str, cfg: Mapping[str, Any]) -> str:
     """``DEVICE`` parameter (auto|cpu|cuda) against the profile; smoke is always the CPU."""
     choice = cfg["device"] if requested == "auto" else requested
     if choice not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {requested!r}; valid: auto, cpu, cuda")
+        raise ConfigError(f"unknown device {requested!r}; valid: auto, cpu, cuda")
     if cfg["profile"] == "smoke" and choice != "cpu":
-        raise ValueError("the smoke profile always runs on the CPU; use DEVICE='auto' or 'cpu'")
+        raise ConfigError("the smoke profile always runs on the CPU; use DEVICE='auto' or 'cpu'")
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and not torch.cuda.is_available():
@@ -110,7 +113,7 @@ class Context:
         tensors, meta = self.load_tensors(rel)
         saved = meta.get("config")
         if saved != config:
-            raise artifacts.ArtifactError(
+            raise ArtifactError(
                 f"{display_path(self.path(rel))} was made under another config "
                 f"({config_difference(saved, config)}). Use a new RUN_DIR, or delete the file to "
                 "rebuild it")
@@ -154,28 +157,21 @@ def setup(profile: str = "smoke", run_dir: str = "", seed: int = 0, device: str 
           show_config: bool = True) -> Context:
     """Resolve the profile, seed everything, pick the device and the run folder."""
     overrides = dict(overrides or {})
-    cfg = profiles.resolve(profile, overrides)
-    profiles.check_inputs(cfg)   # the paper profile's face data and weights, with the fix
+    cfg = config.resolve(profile, overrides)
+    dataset.check_inputs(cfg)   # the paper profile's face data and weights, with the fix
     dev = resolve_device(device, cfg)
     folder = Path(run_dir).resolve() if run_dir else interactive_run_dir(profile, overrides)
     folder.mkdir(parents=True, exist_ok=True)
     seeding.seed_everything(seed)
     plotting.set_theme()
     if show_config:
-        print(profiles.format_config(cfg))
+        print(config.format_config(cfg))
     return Context(cfg=cfg, run_dir=folder, device=dev, seed=seed, notebook=notebook,
                    overrides=overrides)
 
 
 def provenance(ctx: Context | None = None) -> str:
     """Versions, device and git commit (shown in every notebook's Provenance section)."""
-    from .runner import environment_info
-
-    info = environment_info(ctx.device if ctx else "")
-    lines = [f"python {info['python']} on {info['platform']} ({info['cpu_count']} CPUs)",
-             "packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items() if v),
-             f"git commit {info['git_commit'][:12]}" + (" (dirty)" if info["git_dirty"] else ""),
-             f"torch threads {info.get('torch_threads')}, CUDA: {info.get('cuda')}"]
-    if ctx is not None:
-        lines.append(f"device {ctx.device}, run folder {display_path(ctx.run_dir)}")
-    return "\n".join(lines)
+    if ctx is None:
+        return provenance_text()
+    return provenance_text(ctx.device, display_path(ctx.run_dir))

@@ -2,7 +2,7 @@
 
 Sources, in order: ``$DDCS_MI_FASHION_MNIST`` (a folder), ``data/raw/fashion-mnist/``, the
 Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), and last
-torchvision's download into ``data/raw/fashion-mnist/`` (``python -m lib.data fetch``; the
+torchvision's download into ``data/raw/fashion-mnist/`` (``python -m lib.cli data fetch``; the
 only network use). Integrity is checked on the decompressed IDX bytes, which are the same
 whichever way the files came.
 
@@ -11,23 +11,24 @@ set and the evaluator's training set, as index files in ``data/splits/`` that ev
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import gzip
 import hashlib
 import json
-import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from . import paths
+from .. import paths
+from ..artifacts import atomic_write_bytes
+from ..errors import DataCorruptError, DataNotFoundError, InputError
+from .images import role_indices
+from .split import Split
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -46,18 +47,9 @@ SOURCE_SHA256 = {
     "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
-ENV_DIR = "DDCS_MI_FASHION_MNIST"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_DISJOINT_PUBLIC = [1, 4, 6, 8, 9]
 SPLIT_KINDS = ("same-class", "class-disjoint")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """Fashion-MNIST is not in any of the places we look."""
-
-
-class DataCorruptError(ValueError):
-    """A Fashion-MNIST file exists but its content is not the expected one."""
 
 
 def local_dir() -> Path:
@@ -66,10 +58,8 @@ def local_dir() -> Path:
 
 def candidate_dirs() -> list[Path]:
     """The folders searched for the IDX files, in order."""
-    dirs = []
-    if os.environ.get(ENV_DIR):
-        dirs.append(Path(os.environ[ENV_DIR]))
-    return dirs + [local_dir(), DEBIAN_DIR]
+    override = paths.fashion_mnist_dir()
+    return ([override] if override else []) + [local_dir(), DEBIAN_DIR]
 
 
 def _file_in(folder: Path, stem: str) -> Path | None:
@@ -84,9 +74,10 @@ def _how_to_get_it(searched: list[Path]) -> str:
         "Fashion-MNIST was not found (looked in: " + ", ".join(str(d) for d in searched) + "). "
         "Get it in one of three ways: (1) put the four IDX files (train-images-idx3-ubyte[.gz], "
         "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) "
-        f"in data/raw/fashion-mnist/ or in a folder named by ${ENV_DIR}; (2) install the Debian "
+        f"in data/raw/fashion-mnist/ or in a folder named by ${paths.ENV_FASHION_MNIST}; (2) "
+        "install the Debian "
         "package: apt-get install dataset-fashion-mnist (as root; `make data` does it); "
-        "(3) when online, download it: python -m lib.data fetch"
+        "(3) when online, download it: python -m lib.cli data fetch"
     )
 
 
@@ -97,7 +88,7 @@ def describe_source(folder: str | Path) -> str:
         return "the Debian package dataset-fashion-mnist"
     if folder == local_dir().resolve():
         return "data/raw/fashion-mnist/"
-    return f"${ENV_DIR} ({folder.name}/)"
+    return f"${paths.ENV_FASHION_MNIST} ({folder.name}/)"
 
 
 def find_source_dir() -> Path:
@@ -117,7 +108,7 @@ def read_idx_bytes(path: Path) -> bytes:
             return fh.read()
     except (OSError, EOFError) as err:  # bad gzip stream, truncated file
         raise DataCorruptError(f"{path} cannot be read ({err}); delete it and obtain the data "
-                               "again (see python -m lib.data status)") from err
+                               "again (see python -m lib.cli data status)") from err
 
 
 def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
@@ -137,7 +128,11 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
 
 @dataclass(frozen=True)
 class FashionMNIST:
-    """The raw data set: uint8 images (N, 28, 28) and int64 labels, both splits."""
+    """The raw data set: uint8 images (N, 28, 28) and int64 labels, both splits.
+
+    Like ``lib.data.faces.FaceData``, it answers every data-set-specific question the
+    notebooks ask (names, counts, which images test E, what the summary says), so no caller
+    branches on the data set."""
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
@@ -151,6 +146,50 @@ class FashionMNIST:
     def class_names(self) -> list[str]:
         return CLASS_NAMES
 
+    def label_name(self, label: int) -> str:
+        return CLASS_NAMES[label]
+
+    def source_line(self) -> str:
+        """Where the data came from, in words."""
+        return f"loaded from {describe_source(self.source)}"
+
+    def role_counts(self, split: Split) -> pd.DataFrame:
+        """Images per role and class (10 columns and a total)."""
+        counts = pd.DataFrame({role: np.bincount(labels[idx].numpy(), minlength=N_CLASSES)
+                               for role, (idx, labels) in role_indices(self, split).items()},
+                              index=CLASS_NAMES).T
+        counts["total"] = counts.sum(axis=1)
+        return counts
+
+    def evaluator_test_indices(self, split: Split) -> np.ndarray:
+        """E is tested 10-way on the whole test split."""
+        return np.arange(len(self.test_labels))
+
+    def public_contrast(self, split: Split) -> str:
+        """The class-disjoint option's public set, for contrast with the split in use (its D
+        and R are the same images)."""
+        disjoint = load_split(self, "class-disjoint", split.per_class, split.seed,
+                              split.private_classes)
+        if not np.array_equal(disjoint.private, split.private):
+            raise DataCorruptError("the class-disjoint split's D differs from the same-class "
+                                   "one; restore data/splits with git checkout")
+        return (f"class-disjoint public set: {disjoint.public.size} images of classes "
+                f"{sorted(set(self.train_labels[disjoint.public].tolist()))}")
+
+    def summary_lines(self, split: Split) -> list[str]:
+        """What notebook 01's summary says about this data set and split."""
+        return [f"Fashion-MNIST verified by sha256: {len(self.train_images)} train and "
+                f"{len(self.test_images)} test images.",
+                f"D: {split.private.size} images ({split.per_class} per private class); R: "
+                f"{split.reference.size}, disjoint from D and never seen by any model.",
+                f"Public set: {split.public.size} images; E trains on {split.evaluator.size}, "
+                "none of them in D or R."]
+
+
+def class_slug(label: int) -> str:
+    """A file-name form of a class name ("T-shirt/top" → "t-shirt-top")."""
+    return CLASS_NAMES[label].replace("/", "-").replace(" ", "_").lower()
+
 
 @functools.lru_cache(maxsize=2)
 def _load(folder: str, verify: bool) -> FashionMNIST:
@@ -163,7 +202,7 @@ def _load(folder: str, verify: bool) -> FashionMNIST:
             raise DataCorruptError(
                 f"{path}: sha256 of the decompressed bytes is {digests[key]}, expected "
                 f"{SOURCE_SHA256[key]} (Fashion-MNIST). The file is corrupt or another data "
-                "set; delete it and obtain the data again (python -m lib.data status)")
+                "set; delete it and obtain the data again (python -m lib.cli data status)")
         arrays[key] = parse_idx(raw, str(path))
     return FashionMNIST(
         train_images=torch.from_numpy(arrays["train_images"].copy()),
@@ -181,27 +220,9 @@ def load_fashion_mnist(folder: str | Path | None = None, verify: bool = True) ->
     return _load(str(folder.resolve()), verify)
 
 
-def to_model_input(images: torch.Tensor, size: int = 32) -> torch.Tensor:
-    """uint8 (N, 28, 28) → float32 (N, 1, size, size) in [-1, 1], padded with background.
-
-    Colour images, uint8 (N, 3, H, W) (the face data), are scaled to [-1, 1] and resized
-    (bilinear, antialiased) to size × size when H ≠ size."""
-    if images.dim() == 4:
-        x = images.to(torch.float32).div(127.5).sub(1.0)
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                              align_corners=False)
-        return x
-    x = images.to(torch.float32).div(127.5).sub(1.0).unsqueeze(1)
-    pad = size - x.shape[-1]
-    if pad < 0 or pad % 2:
-        raise ValueError(f"cannot pad {tuple(x.shape[-2:])} images to {size}×{size}")
-    return F.pad(x, (pad // 2,) * 4, value=-1.0)
-
-
 def download(dest: Path | None = None) -> Path:
     """Download Fashion-MNIST with torchvision into ``dest`` (network; only when missing)."""
-    import torchvision
+    import torchvision  # only here: the download is the one network use
 
     dest = Path(dest) if dest is not None else local_dir()
     dest.mkdir(parents=True, exist_ok=True)
@@ -215,36 +236,21 @@ def download(dest: Path | None = None) -> Path:
     return dest
 
 
+def fetch() -> Path:
+    """The folder holding Fashion-MNIST: found locally, else downloaded (the one network use);
+    ``DataNotFoundError`` naming the three ways to get it when the download fails."""
+    try:
+        return find_source_dir()
+    except DataNotFoundError:
+        print("Fashion-MNIST not found locally; downloading it with torchvision")
+        try:
+            return download()
+        except Exception as err:  # no network, mirror down: say so with the other two ways
+            raise DataNotFoundError(_how_to_get_it(candidate_dirs())
+                                    + f" [the download failed: {err}]") from err
+
+
 # ---------------------------------------------------------------------------- splits
-@dataclass(frozen=True)
-class Split:
-    """Indices into the original train/test splits for every role of PROTOCOL.md."""
-    kind: str
-    seed: int
-    private_classes: tuple[int, ...]
-    per_class: int
-    private: np.ndarray      # D: T's training data (train split)
-    reference: np.ndarray    # R: non-members, same classes and size as D (train split)
-    public: np.ndarray       # the attacker's data (train split)
-    evaluator: np.ndarray    # E's training data: train split minus D and R
-    test: np.ndarray         # test-split images of the private classes
-    eval_classes: tuple[int, ...] | None = None    # E's classes (None: all 10)
-    public_classes: tuple[int, ...] | None = None  # P's classes (None: by split kind)
-
-    def check_disjoint(self) -> None:
-        """Raise if D, R and public overlap (a broken invariant, never a claim). The face
-        split's evaluator is trained on D itself (as in the paper), so that pair is allowed."""
-        pairs = [("private", "reference"), ("private", "public"), ("reference", "public"),
-                 ("reference", "evaluator")]
-        if self.kind != "faces":
-            pairs.append(("private", "evaluator"))
-        for a, b in pairs:
-            common = np.intersect1d(getattr(self, a), getattr(self, b))
-            if common.size:
-                raise AssertionError(f"split invariant broken: {a} and {b} share "
-                                     f"{common.size} indices (e.g. {common[:5].tolist()})")
-
-
 def _digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
 
@@ -254,14 +260,14 @@ def make_split(train_labels: np.ndarray, test_labels: np.ndarray, kind: str = "s
                private_classes: tuple[int, ...] = (0, 2, 3, 5, 7)) -> Split:
     """Draw D and R (``per_class`` each per private class) with ``seed``; derive the rest."""
     if kind not in SPLIT_KINDS:
-        raise ValueError(f"unknown split {kind!r}; valid: {', '.join(SPLIT_KINDS)}")
+        raise InputError(f"unknown split {kind!r}; valid: {', '.join(SPLIT_KINDS)}")
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     rng = np.random.default_rng(seed)
     private, reference = [], []
     for c in private_classes:
         idx = np.flatnonzero(train_labels == c)
         if 2 * per_class > idx.size:
-            raise ValueError(f"class {c} has {idx.size} train images; D and R need {2 * per_class}")
+            raise InputError(f"class {c} has {idx.size} train images; D and R need {2 * per_class}")
         perm = rng.permutation(idx)
         private.append(np.sort(perm[:per_class]))
         reference.append(np.sort(perm[per_class:2 * per_class]))
@@ -306,7 +312,7 @@ def split_to_json(split: Split, source_sha256: dict) -> dict:
 
 
 def split_path(kind: str, per_class: int, seed: int) -> Path:
-    return paths.data_dir() / "splits" / split_filename(kind, per_class, seed)
+    return paths.splits_dir() / split_filename(kind, per_class, seed)
 
 
 def write_split(data: FashionMNIST, kind: str, per_class: int, seed: int,
@@ -315,10 +321,8 @@ def write_split(data: FashionMNIST, kind: str, per_class: int, seed: int,
     split = make_split(data.train_labels.numpy(), data.test_labels.numpy(), kind,
                        per_class, seed, tuple(private_classes))
     path = split_path(kind, per_class, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(split_to_json(split, data.sha256), indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(split_to_json(split, data.sha256), indent=1)
+                              + "\n").encode())
     return path
 
 
@@ -333,15 +337,15 @@ def load_split(data: FashionMNIST, kind: str = "same-class", per_class: int = 10
     path = split_path(kind, per_class, seed)
     if not path.is_file():
         if not create:
-            raise FileNotFoundError(f"{path} does not exist; write it with "
-                                    f"python -m lib.data write-splits")
+            raise DataNotFoundError(f"{path} does not exist; write it with "
+                                    "python -m lib.cli data write-splits")
         write_split(data, kind, per_class, seed, private_classes)
     stored = json.loads(path.read_text())
     if stored["source_sha256"] != data.sha256:
         raise DataCorruptError(f"{path} was made from other source files than the ones "
                                f"loaded from {data.source}")
     if list(stored["private_classes"]) != list(private_classes):
-        raise ValueError(f"{path} is for private classes {stored['private_classes']}, "
+        raise InputError(f"{path} is for private classes {stored['private_classes']}, "
                          f"the config asks for {list(private_classes)}")
     split = make_split(data.train_labels.numpy(), data.test_labels.numpy(), kind, per_class,
                        seed, tuple(private_classes))
@@ -357,127 +361,24 @@ def load_split(data: FashionMNIST, kind: str = "same-class", per_class: int = 10
     return split
 
 
-def split_for_config(cfg, data=None) -> tuple:
-    """The data and the split a resolved profile config names (Fashion-MNIST, or the face
-    data of the ``paper`` profile through ``lib.faces.load_for_config``)."""
-    if cfg["dataset"] == "faces":
-        from . import faces
-
-        return faces.load_for_config(cfg, data)
-    if cfg["dataset"] != "fashion-mnist":
-        raise ValueError(f"unknown dataset {cfg['dataset']!r}; valid: fashion-mnist, faces")
+def load_for_config(cfg, data: FashionMNIST | None = None) -> tuple[FashionMNIST, Split]:
+    """The data and the committed split a resolved profile config names."""
     data = data or load_fashion_mnist()
-    split = load_split(data, cfg["split"], cfg["private_per_class"], cfg["split_seed"],
-                       tuple(cfg["private_classes"]))
-    return data, split
+    return data, load_split(data, cfg["split"], cfg["private_per_class"], cfg["split_seed"],
+                            tuple(cfg["private_classes"]))
 
 
-def source_line(data) -> str:
-    """Where the loaded data came from, in words."""
-    if isinstance(data, FashionMNIST):
-        return f"loaded from {describe_source(data.source)}"
-    return f"loaded from {data.source}"
-
-
-def split_file_for(cfg) -> Path:
-    """The split file a resolved config reads (committed for Fashion-MNIST; the user's for faces)."""
-    if cfg["dataset"] == "faces":
-        from . import faces
-
-        return faces.split_file(cfg)
+def split_file(cfg) -> Path:
+    """The committed split file a resolved config reads."""
     return split_path(cfg["split"], cfg["private_per_class"], cfg["split_seed"])
 
 
-def label_name(data, label: int) -> str:
-    """The name of an original label (a Fashion-MNIST class, a face identity, or a public
-    identity of the face data, which has no name in the run)."""
-    names = data.class_names
-    return names[label] if 0 <= label < len(names) else f"public #{label}"
+def check_inputs(cfg) -> None:
+    """Nothing to check before loading: ``load_fashion_mnist`` names what is missing."""
 
 
-def role_counts(data, split):
-    """Images per role: per class for Fashion-MNIST (10 columns); for the face data, images,
-    identities and images per identity (min / median / max) — hundreds of columns otherwise."""
-    import pandas as pd
-
-    roles = {"D (private, T trains on it)": (split.private, data.train_labels),
-             "R (non-member reference)": (split.reference, data.train_labels),
-             "public (attacker)": (split.public, data.train_labels),
-             "E's training set": (split.evaluator, data.train_labels),
-             "test (private classes)": (split.test, data.test_labels)}
-    if isinstance(data, FashionMNIST):
-        counts = pd.DataFrame({role: np.bincount(labels[idx].numpy(), minlength=10)
-                               for role, (idx, labels) in roles.items()}, index=CLASS_NAMES).T
-        counts["total"] = counts.sum(axis=1)
-        return counts
-    rows = {}
-    for role, (idx, labels) in roles.items():
-        per = np.unique(labels[idx].numpy(), return_counts=True)[1]
-        rows[role] = {"images": int(per.sum()), "identities": len(per), "min per identity":
-                      int(per.min()), "median": float(np.median(per)), "max": int(per.max())}
-    return pd.DataFrame(rows).T
-
-
-def subset(data, indices: np.ndarray, train: bool = True,
-           size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model-ready images and original labels of ``indices`` in one split (``size``: the
-    data's model size when None: 32 for Fashion-MNIST, the profile's for faces)."""
-    size = data.image_size if size is None else size
-    images = data.train_images if train else data.test_images
-    labels = data.train_labels if train else data.test_labels
-    idx = torch.from_numpy(np.array(indices, dtype=np.int64))  # a copy: inputs may be read-only
-    return to_model_input(images[idx], size), labels[idx].clone()
-
-
-def to_private_labels(labels: torch.Tensor, private_classes) -> torch.Tensor:
-    """Map original labels of private classes to 0..K-1 (the target's label space)."""
-    classes = torch.as_tensor(list(private_classes), dtype=torch.long)
-    if (labels < 0).any():
-        raise ValueError("labels outside the private classes cannot be mapped")
-    size = max(N_CLASSES, int(labels.max()) + 1 if labels.numel() else 0,
-               int(classes.max()) + 1 if classes.numel() else 0)
-    lookup = torch.full((size,), -1, dtype=torch.long)
-    lookup[classes] = torch.arange(len(classes))
-    out = lookup[labels]
-    if (out < 0).any():
-        raise ValueError("labels outside the private classes cannot be mapped")
-    return out
-
-
-# ---------------------------------------------------------------------------- CLI
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.data", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["status", "fetch", "write-splits"])
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "fetch":
-            try:
-                folder = find_source_dir()
-            except DataNotFoundError:
-                print("Fashion-MNIST not found locally; downloading it with torchvision")
-                try:
-                    folder = download()
-                except Exception as err:  # no network, mirror down
-                    raise DataNotFoundError(_how_to_get_it(candidate_dirs())
-                                            + f" [the download failed: {err}]") from err
-        else:
-            folder = find_source_dir()
-        data = load_fashion_mnist(folder)
-        print(f"Fashion-MNIST OK in {folder} (sha256 of the decompressed files verified)")
-        if args.command == "write-splits":
-            from .profiles import PROFILES
-            for name, cfg in PROFILES.items():
-                if cfg["dataset"] != "fashion-mnist":
-                    continue
-                for kind in SPLIT_KINDS:
-                    path = write_split(data, kind, cfg["private_per_class"], cfg["split_seed"],
-                                       tuple(cfg["private_classes"]))
-                    print(f"wrote {path.relative_to(paths.repo_root())}")
-    except (DataNotFoundError, DataCorruptError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
+def write_splits(data: FashionMNIST, configs) -> list[Path]:
+    """Write the split files of every Fashion-MNIST config in ``configs``, both kinds."""
+    return [write_split(data, kind, cfg["private_per_class"], cfg["split_seed"],
+                        tuple(cfg["private_classes"]))
+            for cfg in configs if cfg["dataset"] == "fashion-mnist" for kind in SPLIT_KINDS]

@@ -1,9 +1,9 @@
-"""Profile resolution: overrides, clear errors, smoke on the CPU."""
+"""lib.config: profile resolution, overrides, clear errors, smoke on the CPU."""
 from __future__ import annotations
 
 import pytest
 
-from lib import profiles
+from lib import config as profiles  # the profiles table lives in lib.config
 
 
 @pytest.mark.parametrize("name", list(profiles.PROFILES))
@@ -66,10 +66,10 @@ def test_format_config_is_sorted_and_stable():
 
 def test_cpu_entropy_weights_are_the_committed_sweep_choice():
     """The cpu profile's λ_H values must be the ones the committed sweep chose (make sweep)."""
-    from lib import transfer
-    from lib.profiles import resolve
+    from lib.config import resolve
+    from lib.stages.transfer import load_sweep
 
-    sweep = transfer.load_sweep()
+    sweep = load_sweep()
     assert sweep is not None, "results/entropy_sweep.json is missing: run `make sweep`"
     assert sweep["profile"] == "cpu"
     cfg = resolve("cpu")

@@ -18,34 +18,29 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import artifacts, paths, profiles
+from .. import artifacts, config, paths
+from ..data import dataset
+from ..errors import DdcsMiError, RunnerError
+from .provenance import environment_info, git_commit
+from .summary import validate_summary, write_summary
 
 NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "03_gan_prior", "04_transfer", "05_attacks",
              "06_evaluation", "07_defense", "99_summary"]
 KERNEL_NAME = "ddcs-mi"
-SUMMARY_SCHEMA_VERSION = 2
 STATE = "runner_state.json"
-PACKAGES = ["torch", "torchvision", "kornia", "numpy", "scipy", "pandas", "matplotlib",
-            "seaborn", "safetensors", "papermill", "nbval", "prdc", "lpips"]
 
 Executor = Callable[..., Any]
 
 
-class RunnerError(RuntimeError):
-    """The runner cannot start (bad arguments, wrong kernel, unknown run folder)."""
-
-
 # ---------------------------------------------------------------------------- helpers
 def notebook_path(name: str) -> Path:
-    return paths.repo_root() / "notebooks" / f"{name}.ipynb"
+    return paths.notebooks_dir() / f"{name}.ipynb"
 
 
 def _hash_files(files: list[Path], root: Path) -> str:
@@ -78,24 +73,6 @@ def fingerprint(nb_path: Path, parameters: Mapping[str, Any]) -> str:
                        "lib": lib_hash(), "requirements": requirements_hash()},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def git_commit(short: bool = True) -> str:
-    try:
-        args = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
-        return subprocess.run(args, cwd=paths.repo_root(), capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "nogit"
-
-
-def git_dirty() -> bool:
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                             cwd=paths.repo_root(), capture_output=True, text=True, check=True)
-        return bool(out.stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return False
 
 
 def new_run_dir(profile: str, now: _dt.datetime | None = None) -> Path:
@@ -131,32 +108,10 @@ def check_kernel(name: str = KERNEL_NAME) -> str:
     return kernel_python
 
 
-def environment_info(device: str = "") -> dict:
-    from importlib import metadata
-
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count(), "packages": versions,
-            "git_commit": git_commit(short=False), "git_dirty": git_dirty(),
-            "executable": sys.executable, "requested_device": device}
-    try:
-        import torch
-        info["torch_threads"] = torch.get_num_threads()
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:  # torch missing is reported by the notebooks themselves
-        pass
-    return info
-
-
 def papermill_executor(input_path: Path, output_path: Path, parameters: dict | None,
                        cwd: Path, timeout: int) -> None:
     """Execute one notebook with papermill (the default executor)."""
-    import papermill as pm
+    import papermill as pm  # only the runner executes notebooks
 
     pm.execute_notebook(str(input_path), str(output_path), parameters=parameters or None,
                         kernel_name=KERNEL_NAME, cwd=str(cwd), progress_bar=False,
@@ -183,112 +138,6 @@ def _error_text(err: BaseException) -> str:
     return text.strip().splitlines()[0][:500] if text.strip() else type(err).__name__
 
 
-def collect_metrics(run_dir: Path) -> tuple[list, dict]:
-    """(claims as a list, other metrics by notebook) from ``<run>/metrics``."""
-    folder = run_dir / "metrics"
-    claims, metrics = [], {}
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
-            content = json.loads(path.read_text())
-            if path.stem == "claims":
-                claims = [content[k] for k in sorted(content)]
-            else:
-                metrics[path.stem] = content
-    return claims, metrics
-
-
-SUMMARY_KEYS = {"schema_version", "run", "profile", "overrides", "seed", "git_commit",
-                "started", "finished", "notebooks", "claims", "attacks", "metrics"}
-CLAIM_KEYS = {"id", "claim", "criterion", "measured", "passed", "notebook", "profile",
-              "feature_space", "details", "paper_says"}
-ATTACK_KEYS = {"attack", "mode", "seeds", "metrics"}
-ATTACK_METRIC_KEYS = {"mean", "values", "space"}
-
-
-def attack_table(metrics: Mapping[str, Any]) -> list[dict]:
-    """Per attack × mode, every metric of notebook 06 (mean over seeds, per-seed values,
-    feature space) and the seeds it covers; [] when notebook 06 has not run."""
-    by_source = metrics.get("06_evaluation", {}).get("by_source", {})
-    rows = []
-    for source, entry in by_source.items():
-        if "/" not in source:                       # the controls
-            continue
-        attack, mode = source.split("/", 1)
-        table = {}
-        for name, m in entry["metrics"].items():
-            values = [v for v in m["values"] if v is not None]
-            table[name] = {"mean": sum(values) / len(values) if values else None,
-                           "values": m["values"], "space": m["space"]}
-        rows.append({"attack": attack, "mode": mode, "seeds": entry["seeds"], "metrics": table})
-    return rows
-
-
-def validate_summary(summary: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming what is missing if ``summary`` does not follow the schema."""
-    def need(keys, obj, where):
-        missing = set(keys) - set(obj)
-        if missing:
-            raise ValueError(f"summary.json: {where} lacks {sorted(missing)} (schema version "
-                             f"{SUMMARY_SCHEMA_VERSION}, README 'Where outputs go')")
-
-    need(SUMMARY_KEYS, summary, "the top level")
-    if summary["schema_version"] != SUMMARY_SCHEMA_VERSION:
-        raise ValueError(f"summary.json: schema version {summary['schema_version']}, expected "
-                         f"{SUMMARY_SCHEMA_VERSION}")
-    for c in summary["claims"]:
-        need(CLAIM_KEYS, c, f"claim {c.get('id')}")
-    for a in summary["attacks"]:
-        need(ATTACK_KEYS, a, f"attack entry {a.get('attack')}/{a.get('mode')}")
-        for name, m in a["metrics"].items():
-            need(ATTACK_METRIC_KEYS, m, f"metric {name} of {a['attack']}/{a['mode']}")
-    for nb in summary["notebooks"]:
-        need({"name", "status", "seconds", "error"}, nb, f"notebook entry {nb.get('name')}")
-
-
-def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
-                  state: dict, started: str) -> dict:
-    """``summary.json`` (schema in README) and ``summary.md`` of a run folder."""
-    from .metrics.claims import PAPER_SAYS
-
-    claims, metrics = collect_metrics(run_dir)
-    claims = [{"feature_space": "", "details": "", **c, "paper_says": PAPER_SAYS.get(c["id"], "")}
-              for c in claims]
-    summary = {
-        "schema_version": SUMMARY_SCHEMA_VERSION,
-        "run": run_dir.name,
-        "profile": profile,
-        "overrides": dict(overrides),
-        "seed": seed,
-        "git_commit": git_commit(short=False),
-        "started": started,
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "notebooks": [{"name": n, "status": state[n]["status"],
-                       "seconds": state[n].get("seconds"), "error": state[n].get("error")}
-                      for n in state],
-        "claims": claims,
-        "attacks": attack_table(metrics),
-        "metrics": metrics,
-    }
-    validate_summary(summary)
-    artifacts.atomic_write_json(run_dir / "summary.json", summary)
-    lines = [f"# Run {run_dir.name}", "", f"profile `{profile}`, seed {seed}, overrides "
-             f"`{json.dumps(dict(overrides))}`, commit `{summary['git_commit'][:10]}`", "",
-             "| notebook | status | seconds |", "| --- | --- | --- |"]
-    for nb in summary["notebooks"]:
-        secs = "" if nb["seconds"] is None else f"{nb['seconds']:.1f}"
-        status = nb["status"] + (f" ({nb['error']})" if nb["error"] else "")
-        lines.append(f"| {nb['name']} | {status} | {secs} |")
-    lines += ["", "## Claims", ""]
-    if claims:
-        lines += ["| id | claim | criterion | measured | result |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {c['id']} | {c['claim']} | {c['criterion']} | {c['measured']} | "
-                  f"{'pass' if c['passed'] else 'FAIL'} |" for c in claims]
-    else:
-        lines.append("No claims recorded.")
-    artifacts.atomic_write_bytes(run_dir / "summary.md", ("\n".join(lines) + "\n").encode())
-    return summary
-
-
 # ---------------------------------------------------------------------------- main entry
 def resume_settings(run_dir: str | Path) -> dict:
     """The profile, overrides and seed a run folder was started with (its state file)."""
@@ -305,8 +154,8 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
         log: Callable[[str], None] = print) -> tuple[int, Path]:
     """Execute ``notebooks`` (default: all, in order) under ``profile``; (exit code, run dir)."""
     overrides = dict(overrides or {})
-    cfg = profiles.resolve(profile, overrides)          # unknown profile/key: ValueError
-    profiles.check_inputs(cfg)                          # paper: face data and weights present
+    cfg = config.resolve(profile, overrides)            # unknown profile/key: ConfigError
+    dataset.check_inputs(cfg)                           # paper: face data and weights present
     selected = list(notebooks or NOTEBOOKS)
     unknown = [n for n in selected if n not in NOTEBOOKS]
     if unknown:
@@ -315,8 +164,7 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
     executor = executor or papermill_executor
     if kernel_check:
         check_kernel()
-    os.environ["PYTHONHASHSEED"] = "0"      # inherited by the kernels papermill starts
-    os.environ["DDCS_MI_HEADLESS"] = "1"    # no progress bars in executed notebooks
+    paths.set_kernel_environment()          # inherited by the kernels papermill starts
     if resume:
         run_dir = Path(resume).resolve()
         if not (run_dir / STATE).is_file():
@@ -372,10 +220,8 @@ PUBLISHED = ("summary.json", "summary.md", "figures/99_headline.png")
 def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], None] = print) -> Path:
     """Copy a finished run's summary and headline figure into ``results/`` (committed), after
     checking the summary's schema and that every notebook succeeded."""
-    import shutil
-
     run_dir = Path(run_dir).resolve()
-    dest = Path(dest) if dest is not None else paths.repo_root() / "results"
+    dest = Path(dest) if dest is not None else paths.results_dir()
     summary = json.loads((run_dir / "summary.json").read_text())
     validate_summary(summary)
     failed = [n["name"] for n in summary["notebooks"] if n["status"] != "ok"]
@@ -401,8 +247,7 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
     executor = executor or papermill_executor
     if kernel_check:
         check_kernel()
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.environ["DDCS_MI_HEADLESS"] = "1"
+    paths.set_kernel_environment()
     shared = paths.runs_dir() / "interactive" / "smoke"
     if shared.exists():
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -410,18 +255,15 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
     failed = []
     for name in notebooks or NOTEBOOKS:
         path = notebook_path(name)
-        tmp = path.with_name(f".{name}.golden.ipynb")
         t0 = time.monotonic()
         try:
-            executor(path, tmp, None, path.parent, profiles.PROFILES["smoke"]["cell_timeout_s"])
-            clean_golden(tmp)
-            os.replace(tmp, path)
+            with artifacts.atomic_path(path) as tmp:     # replaced only when it succeeded
+                executor(path, tmp, None, path.parent, config.PROFILES["smoke"]["cell_timeout_s"])
+                clean_golden(tmp)
             log(f"{name}: golden outputs written ({time.monotonic() - t0:.1f} s)")
-        except Exception as err:
+        except Exception as err:  # keep going; the committed notebook stays as it was
             failed.append(name)
             log(f"{name}: FAILED ({_error_text(err)}); the committed notebook is unchanged")
-        finally:
-            tmp.unlink(missing_ok=True)
     return 1 if failed else 0
 
 
@@ -438,7 +280,7 @@ def _parse_override(text: str) -> tuple[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run_all.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default=None,
-                        help=f"one of {', '.join(profiles.PROFILES)} (default: cpu; with "
+                        help=f"one of {', '.join(config.PROFILES)} (default: cpu; with "
                              "--resume: the run's own)")
     parser.add_argument("--seed", type=int, default=0, help="master seed")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -469,6 +311,6 @@ def main(argv: list[str] | None = None) -> int:
             seed = saved.get("seed", seed)
         code, _ = run(profile, overrides, seed, args.device, args.resume, args.only)
         return code
-    except (ValueError, RunnerError, FileNotFoundError) as err:
+    except (DdcsMiError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

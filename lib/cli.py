@@ -1,0 +1,122 @@
+"""Every command-line entry point of the package: ``python -m lib.cli <command> ...``.
+
+- ``data status|fetch|write-splits``: check Fashion-MNIST (sha256), get it (the one network
+  use), or write the committed split files;
+- ``faces split --private DIR --public DIR --out FILE``: our split file from your copy of the
+  face data (the ``paper`` profile);
+- ``weights fetch|check``: the pretrained weights of the ``paper`` profile;
+- ``sweep [--profile cpu]``: the committed entropy-weight sweep (its own job: ``make sweep``).
+
+The notebooks' runner has its own command, ``run_all.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import config, paths, weights
+from .artifacts import atomic_write_json
+from .data import faces, fashion_mnist
+from .errors import DdcsMiError
+from .run import context, runner
+from .run.provenance import git_commit, git_dirty
+from .stages import transfer as transfer_stage
+
+
+def data_command(action: str) -> int:
+    folder = fashion_mnist.fetch() if action == "fetch" else fashion_mnist.find_source_dir()
+    data = fashion_mnist.load_fashion_mnist(folder)
+    print(f"Fashion-MNIST OK in {folder} (sha256 of the decompressed files verified)")
+    if action == "write-splits":
+        for path in fashion_mnist.write_splits(data, config.PROFILES.values()):
+            print(f"wrote {path.relative_to(paths.repo_root())}")
+    return 0
+
+
+def faces_split_command(args: argparse.Namespace) -> int:
+    private = faces.scan(args.private, args.private_layout, args.identity_file)
+    public = faces.scan(args.public, args.public_layout)
+    same = Path(args.private).resolve() == Path(args.public).resolve()
+    sources = {"private": {"root": str(Path(args.private).resolve()),
+                           "layout": args.private_layout, "identity_file": args.identity_file},
+               "public": {"root": str(Path(args.public).resolve()),
+                          "layout": args.public_layout, "identity_file": None}}
+    split = faces.make_split(private, public, min_images=args.min_images,
+                             n_identities=args.identities, n_attacked=args.attacked,
+                             holdout=args.holdout, seed=args.seed, same_dataset=same,
+                             sources=sources)
+    faces.write_split(split, args.out)
+    print(f"{len(split['identities'])} private identities ({len(split['attacked'])} attacked), "
+          f"{split['public_count']} public images → {args.out}")
+    return 0
+
+
+def weights_command(action: str) -> int:
+    print(weights.fetch() if action == "fetch" else weights.require())
+    return 0
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    commit, dirty = git_commit(), git_dirty()   # the code this job runs
+    run_dir = args.run_dir or str(runner.new_run_dir(args.profile))
+    ctx = context.setup(args.profile, run_dir, args.seed, "auto", {}, notebook="entropy_sweep",
+                        show_config=False)
+    result = transfer_stage.sweep(ctx, seed=args.seed)
+    result.update(profile=args.profile, git_commit=commit, git_dirty=dirty,
+                  config=config.transfer_config(ctx.cfg),
+                  run_dir=context.display_path(ctx.run_dir))
+    atomic_write_json(Path(args.out), result)
+    for mode, res in result["modes"].items():
+        print(f"{mode}: chosen λ = {res['chosen']['weight']:g}"
+              + (" (every weight collapsed)" if res["chosen"]["all_collapsed"] else ""))
+    print(f"written {args.out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lib.cli", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("data", help="Fashion-MNIST: check, get, or write the split files")
+    d.add_argument("action", choices=["status", "fetch", "write-splits"])
+    f = sub.add_parser("faces", help="the face data of the paper profile")
+    fsub = f.add_subparsers(dest="action", required=True)
+    s = fsub.add_parser("split", help="write our split file from your copy of the face data")
+    s.add_argument("--private", required=True)
+    s.add_argument("--private-layout", default="folders", choices=faces.LAYOUTS[:2])
+    s.add_argument("--identity-file", default=None)
+    s.add_argument("--public", required=True)
+    s.add_argument("--public-layout", default="flat", choices=faces.LAYOUTS)
+    s.add_argument("--min-images", type=int, default=30)
+    s.add_argument("--identities", type=int, default=1000)
+    s.add_argument("--attacked", type=int, default=200)
+    s.add_argument("--holdout", type=int, default=3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    w = sub.add_parser("weights", help="pretrained weights of the paper profile")
+    w.add_argument("action", choices=["fetch", "check"])
+    sw = sub.add_parser("sweep", help="the entropy-weight sweep (its own job; commit its output)")
+    sw.add_argument("--profile", default="cpu")
+    sw.add_argument("--run-dir", default="", help="reuse this run folder's models (default: new)")
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--out", default=str(transfer_stage.sweep_file()))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "data":
+            return data_command(args.action)
+        if args.command == "faces":
+            return faces_split_command(args)
+        if args.command == "weights":
+            return weights_command(args.action)
+        return sweep_command(args)
+    except DdcsMiError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
