@@ -12,14 +12,14 @@ from torch import nn
 
 from .. import weights
 from ..artifacts import atomic_path, register
-from ..config import ATTACKS, MODES, attack_seeds
+from ..config import ATTACKS, MODES
 from ..data.images import subset
 from ..metrics.controls import public_by_target, random_generator, real_test
 from ..metrics.evaluate import Evaluation, Judge
 from ..metrics.inception import inception_pool3
 from ..metrics.stats import format_ci
 from ..seeding import derive_seed
-from .attacks import require_attack
+from .attacks import require_attacks
 from .transfer import TransferInputs
 
 Sets = dict[tuple[str, int], tuple[torch.Tensor, np.ndarray]]
@@ -43,13 +43,9 @@ def build_judge(ctx, data, split, evaluator: nn.Module, perceptual) -> Judge:
 
 def attack_sets(ctx, inputs: TransferInputs, target: nn.Module) -> Sets:
     """The reconstructions of every attack × seed × mode, keyed ("<attack>/<mode>", seed)."""
-    sets: Sets = {}
-    for name in ATTACKS:
-        for seed in attack_seeds(ctx.cfg, name):
-            for mode in MODES:
-                run, _ = require_attack(ctx, name, mode, seed, inputs, target=target)
-                sets[f"{name}/{mode}", seed] = (run.images, run.original_labels)
-    return sets
+    runs, _ = require_attacks(ctx, inputs, target)
+    return {(f"{name}/{mode}", seed): (run.images, run.original_labels)
+            for (name, mode, seed), run in runs.items()}
 
 
 def control_draws(ctx, data, split, target: nn.Module,
