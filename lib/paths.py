@@ -101,11 +101,14 @@ def weights_dir() -> Path:
     return Path(env) if env else repo_root() / "weights"
 
 
-CPU_KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-"""The CPU instruction set torch's kernels may use, pinned so that a CPU run gives the same
-numbers on every x86-64 machine with AVX2: AVX-512 kernels (oneDNN's convolutions, ATen's
-vectorised loops) sum in another order, and training amplifies the last bits into different
-rounded results. A value already in the environment is kept."""
+CPU_KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+               "OPENBLAS_CORETYPE": "Haswell"}
+"""The CPU kernels torch and numpy/scipy may use, pinned so that a CPU run gives the same
+numbers on every x86-64 machine with AVX2. Otherwise each picks its kernels by CPU type at
+run time: torch's AVX-512 kernels (oneDNN's convolutions, ATen's vectorised loops) sum in
+another order than its AVX2 ones, and OpenBLAS's kernel families (Haswell, Zen, SkylakeX, ...)
+give eigenpairs of the natural-gradient metric (scipy's Lanczos) that differ in the last bits;
+training amplifies both into different rounded results. A value already set is kept."""
 
 
 def set_kernel_environment() -> None:
