@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 KERNEL := ddcs-mi
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install data weights reproduce publish smoke test unit nbval golden sweep benchmarks gpu-bundle gpu-check lab clean-venv
+.PHONY: install data weights reproduce publish smoke test unit nbval golden sweep ngd-damped regimes benchmarks gpu-bundle gpu-check lab clean-venv
 
 install: $(STAMP)
 
@@ -62,11 +62,24 @@ test: unit nbval
 golden: data
 	$(PY) run_all.py --golden
 
-# The entropy-weight sweep of the transfer (its own job, ~40 min on 2 cores, not part of
+# The entropy-weight sweep of the transfer (its own job, ~45 min on 2 cores, not part of
 # reproduce): writes results/entropy_sweep.json; commit it and set the cpu profile's
-# entropy_weight / ngd_entropy_weight to the chosen values (a test checks they agree).
+# entropy_weight / ngd_entropy_weight / ngd_damped_entropy_weight (authors' units) to the
+# chosen values (a test checks they agree). RUN=runs/<folder> reuses that folder's models.
 sweep: data
-	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli sweep --profile cpu
+	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli sweep --profile cpu $(if $(RUN),--run-dir $(RUN))
+
+# The committed study of the fourth mode, entropy+ngd-damped (claim C2d; ~10 min on a run
+# folder of `make reproduce`, RUN=runs/<folder>; from scratch without RUN): writes
+# results/ngd_damped_study.json, which notebooks 04 and 99 read.
+ngd-damped: data
+	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study ngd-damped --profile cpu $(if $(RUN),--run-dir $(RUN))
+
+# The committed study of the memorisation regime (≤ 45 min on 2 cores; on a run folder of
+# `make reproduce`, RUN=runs/<folder>, it reuses E, P, the prior and the vanilla transfers):
+# writes results/regimes.json, which notebook 08 reads.
+regimes: data
+	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study regimes --profile cpu $(if $(RUN),--run-dir $(RUN))
 
 benchmarks: data
 	@for f in benchmarks/*.py; do case $$f in *gpu_check.py) continue;; esac; \

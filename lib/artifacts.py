@@ -193,6 +193,12 @@ def save_json(path: Path, obj: Any, run_dir: Path | None = None, producer: str =
     return Path(path)
 
 
+def read_json_if_present(path: Path) -> Any | None:
+    """The content of a JSON file (e.g. a committed study's results), None when it is absent."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def load_json(path: Path, run_dir: Path | None = None) -> Any:
     if run_dir is not None:
         verify(run_dir, path)

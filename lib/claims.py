@@ -13,9 +13,8 @@ import math
 
 import pandas as pd
 
-from .config import MODES
 from .errors import InputError
-from .metrics.stats import combined_p_value, format_ci, paired_bootstrap_ci
+from .metrics.stats import combined_p_value, holm, mean_ci, paired_bootstrap_ci, sign_flip_p
 
 
 def soundness_claim(target_acc: float, evaluator_acc: float, profile: str,
@@ -42,65 +41,158 @@ def _values(results: pd.DataFrame, source: str, metric: str) -> pd.Series:
     return rows.set_index("seed")["value"].sort_index().astype(float)
 
 
-def resilience_claim(results: pd.DataFrame, attack: str = "ppa", space: str = "d_P",
-                     threshold: float = 0.5) -> dict:
-    """C1: the fraction of D with DDCS 0 is ≥ ``threshold`` for the strongest mode (the mode
-    with the highest mean DDCS_best under ``space``)."""
-    table = pd.DataFrame([{"mode": m,
-                           "ddcs_best": _values(results, f"{attack}/{m}", f"ddcs_best_{space}").mean(),
-                           "resilient_fraction": format_ci(
-                               _values(results, f"{attack}/{m}", f"resilient_fraction_{space}"), 3),
-                           "resilient_mean": _values(results, f"{attack}/{m}",
-                                                     f"resilient_fraction_{space}").mean()}
-                          for m in MODES]).set_index("mode")
-    strongest = table["ddcs_best"].idxmax()
-    value = table.loc[strongest, "resilient_mean"]
-    return {"claim": "many training samples stay resilient",
-            "criterion": f"fraction of D with DDCS score 0 ≥ {threshold} for the strongest mode",
-            "measured": f"{table.loc[strongest, 'resilient_fraction']} ({attack}, {strongest}, {space})",
-            "passed": bool(value >= threshold),
-            "details": "; ".join(f"{m}: {table.loc[m, 'resilient_fraction']}" for m in MODES)
-                       + f" (strongest = highest mean DDCS_best under {space})",
+CONTROL_NAMES = {"real_test": "real same-class non-member images",
+                 "public_by_target": "public images labelled by T",
+                 "random_generator": "the prior's random samples"}
+
+
+def attack_sources(results: pd.DataFrame) -> list[str]:
+    """The ``<attack>/<mode>`` sources of a results table, in order."""
+    return [s for s in dict.fromkeys(results.source) if "/" in s]
+
+
+def resilience_claim(results: pd.DataFrame, space: str = "d_P", threshold: float = 0.5) -> dict:
+    """C1: for the strongest attack × mode (highest mean DDCS_best under ``space``), E strict
+    Acc@1 ≥ ``threshold`` and the fraction of D with DDCS 0 ≥ ``threshold`` and ≥ the
+    real-image control's fraction. The same criterion is applied to each control and shown:
+    a control that meets it says the criterion does not need an attack to be met."""
+    attacks = attack_sources(results)
+    strongest = max(attacks, key=lambda s: _values(results, s, f"ddcs_best_{space}").mean())
+    sources = [strongest] + [c for c in CONTROL_NAMES if c in set(results.source)]
+    real = (_values(results, "real_test", f"resilient_fraction_{space}").mean()
+            if "real_test" in sources else math.nan)
+    rows = []
+    for source in sources:
+        acc = _values(results, source, "acc1_strict").mean()
+        resilient = _values(results, source, f"resilient_fraction_{space}").mean()
+        met = acc >= threshold and resilient >= threshold and not resilient < real
+        rows.append({"source": source, "role": "attack" if source == strongest else "control",
+                     "E_acc1_strict": acc, "resilient_fraction": resilient,
+                     "criterion_met": bool(met)})
+    table = pd.DataFrame(rows).set_index("source")
+    top = table.loc[strongest]
+    return {"claim": "many training samples stay resilient even to the strongest attack, "
+                     "although it succeeds at label level",
+            "criterion": f"strongest attack × mode (highest mean DDCS_best under {space}): E strict "
+                         f"Acc@1 ≥ {threshold} and resilient fraction ≥ {threshold} and ≥ the "
+                         "real-image control's",
+            "measured": f"{strongest}: E strict Acc@1 {top.E_acc1_strict:.2f}, resilient "
+                        f"{top.resilient_fraction:.3f} (real images: {real:.3f})",
+            "passed": bool(top.criterion_met),
+            "details": "the criterion applied to the controls: " + "; ".join(
+                f"{CONTROL_NAMES[s]}: Acc@1 {r.E_acc1_strict:.2f}, resilient "
+                f"{r.resilient_fraction:.3f}, {'met' if r.criterion_met else 'not met'}"
+                for s, r in table.iloc[1:].iterrows()),
             "table": table}
 
 
-def membership_claim(results: pd.DataFrame, attack: str = "ppa", space: str = "d_P",
-                     alpha: float = 0.05) -> dict:
-    """C1b: DDCS(D) − DDCS(R) > 0 with p < ``alpha`` for at least one mode. Per mode: the mean
-    gap over seeds and the seeds' permutation p-values combined by Fisher's method."""
+def _family(results: pd.DataFrame, value_metric: str, p_metric: str, alpha: float,
+            beside_metric: str | None = None) -> pd.DataFrame:
+    """Per attack × mode: the mean of ``value_metric`` over seeds (with its t-interval), the
+    seeds' ``p_metric`` p-values combined by Fisher's method, Holm-adjusted over the attack ×
+    mode family, and whether value > 0 with adjusted p < ``alpha``."""
     rows = []
-    for m in MODES:
-        gaps = _values(results, f"{attack}/{m}", f"gap_DR_{space}")
-        p = combined_p_value(_values(results, f"{attack}/{m}", f"gap_p_{space}").tolist())
-        rows.append({"mode": m, "gap": gaps.mean(), "gap_ci": format_ci(gaps, 3), "p": p,
-                     "significant": bool(gaps.mean() > 0 and p < alpha)})
-    table = pd.DataFrame(rows).set_index("mode")
-    best = table["gap"].idxmax()
-    return {"claim": "the attack leaks the samples themselves, not only the class",
-            "criterion": f"DDCS(D) − DDCS(R) > 0 with p < {alpha} for at least one mode",
-            "measured": f"largest gap {table.loc[best, 'gap_ci']}, p = {table.loc[best, 'p']:.3g} "
-                        f"({attack}, {best}, {space})",
+    for source in attack_sources(results):
+        values = _values(results, source, value_metric)
+        mean, low, high = mean_ci(values)
+        row = {"source": source, "seeds": len(values), "value": mean, "low": low, "high": high,
+               "p": combined_p_value(_values(results, source, p_metric).tolist())}
+        if beside_metric is not None:
+            row["beside_p"] = combined_p_value(_values(results, source, beside_metric).tolist())
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("source")
+    table["p_holm"] = holm(table["p"].to_numpy())
+    table["significant"] = (table["value"] > 0) & (table["p_holm"] < alpha)
+    return table
+
+
+def _interval(r) -> str:
+    return (f"{r.value:.3g} (one seed)" if math.isnan(r.low)
+            else f"{r.value:.3g} [{r.low:.3g}, {r.high:.3g}]")
+
+
+def membership_claim(results: pd.DataFrame, space: str = "d_P", alpha: float = 0.05) -> dict:
+    """C1b: DDCS(D) − DDCS(R) > 0 with Holm-adjusted p < ``alpha`` (over every attack × mode
+    tested) for at least one; reported for all. Per attack × mode: the mean gap over seeds
+    and the seeds' permutation p-values combined by Fisher's method."""
+    table = _family(results, f"gap_DR_{space}", f"gap_p_{space}", alpha)
+    best = table["value"].idxmax()
+    return {"claim": "the reconstructions are closer to the training samples than to non-members",
+            "criterion": f"DDCS(D) − DDCS(R) > 0 with Holm-adjusted p < {alpha} (over all attack "
+                         "× mode tested) for at least one",
+            "measured": f"largest gap {_interval(table.loc[best])}, p = {table.loc[best, 'p']:.2g}"
+                        f", Holm {table.loc[best, 'p_holm']:.2g} ({best}, {space})",
             "passed": bool(table["significant"].any()),
-            "details": "; ".join(f"{m}: gap {table.loc[m, 'gap_ci']}, p {table.loc[m, 'p']:.3g}"
-                                 for m in MODES)
+            "details": "; ".join(f"{s}: gap {_interval(r)}, p {r.p:.2g} (Holm {r.p_holm:.2g})"
+                                 for s, r in table.iterrows())
                        + " (p: the seeds' permutation tests combined by Fisher's method)",
             "table": table}
+
+
+def shift_claim(results: pd.DataFrame, space: str = "d_P", alpha: float = 0.05) -> dict:
+    """C1c: the attack-induced shift toward members, mean Δ > 0 with Holm-adjusted p < ``alpha``
+    (membership permutation, Fisher over seeds, Holm over every attack × mode) for at least
+    one; the sign-flip p over reconstructions is reported beside it."""
+    table = _family(results, f"shift_{space}", f"shift_p_{space}", alpha,
+                    beside_metric=f"shift_flip_p_{space}")
+    best = table["value"].idxmax()
+    return {"claim": "the optimisation against T moves reconstructions toward the training "
+                     "samples",
+            "criterion": f"mean Δ > 0 with Holm-adjusted p < {alpha} (membership permutation, "
+                         "over all attack × mode tested) for at least one",
+            "measured": f"largest mean Δ {_interval(table.loc[best])}, p = "
+                        f"{table.loc[best, 'p']:.2g}, Holm {table.loc[best, 'p_holm']:.2g} "
+                        f"({best}, {space})",
+            "passed": bool(table["significant"].any()),
+            "details": "; ".join(f"{s}: Δ {_interval(r)}, p {r.p:.2g} (Holm {r.p_holm:.2g}; "
+                                 f"sign flips {r.beside_p:.2g})" for s, r in table.iterrows())
+                       + " (p: membership permutations, seeds combined by Fisher's method)",
+            "table": table}
+
+
+def detection_limit(doses: pd.DataFrame, alpha: float = 0.05) -> dict[str, dict[str, float | None]]:
+    """The power of C1b's and C1c's tests: per statistic and leak kind, the smallest dose at
+    which that claim's own criterion is met (mean over seeds > 0 and the seeds' p-values
+    combined by Fisher's method < ``alpha``, unadjusted), or None. ``doses`` has one row per
+    (statistic, kind, fraction, seed) with ``value`` and ``p``."""
+    out: dict[str, dict[str, float | None]] = {}
+    for (statistic, kind), part in doses.groupby(["statistic", "kind"], sort=False):
+        found = None
+        for fraction, rows in part.groupby("fraction", sort=True):
+            if rows["value"].mean() > 0 and combined_p_value(rows["p"].tolist()) < alpha:
+                found = float(fraction)
+                break
+        out.setdefault(statistic, {})[kind] = found
+    return out
 
 
 IMPROVEMENT_METRICS = (("ddcs_best_d_P", 1, "DDCS_best (d_P)"), ("coverage", 1, "coverage (E)"),
                        ("fid_e", -1, "FID-E"))
 
 
+IMPROVEMENT_CLAIMS = {"entropy+ngd": "entropy + natural gradient improves the attack",
+                      "entropy+ngd-damped": "(ours) the damped natural gradient (H_k + γI)⁻¹ g "
+                                            "improves the attack"}
+
+
+def improvement_criterion(treatment: str, baseline: str = "vanilla") -> str:
+    return (f"{treatment} − {baseline}, paired over seeds, bootstrap 95% interval excludes 0: "
+            "DDCS_best up, coverage up, FID-E down")
+
+
 def improvement_claim(results: pd.DataFrame, attack: str = "ppa",
                       treatment: str = "entropy+ngd", baseline: str = "vanilla",
-                      seed: int = 0) -> dict:
-    """C2: ``treatment`` − ``baseline`` paired over seeds, percentile-bootstrap 95% interval;
-    passes when the interval excludes 0 in the right direction for DDCS_best (up), coverage
-    (up) and FID-E (down). ``entropy`` − ``baseline`` is reported beside it."""
+                      beside: tuple[str, ...] = ("entropy",), seed: int = 0) -> dict:
+    """C2 (``treatment`` ``entropy+ngd``) and C2d (``entropy+ngd-damped``): ``treatment`` −
+    ``baseline`` paired over seeds, percentile-bootstrap 95% interval; passes when the
+    interval excludes 0 in the right direction for DDCS_best (up), coverage (up) and FID-E
+    (down). The modes in ``beside`` are reported the same way beside it. In the table,
+    ``direction`` is the sign of the mean difference (right or wrong), ``excludes_0`` whether
+    the interval excludes 0, and ``passes`` both."""
     rows = []
     for metric, sign, label in IMPROVEMENT_METRICS:
         base = _values(results, f"{attack}/{baseline}", metric)
-        for mode in ("entropy", treatment):
+        for mode in (*beside, treatment):
             treat = _values(results, f"{attack}/{mode}", metric)
             common = base.index.intersection(treat.index)
             if base.loc[common].isna().any() or treat.loc[common].isna().any():
@@ -108,9 +200,12 @@ def improvement_claim(results: pd.DataFrame, attack: str = "ppa",
             else:
                 mean, low, high = paired_bootstrap_ci(treat.loc[common].to_numpy(),
                                                       base.loc[common].to_numpy(), seed=seed)
-            right = (not math.isnan(low)) and sign * low > 0 and sign * high > 0
+            excludes_0 = (not math.isnan(low)) and (low > 0 or high < 0)
+            right = (not math.isnan(mean)) and sign * mean > 0
             rows.append({"metric": label, "mode": mode, "difference": mean, "low": low,
-                         "high": high, "seeds": len(common), "right_direction": bool(right)})
+                         "high": high, "seeds": len(common),
+                         "direction": "—" if math.isnan(mean) else ("right" if right else "wrong"),
+                         "excludes_0": bool(excludes_0), "passes": bool(excludes_0 and right)})
     table = pd.DataFrame(rows)
     main = table[table["mode"] == treatment]
 
@@ -121,38 +216,60 @@ def improvement_claim(results: pd.DataFrame, attack: str = "ppa",
             return f"{r.metric} {r.difference:+.3g} (one seed: no interval)"
         return f"{r.metric} {r.difference:+.3g} [{r.low:+.3g}, {r.high:+.3g}]"
 
-    return {"claim": "entropy + natural gradient improves the attack",
-            "criterion": f"{treatment} − {baseline}, paired over seeds, bootstrap 95% interval "
-                         "excludes 0: DDCS_best up, coverage up, FID-E down",
+    return {"claim": IMPROVEMENT_CLAIMS.get(treatment, f"{treatment} improves the attack"),
+            "criterion": improvement_criterion(treatment, baseline),
             "measured": "; ".join(fmt(r) for r in main.itertuples()),
-            "passed": bool(main["right_direction"].all()),
-            "details": "entropy − vanilla: " + "; ".join(
-                fmt(r) for r in table[table["mode"] == "entropy"].itertuples()),
+            "passed": bool(main["passes"].all()),
+            "details": "; ".join(f"{mode} − {baseline}: " + "; ".join(
+                fmt(r) for r in table[table["mode"] == mode].itertuples()) for mode in beside),
             "table": table}
 
 
-def susceptibility_claim(comparisons: pd.DataFrame, action: pd.DataFrame | None = None,
-                         min_lift: float = 2.0, alpha: float = 0.05) -> dict:
-    """C3: per-sample DDCS rankings agree across independent attack runs: Spearman ρ > 0
-    with p < ``alpha`` and top-10% precision ≥ ``min_lift`` × chance, in every comparison of
-    ``comparisons`` (rows of ``lib.defense.compare_rankings`` with a ``run`` column). The
-    effect of acting on the flagged samples (``action``: rows with ``condition`` and
-    ``ddcs_change``) is reported in the details."""
+def recurrence_claim(comparisons: pd.DataFrame, min_lift: float = 2.0,
+                     alpha: float = 0.05) -> dict:
+    """C3a: per-sample DDCS rankings recur across independent attack runs: Spearman ρ > 0 with
+    p < ``alpha`` and top-10% precision ≥ ``min_lift`` × chance, in every comparison of
+    ``comparisons`` (rows of ``lib.defense.compare_rankings`` with a ``run`` column)."""
     if comparisons.empty:
-        raise InputError("no independent runs to compare the audit with; C3 needs at least "
+        raise InputError("no independent runs to compare the audit with; C3a needs at least "
                          "one (another seed, mode or attack)")
     ok = ((comparisons.rho > 0) & (comparisons.rho_p < alpha)
           & (comparisons.precision >= min_lift * comparisons.chance))
-    measured = "; ".join(f"{r.run}: ρ {r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}] (p {r.rho_p:.2g}), "
-                         f"top-10% precision {r.precision:.2f} [{r.precision_low:.2f}, "
-                         f"{r.precision_high:.2f}] vs chance {r.chance:.2f}"
+    measured = "; ".join(f"{r.run}: ρ {r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}] "
+                         f"(p {r.rho_p:.2g}), top-10% precision {r.precision:.2f} "
+                         f"[{r.precision_low:.2f}, {r.precision_high:.2f}] vs chance {r.chance:.2f}"
                          for r in comparisons.itertuples())
-    details = ""
-    if action is not None and not action.empty:
-        details = "acting on it: " + "; ".join(
-            f"{r.condition}: remaining samples' mean DDCS_best {r.ddcs_change:+.3g}, "
-            f"T test accuracy {r.test_acc_change:+.3f}" for r in action.itertuples())
-    return {"claim": "DDCS finds susceptible samples without supervision",
+    return {"claim": "the per-sample exposure ranking recurs across independent attack runs",
             "criterion": f"Spearman ρ > 0 with p < {alpha} and top-10% precision ≥ {min_lift:g}× "
                          "chance between independent attack runs",
-            "measured": measured, "passed": bool(ok.all()), "details": details}
+            "measured": measured, "passed": bool(ok.all()), "details": ""}
+
+
+def membership_exposure_claim(drops: pd.DataFrame, alpha: float = 0.05,
+                              n_flips: int = 10000, seed: int = 0) -> dict:
+    """C3b: the flagged samples' exposure comes from their membership. ``drops`` has one row per
+    (retraining seed, flagged sample) with ``drop_without_flagged`` (its DDCS_best fall when T
+    is retrained without the flagged set F) and ``drop_without_random`` (when T is retrained
+    without an equal random set Q, F kept). Per retraining seed: the mean paired difference
+    and a one-sided sign-flip p; combined over seeds by Fisher's method. Passes when the mean
+    difference is > 0 in every retraining seed and the combined p < ``alpha``. The inference
+    is conditional on these retrainings."""
+    rows = []
+    for retrain_seed, part in drops.groupby("retrain_seed", sort=True):
+        diff = (part["drop_without_flagged"] - part["drop_without_random"]).to_numpy()
+        rows.append({"retrain_seed": retrain_seed, "flagged": len(diff),
+                     "mean_difference": float(diff.mean()),
+                     "p": sign_flip_p(diff, n_flips, seed + int(retrain_seed))})
+    table = pd.DataFrame(rows).set_index("retrain_seed")
+    combined = combined_p_value(table["p"].tolist())
+    return {"claim": "the flagged samples' exposure comes from their membership",
+            "criterion": f"drop under T′ (F removed) − drop under T_Q (random Q removed), paired "
+                         f"over F: mean > 0 in every retraining seed and Fisher-combined one-sided "
+                         f"p < {alpha}",
+            "measured": "; ".join(f"retraining seed {s}: {r.mean_difference:+.3g} (p {r.p:.2g})"
+                                  for s, r in table.iterrows())
+                        + f"; combined p {combined:.2g}",
+            "passed": bool((table["mean_difference"] > 0).all() and combined < alpha),
+            "details": "conditional on these retrainings (one T′ and one T_Q per retraining "
+                       "seed, Q redrawn per seed); drops scored against the full D",
+            "table": table}

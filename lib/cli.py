@@ -5,22 +5,34 @@
 - ``faces split --private DIR --public DIR --out FILE``: our split file from your copy of the
   face data (the ``paper`` profile);
 - ``weights fetch|check``: the pretrained weights of the ``paper`` profile;
-- ``sweep [--profile cpu]``: the committed entropy-weight sweep (its own job: ``make sweep``).
+- ``sweep [--profile cpu]``: the committed entropy-weight sweep (its own job: ``make sweep``);
+- ``study ngd-damped [--run-dir DIR]``: the committed study of the fourth mode (claim C2d;
+  ``make ngd-damped``);
+- ``study regimes [--run-dir DIR]``: the committed study of the memorisation regime
+  (``make regimes``);
+- ``report [--summary FILE]``: markdown tables of a run's summary (default: the published one).
+
+Each committed job records the commit it ran, whether the tree was dirty, the date and the
+time it took.
 
 The notebooks' runner has its own command, ``run_all.py``.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import sys
+import time
 from pathlib import Path
 
 from . import config, paths, weights
 from .artifacts import atomic_write_json
 from .data import faces, fashion_mnist
 from .errors import DdcsMiError
-from .run import context, runner
+from .run import context, report, runner
 from .run.provenance import git_commit, git_dirty
+from .stages import damped_study, regimes
 from .stages import transfer as transfer_stage
 
 
@@ -57,20 +69,52 @@ def weights_command(action: str) -> int:
     return 0
 
 
-def sweep_command(args: argparse.Namespace) -> int:
+def committed_job(args: argparse.Namespace, name: str, job, out: Path) -> dict:
+    """Run ``job(ctx)`` in ``--run-dir`` (default: a new run folder) and write its result,
+    with its provenance, atomically to ``out``."""
     commit, dirty = git_commit(), git_dirty()   # the code this job runs
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     run_dir = args.run_dir or str(runner.new_run_dir(args.profile))
-    ctx = context.setup(args.profile, run_dir, args.seed, "auto", {}, notebook="entropy_sweep",
+    ctx = context.setup(args.profile, run_dir, args.seed, "auto", {}, notebook=name,
                         show_config=False)
-    result = transfer_stage.sweep(ctx, seed=args.seed)
-    result.update(profile=args.profile, git_commit=commit, git_dirty=dirty,
-                  config=config.transfer_config(ctx.cfg),
+    start = time.perf_counter()
+    result = job(ctx)
+    result.update(profile=args.profile, git_commit=commit, git_dirty=dirty, date=started,
+                  seconds=round(time.perf_counter() - start, 1),
                   run_dir=context.display_path(ctx.run_dir))
-    atomic_write_json(Path(args.out), result)
+    atomic_write_json(out, result)
+    print(f"written {out} ({result['seconds']:.0f} s)")
+    return result
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    result = committed_job(args, "entropy_sweep",
+                           lambda ctx: {**transfer_stage.sweep(ctx, seed=args.seed),
+                                        "config": config.transfer_config(ctx.cfg)},
+                           Path(args.out))
     for mode, res in result["modes"].items():
-        print(f"{mode}: chosen λ = {res['chosen']['weight']:g}"
+        print(f"{mode}: chosen λ_H = {res['chosen']['weight']:g} (authors' units)"
               + (" (every weight collapsed)" if res["chosen"]["all_collapsed"] else ""))
-    print(f"written {args.out}")
+    return 0
+
+
+def study_command(args: argparse.Namespace) -> int:
+    if args.name == "regimes":
+        result = committed_job(args, "regimes", regimes.run_study, regimes.results_file())
+        for r in result["regimes"]:
+            print(f"{r['per_class']} per class: T {r['target']['epochs']} epochs, train/test "
+                  f"{r['target']['train_acc']:.2f}/{r['target']['test_acc']:.2f}; C1b "
+                  f"{'PASS' if r['C1b']['passed'] else 'FAIL'}, C1c "
+                  f"{'PASS' if r['C1c']['passed'] else 'FAIL'}")
+        return 0
+    result = committed_job(args, "ngd_damped_study", damped_study.run_study,
+                           damped_study.study_file())
+    print(f"C2d {'PASS' if result['claim']['passed'] else 'FAIL'}: {result['claim']['measured']}")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    print(report.report(json.loads(Path(args.summary).read_text())))
     return 0
 
 
@@ -100,6 +144,14 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--run-dir", default="", help="reuse this run folder's models (default: new)")
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--out", default=str(transfer_stage.sweep_file()))
+    st = sub.add_parser("study", help="a committed study (commit its output)")
+    st.add_argument("name", choices=["ngd-damped", "regimes"])
+    st.add_argument("--profile", default="cpu")
+    st.add_argument("--run-dir", default="", help="reuse this run folder's artefacts (default: "
+                                                  "a new run folder)")
+    st.add_argument("--seed", type=int, default=0)
+    rp = sub.add_parser("report", help="markdown tables of a run's summary.json")
+    rp.add_argument("--summary", default=str(paths.results_dir() / "summary.json"))
     return p
 
 
@@ -112,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             return faces_split_command(args)
         if args.command == "weights":
             return weights_command(args.action)
+        if args.command == "study":
+            return study_command(args)
+        if args.command == "report":
+            return report_command(args)
         return sweep_command(args)
     except DdcsMiError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -16,6 +16,11 @@ from .errors import ConfigError
 
 MODES = ("vanilla", "entropy", "entropy+ngd")
 """The transfer modes of the framework (the paper's three), all from one pretrained prior."""
+OUR_MODES = ("entropy+ngd-damped",)
+"""Ours, labelled as a deviation: the natural gradient (H_k + γI)⁻¹ g instead of the paper's
+rank-k pseudo-inverse (``lib.ngd``)."""
+ALL_MODES = MODES + OUR_MODES
+NATURAL_GRADIENT_MODES = ("entropy+ngd", "entropy+ngd-damped")
 ATTACKS = ("ppa", "gmi")
 """The model-inversion attacks: PPA-style (Struppek et al. 2022), GMI-style (Zhang et al. 2020)."""
 ROLES = ("target", "evaluator", "perceptual")
@@ -80,8 +85,8 @@ _BASE: dict[str, Any] = {
     # transfer (PAPER.md §3): vanilla | entropy | entropy+ngd from the same checkpoint
     "transfer_steps": 300,
     "transfer_lr": 2e-4,
-    "entropy_weight": 1.0,           # λ_H of `entropy` (the paper: 1); cpu: the committed sweep
-    "ngd_entropy_weight": 1.0,       # λ_H of `entropy+ngd` (the paper: 1); cpu: the committed sweep
+    "entropy_weight": 1.0,           # λ_H of `entropy`, authors' units (the paper: 1; = 16/b on a
+    "ngd_entropy_weight": 1.0,       #   batch-b sum); of `entropy+ngd`. cpu: the committed sweep
     "entropy_reduction": "sum",      # sum over the batch (the paper) | mean
     "entropy_objective": "entropy",  # entropy (the paper) | spread (deviation: minus batch-mean entropy)
     "ngd_rank": 20,                  # top-k eigenpairs of the LPIPS-style metric
@@ -89,6 +94,9 @@ _BASE: dict[str, Any] = {
     "ngd_mode": "faithful",          # faithful (the paper) | per-sample (deviation: damped, refreshed)
     "ngd_damping": 0.0,              # added to the eigenvalues (faithful: 0)
     "ngd_refresh_every": 50,         # per-sample mode: recompute the metric every N steps
+    "ngd_damped_gamma": 0.0,         # entropy+ngd-damped (ours): γ of (H_k + γI)⁻¹; 0: λ_k of each
+                                     #   reference metric (the per-sample mode uses ngd_damping)
+    "ngd_damped_entropy_weight": 1.0,  # its λ_H, authors' units; cpu: the committed sweep
     "monitor_samples": 512,          # fixed codes for the class histogram / collapse monitor
     "monitor_every": 25,
     "collapse_max_share": 0.5,       # collapsed when one target class takes more of the samples
@@ -104,6 +112,12 @@ _BASE: dict[str, Any] = {
     "gmi_restarts": 2,               # random restarts; the lowest final loss per row is kept
     "gmi_lambda_id": 100.0,          # weight of the identity (cross-entropy) loss
     "gmi_seeds": 1,                  # GMI runs in the first N profile seeds (PPA: every seed)
+    # defence (claim C3b): T retrained without the flagged set / a random set, per seed
+    "defense_retrain_seeds": 2,
+    # positive controls of the membership tests (claims C1b, C1c; oracle projections)
+    "reach_per_class": 20,           # D and R images per class projected onto the prior
+    "projection_steps": 150,         # Adam steps of an oracle projection (lr 0.05)
+    "projection_restarts": 4,        # random starting codes per projected image
     # runner
     "cell_timeout_s": 1800,
 }
@@ -137,11 +151,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "attack_final_aug": 8,
         "gmi_steps": 10,
         "gmi_restarts": 2,
+        "reach_per_class": 5,
+        "projection_steps": 20,
+        "projection_restarts": 2,
         "cell_timeout_s": 300,
     },
     "cpu": {**_BASE,
-            "entropy_weight": 0.01,       # chosen by the committed sweep (results/entropy_sweep.json)
-            "ngd_entropy_weight": 1.0},   # chosen by the same sweep (= the paper's value)
+            "entropy_weight": 0.04,       # authors' units; chosen by the committed sweep
+            "ngd_entropy_weight": 4.0,    # (results/entropy_sweep.json), one rule for every mode
+            "ngd_damped_entropy_weight": 1.0},
     "paper": {
         **_BASE,
         "dataset": "faces",
@@ -293,8 +311,8 @@ def attack_seeds(cfg: Mapping[str, Any], name: str) -> list[int]:
 
 
 def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ConfigError(f"unknown transfer mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode not in ALL_MODES:
+        raise ConfigError(f"unknown transfer mode {mode!r}; valid: {', '.join(ALL_MODES)}")
 
 
 def check_attack(name: str) -> None:

@@ -7,17 +7,24 @@ metric of image space is the Hessian
 
 It is never formed: ``hessian_vector_product`` computes H v by double back-propagation.
 Lanczos (``scipy.sparse.linalg.eigsh``) on that operator gives the top k eigenpairs
-(λ_i, v_i), and a loss's image-space gradient g is replaced by the natural gradient
+(λ_i, v_i), and a loss's image-space gradient g is preconditioned (``precondition``) in one of
+two forms:
 
-    g̃ = V diag(1 / (λ + damping)) Vᵀ g,
+- ``form="paper"``: g̃ = V diag(1 / (λ + damping)) Vᵀ g, a rank-k pseudo-inverse of H (the
+  paper: k = 20, no damping). It keeps only the part of g inside the k *stiffest* directions
+  (where the image changes most perceptually) and drops everything else;
+- ``form="damped"`` (ours, a labelled deviation): g̃ = (H_k + γI)⁻¹ g with H_k = V diag(λ) Vᵀ,
+  i.e. V diag(1 / (λ + γ)) Vᵀ g + (g − V Vᵀ g) / γ: a natural gradient in the usual sense,
+  which keeps the complement of the top-k space and favours perceptually cheap directions.
 
-a rank-k pseudo-inverse of H (the paper: k = 20, no damping). The paper computes the
-eigenpairs once at a few random reference codes and indexes them by batch position
-(``ReferenceMetric``, the faithful mode); ``metric_at`` gives the per-sample metric (a
-labelled deviation).
+The paper computes the eigenpairs once at a few random reference codes and indexes them by
+batch position (``ReferenceMetric``, the faithful mode); ``metric_at`` gives the per-sample
+metric (a labelled deviation). ``perceptual_efficiency`` measures what a direction buys:
+gᵀδ / √(δᵀHδ), the decrease of the loss per unit of perceptual cost.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,6 +37,7 @@ from .errors import InputError
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 HVP = Callable[[torch.Tensor], torch.Tensor]
 METHODS = ("lanczos", "exact")
+FORMS = ("paper", "damped")
 
 
 def hessian_vector_product(distance: Distance, image: torch.Tensor) -> HVP:
@@ -131,13 +139,20 @@ def top_eigenpairs(hvp: HVP, dim: int, k: int, method: str = "lanczos", tol: flo
 
 
 def precondition(grad: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor,
-                 damping: float = 0.0) -> torch.Tensor:
-    """The natural gradient V diag(1/(λ + damping)) Vᵀ g of each row g of ``grad``.
+                 damping: float = 0.0, form: str = "paper") -> torch.Tensor:
+    """The preconditioned gradient of each row g of ``grad`` (see the module):
+    ``form="paper"``: V diag(1/(λ + damping)) Vᵀ g; ``form="damped"``: that plus
+    (g − V Vᵀ g) / damping, i.e. (V diag(λ) Vᵀ + damping·I)⁻¹ g (needs damping > 0).
 
     ``grad``: (B, dim) or (B, C, H, W) (result in the same shape and dtype). Either one
     metric for the whole batch, ``eigvals`` (k,) and ``eigvecs`` (dim, k), or one per
     sample, ``eigvals`` (B, k) and ``eigvecs`` (B, dim, k).
     """
+    if form not in FORMS:
+        raise InputError(f"unknown preconditioner form {form!r}; valid: {', '.join(FORMS)}")
+    if form == "damped" and not (math.isfinite(damping) and damping > 0):
+        raise InputError(f"form='damped' needs damping > 0 (it divides the complement of the "
+                         f"top-k space by it), got {damping}")
     if grad.dim() < 2:
         raise InputError(f"precondition needs a batch of gradients (B, dim) or (B, C, H, W), "
                          f"got shape {tuple(grad.shape)}")
@@ -162,7 +177,49 @@ def precondition(grad: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tenso
     scale = 1.0 / (eigvals.to(g.device, g.dtype) + float(damping))     # (1 or B, k)
     coeffs = (g.unsqueeze(1) @ vecs).squeeze(1) * scale                # (B, k)
     out = (coeffs.unsqueeze(1) @ vecs.transpose(-1, -2)).squeeze(1)    # (B, dim)
+    if form == "damped":
+        inside = ((g.unsqueeze(1) @ vecs) @ vecs.transpose(-1, -2)).squeeze(1)   # V Vᵀ g
+        out = out + (g - inside) / float(damping)
     return out.reshape(grad.shape)
+
+
+def perceptual_efficiency(grad: torch.Tensor, direction: torch.Tensor,
+                          hessian: torch.Tensor) -> torch.Tensor:
+    """gᵀδ / √(δᵀHδ) per row: how much a step along δ lowers a loss of gradient g per unit of
+    perceptual cost under the metric H (dim, dim) — or per-row metrics (B, dim, dim)."""
+    g, d = grad.reshape(len(grad), -1).double(), direction.reshape(len(direction), -1).double()
+    h = hessian.double()
+    hd = d @ h if h.dim() == 2 else (h @ d.unsqueeze(-1)).squeeze(-1)
+    cost = (d * hd).sum(1).clamp_min(0).sqrt()
+    return (g * d).sum(1) / cost.clamp_min(1e-300)
+
+
+def direction_efficiencies(grad: torch.Tensor, hessian: torch.Tensor, k: int,
+                           reference: "ReferenceMetric | None" = None,
+                           reference_code: int = 0) -> dict[str, float]:
+    """For one image's gradient ``grad`` (any shape, dim values) and the exact metric
+    ``hessian`` (dim, dim) at that image: ``perceptual_efficiency`` of the plain gradient and
+    of both preconditioner forms with the top ``k`` eigenpairs of the exact metric (damped:
+    γ = λ_k), and, given a ``reference`` metric, with its ``reference_code`` (as the transfer
+    uses it); plus the share of ‖g‖ inside the top-k space of the exact metric."""
+    g = grad.reshape(1, -1).double()
+    h = hessian.double()
+    vals, vecs = torch.linalg.eigh(h)
+    vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
+    directions = {"plain gradient": g,
+                  "paper (top-k at the image)": precondition(g, vals, vecs, 0.0, "paper"),
+                  "damped (top-k at the image)": precondition(g, vals, vecs,
+                                                              float(vals[-1]), "damped")}
+    if reference is not None:
+        ref_vals = reference.eigvals[reference_code]
+        ref_vecs = reference.eigvecs[reference_code].double()
+        directions["paper (reference metric)"] = precondition(
+            g, ref_vals, ref_vecs, reference.damping_of(reference_code, "paper"), "paper")
+        directions["damped (reference metric)"] = precondition(
+            g, ref_vals, ref_vecs, reference.damping_of(reference_code, "damped"), "damped")
+    out = {name: perceptual_efficiency(g, d, h).item() for name, d in directions.items()}
+    out["share of ‖g‖ in the top-k space"] = ((g @ vecs).norm() / g.norm()).item()
+    return out
 
 
 def metric_at(distance: Distance, images: torch.Tensor, k: int, method: str = "lanczos",
@@ -203,14 +260,25 @@ class ReferenceMetric:
     def n_codes(self) -> int:
         return len(self.eigvals)
 
-    def precondition(self, grad: torch.Tensor) -> torch.Tensor:
-        """The natural gradient of each row of ``grad`` (B, dim) or (B, C, H, W), row i under
-        reference metric i mod n_codes; same shape and dtype as ``grad``."""
+    def precondition(self, grad: torch.Tensor, form: str = "paper",
+                     damping: float | None = None) -> torch.Tensor:
+        """The preconditioned gradient (``precondition``) of each row of ``grad`` (B, dim) or
+        (B, C, H, W), row i under reference metric i mod n_codes; same shape and dtype.
+        ``damping``: None takes this metric's ``damping`` for ``form="paper"`` and, for
+        ``form="damped"``, γ = the smallest kept eigenvalue λ_k of each reference metric (no
+        direction is amplified more than the softest kept one)."""
         out = torch.empty_like(grad)
         for code in range(min(len(grad), self.n_codes)):
             out[code::self.n_codes] = precondition(grad[code::self.n_codes], self.eigvals[code],
-                                                   self.eigvecs[code], self.damping)
+                                                   self.eigvecs[code],
+                                                   self.damping_of(code, form, damping), form)
         return out
+
+    def damping_of(self, code: int, form: str = "paper", damping: float | None = None) -> float:
+        """The damping ``precondition`` uses for reference ``code`` (see there)."""
+        if damping is not None:
+            return float(damping)
+        return self.damping if form == "paper" else float(self.eigvals[code, -1])
 
     def spectrum(self) -> np.ndarray:
         """The eigenvalues (n_codes, k) as a float64 numpy array, largest first per code."""

@@ -13,11 +13,19 @@ PAPER_SAYS = {
     "C1": "DDCS exposes that many training samples stay resilient even to the strongest attack",
     "C1b": "(not in the paper; ours) reconstructions are closer to the training samples than "
            "to non-members of the same class",
+    "C1c": "(not in the paper; ours) the optimisation against the target moves reconstructions "
+           "toward the training samples",
     "C2": "the framework (entropy + natural gradient) improves state-of-the-art attacks on "
           "DDCS, coverage and FID, with entropy alone in between",
-    "C3": "DDCS identifies the samples most susceptible to MI attacks without supervision, "
-          "which a defender can use",
+    "C2d": "(not in the paper; ours) a damped natural gradient (H_k + γI)⁻¹ g, which keeps the "
+           "perceptually cheap directions the paper's rank-k form drops, improves the attack",
+    "C3a": "DDCS identifies the samples most susceptible to MI attacks without supervision "
+           "(their exposure recurs across attack runs)",
+    "C3b": "(the paper: a defender can use it; ours: the test) the flagged samples are exposed "
+           "because they were trained on",
 }
+CLAIM_IDS = tuple(PAPER_SAYS)
+"""Every claim of the claims table, in order."""
 
 # PROTOCOL.md's deviations from the paper at CPU scale (shown by 99_summary and the README).
 DEVIATIONS = [
@@ -36,9 +44,12 @@ DEVIATIONS = [
     ("Inception-v3 evaluator trained on the private data",
      "SCNN-family evaluator, 10-way, trained without D and R",
      "an evaluator that saw D would favour members in every E-feature metric"),
-    ("entropy weight λ = 1, batch sum", "λ chosen by a committed sweep with a collapse monitor "
-     "(cpu: 0.01 for entropy, 1 for entropy+ngd); the faithful value one override away",
-     "the faithful value collapsed a small generator"),
+    ("entropy weight λ_H = 1, summed over a per-GPU batch of 16, gradients averaged over 4 GPUs "
+     "(= 0.25 in a sum over a batch of 64)",
+     "λ_H in the same (authors') units — a process summing over a batch of b uses 16·λ_H / b — "
+     "chosen per mode by a committed sweep with a collapse monitor (the cpu profile's "
+     "entropy_weight and ngd_entropy_weight); the paper's value one override away",
+     "the paper's value collapsed a small generator in a prototype"),
     ("transfer: 10 epochs at lr 2e-3 (StyleGAN2)", "300 steps of batch 64 at lr 2e-4 "
      "(≈ 0.3 epoch)", "the 15-minute CPU budget"),
     ("PPA: 5,000 codes per class (truncation 0.5), 200 candidates → 50 final per class, Adam "

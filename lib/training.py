@@ -20,7 +20,7 @@ from . import paths
 from .augment import classifier_shifts, discriminator_view
 from .artifacts import PartialState, Resumable
 from .errors import InputError
-from .seeding import global_seed
+from .seeding import derive_seed, global_seed
 
 ExtraLoss = Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]]
 
@@ -136,11 +136,39 @@ def ema_beta(batch_size: int, ema_kimg: float) -> float:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """ema ← β·ema + (1 − β)·model for parameters; buffers (batch-norm statistics) copied."""
+    """ema ← β·ema + (1 − β)·model for the parameters. The buffers (batch-norm statistics) are
+    left alone: the averaged weights need statistics of their own (``standing_statistics``),
+    not those of the current weights."""
     for p_ema, p in zip(ema.parameters(), model.parameters()):
         p_ema.lerp_(p, 1.0 - beta)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+
+
+STANDING_BATCHES = 50
+STANDING_BATCH_SIZE = 256
+
+
+@torch.no_grad()
+def standing_statistics(generator: nn.Module, seed: int, batches: int = STANDING_BATCHES,
+                        batch_size: int = STANDING_BATCH_SIZE) -> nn.Module:
+    """Recompute a generator's batch-norm statistics from its own activations ("standing
+    statistics"): the running means and variances become the cumulative averages over
+    ``batches`` batches of ``batch_size`` random codes (drawn from ``seed``). The generator is
+    left in eval mode; a generator without batch norm is unchanged. Returns it."""
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return generator.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                      # a cumulative average over the batches
+    device = next(generator.parameters()).device
+    draws = torch.Generator().manual_seed(seed)
+    generator.train()
+    for _ in range(batches):
+        generator(torch.randn(batch_size, generator.z_dim, generator=draws).to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return generator.eval()
 
 
 def _discriminator_step(G: nn.Module, D: nn.Module, opt_d, real: torch.Tensor, z: torch.Tensor,
@@ -192,7 +220,9 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
     interval). G: non-saturating loss, plus ``extra_generator_loss(fake, step) -> (loss,
     stats)`` when given (the transfer modes add their target term here). ``generator`` and
     ``discriminator`` are trained in place; the EMA copy (``generator_ema``, a deep copy of
-    G when None) is what the attacks use. Every draw comes from ``seed``. ``partial``: saved
+    G when None) is what the attacks use; it averages G's parameters and gets batch-norm
+    statistics of its own at the end (``standing_statistics``). Every draw comes from
+    ``seed``. ``partial``: saved
     at step ends when due, resumed from, cleared at the end; ``extra_state`` names lists the
     caller keeps (the transfer's monitor), saved and restored in place with it.
     """
@@ -234,6 +264,7 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
             loop.checkpoint(step + 1, steps, history=history, r1_value=r1_value,
                             extra={k: list(v) for k, v in (extra_state or {}).items()})
     loop.finish()
+    standing_statistics(G_ema, derive_seed(seed, "standing_statistics"))
     D.requires_grad_(True)
     G.eval()
     D.eval()

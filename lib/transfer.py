@@ -7,17 +7,23 @@ Three modes, all from the same pretrained checkpoint and seed:
   entropy on augmented generated images, minimised (no class label is used);
 - ``entropy+ngd``: as ``entropy``, but the image-space gradient g of the entropy term is
   replaced by the natural gradient g̃ = V diag(1/λ) Vᵀ g of the LPIPS-style metric
-  (lib.ngd), pushed into G through the surrogate loss Σ_i ⟨G(z_i), stopgrad(g̃_i)⟩.
+  (lib.ngd), pushed into G through the surrogate loss Σ_i ⟨G(z_i), stopgrad(g̃_i)⟩;
+- ``entropy+ngd-damped`` (ours, a labelled deviation): as ``entropy+ngd`` with the damped
+  inverse g̃ = (H_k + γI)⁻¹ g of the same metric (``lib.ngd.precondition(form="damped")``).
 
 ``entropy`` uses the same surrogate with g̃ = g, which gives exactly the gradients of
 λ_H·H: the two modes differ only in the preconditioner. The target view's random
 augmentation draws from its own seeded stream, so every GAN-side draw (real batches, codes)
 is the same in the three modes; with λ_H = 0 the ``entropy`` mode reproduces ``vanilla``.
 
-Entropy weight: the paper's λ_H = 1 summed over the batch collapsed a small DCGAN in a
-prototype here, so λ_H is chosen by a committed sweep (``make sweep``), a
-collapse monitor (the target's class histogram of a fixed set of generated samples) runs
-throughout, and the faithful value is one override away.
+Entropy weight, in the authors' units: the authors sum the entropy over a per-GPU batch of
+16 and average gradients over their 4 GPUs (DDP), while the GAN loss is a batch mean; so each
+sample's entropy weighs 16·λ_authors times its GAN loss, whatever the number of GPUs. A single
+process summing over a batch of b reproduces that with λ_sum = 16·λ_authors / b
+(``effective_entropy_weight``; with ``entropy_reduction="mean"``: 16·λ_authors on the batch
+mean). The profile keys and ``TransferSettings.entropy_weight`` hold λ_authors (the paper's:
+1); the cpu profile's values come from a committed sweep (``make sweep``) with a collapse
+monitor (the target's class histogram of a fixed set of generated samples).
 """
 from __future__ import annotations
 
@@ -33,12 +39,14 @@ from torch import nn
 
 from . import ngd
 from .augment import target_view
-from .config import MODES, check_mode
+from .config import MODES, NATURAL_GRADIENT_MODES, check_mode
 from .errors import InputError
 from .inference import batched
 from .seeding import derive_seed, global_seed, seeded_rng
-from .training import train_gan
+from .training import standing_statistics, train_gan
 
+AUTHORS_GPU_BATCH = 16
+"""The authors' per-GPU batch, over which their entropy term is summed (λ_H = 1)."""
 OBJECTIVES = ("entropy", "spread")
 REDUCTIONS = ("sum", "mean")
 NGD_MODES = ("faithful", "per-sample")
@@ -122,7 +130,7 @@ class TransferSettings:
     steps: int
     batch_size: int
     lr: float
-    entropy_weight: float = 1.0
+    entropy_weight: float = 1.0           # λ_H in the authors' units (the paper: 1)
     entropy_reduction: str = "sum"
     entropy_objective: str = "entropy"
     ngd_rank: int = 20
@@ -130,6 +138,8 @@ class TransferSettings:
     ngd_mode: str = "faithful"
     ngd_damping: float = 0.0
     ngd_refresh_every: int = 50
+    ngd_form: str = "paper"               # paper | damped (entropy+ngd-damped)
+    ngd_damped_gamma: float = 0.0         # damped: γ; 0 = λ_k of each reference metric
     r1_gamma: float = 1.0
     r1_every: int = 16
     ema_kimg: float = 10.0
@@ -142,15 +152,20 @@ class TransferSettings:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], mode: str = "entropy",
                     **changes: Any) -> "TransferSettings":
-        """The settings of ``mode`` (``entropy+ngd`` reads ``ngd_entropy_weight``)."""
+        """The settings of ``mode`` (``entropy+ngd`` reads ``ngd_entropy_weight``,
+        ``entropy+ngd-damped`` ``ngd_damped_entropy_weight``)."""
         check_mode(mode)
-        weight = cfg["ngd_entropy_weight"] if mode == "entropy+ngd" else cfg["entropy_weight"]
+        weight = {"entropy+ngd": cfg["ngd_entropy_weight"],
+                  "entropy+ngd-damped": cfg["ngd_damped_entropy_weight"]}.get(
+                      mode, cfg["entropy_weight"])
         settings = cls(
             steps=cfg["transfer_steps"], batch_size=cfg["gan_batch"], lr=cfg["transfer_lr"],
             entropy_weight=weight, entropy_reduction=cfg["entropy_reduction"],
             entropy_objective=cfg["entropy_objective"], ngd_rank=cfg["ngd_rank"],
             ngd_codes=cfg["ngd_codes"], ngd_mode=cfg["ngd_mode"],
             ngd_damping=cfg["ngd_damping"], ngd_refresh_every=cfg["ngd_refresh_every"],
+            ngd_form="damped" if mode == "entropy+ngd-damped" else "paper",
+            ngd_damped_gamma=cfg["ngd_damped_gamma"],
             r1_gamma=cfg["gan_r1_gamma"], r1_every=cfg["gan_r1_every"],
             ema_kimg=cfg["gan_ema_kimg"], augment=cfg["gan_augment"],
             monitor_samples=cfg["monitor_samples"], monitor_every=cfg["monitor_every"],
@@ -168,11 +183,40 @@ class TransferSettings:
                              + ", ".join(OBJECTIVES))
         if self.ngd_mode not in NGD_MODES:
             raise InputError(f"ngd_mode {self.ngd_mode!r}; valid: {', '.join(NGD_MODES)}")
+        if self.ngd_form not in ngd.FORMS:
+            raise InputError(f"ngd_form {self.ngd_form!r}; valid: {', '.join(ngd.FORMS)}")
+        if not math.isfinite(self.ngd_damped_gamma) or self.ngd_damped_gamma < 0:
+            raise InputError(f"ngd_damped_gamma must be ≥ 0 (0: λ_k of each reference metric), "
+                             f"got {self.ngd_damped_gamma}")
         if self.ngd_mode == "per-sample" and self.ngd_damping <= 0:
             raise InputError("the per-sample natural-gradient mode needs ngd_damping > 0 "
                              "(its metric is recomputed at the samples; undamped it explodes)")
         if not math.isfinite(self.entropy_weight) or self.entropy_weight < 0:
             raise InputError(f"entropy_weight must be finite and ≥ 0, got {self.entropy_weight}")
+
+    def precondition(self, metric: "ngd.ReferenceMetric", grad: torch.Tensor) -> torch.Tensor:
+        """``grad`` through the faithful reference ``metric`` in this mode's form."""
+        gamma = self.ngd_damped_gamma if self.ngd_damped_gamma > 0 else None
+        return metric.precondition(grad, self.ngd_form,
+                                   gamma if self.ngd_form == "damped" else None)
+
+    @property
+    def effective_entropy_weight(self) -> float:
+        """The weight this process puts on its entropy term (``effective_entropy_weight``)."""
+        return effective_entropy_weight(self.entropy_weight, self.batch_size,
+                                        self.entropy_reduction)
+
+
+def effective_entropy_weight(authors_weight: float, batch_size: int,
+                             reduction: str = "sum") -> float:
+    """λ in this process's units for λ_authors: each sample's entropy weighs
+    ``AUTHORS_GPU_BATCH``·λ_authors times its GAN loss (a batch mean), so a sum over a batch of
+    ``batch_size`` takes 16·λ_authors / b and a batch mean takes 16·λ_authors. The number of
+    processes does not enter: data-parallel training averages both losses' gradients alike."""
+    if reduction not in REDUCTIONS:
+        raise InputError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+    scale = AUTHORS_GPU_BATCH * authors_weight
+    return scale / batch_size if reduction == "sum" else scale
 
 
 @dataclass
@@ -223,8 +267,11 @@ class TargetTerm:
         self.monitor: list[dict] = []
         self._per_sample: dict[str, torch.Tensor] = {}
 
-    def observe(self, step: int) -> None:
-        """One monitor record of the EMA generator at ``step``."""
+    def observe(self, step: int, recompute: bool = True) -> None:
+        """One monitor record of the EMA generator at ``step``, with batch-norm statistics of
+        its own (``recompute=False``: they are already, as at the end of ``train_gan``)."""
+        if recompute:
+            standing_statistics(self.generator_ema, derive_seed(self.seed, "standing_statistics"))
         self.monitor.append({"step": step, **monitor_generator(
             self.generator_ema, self.target, self.monitor_latents, self.n_classes,
             self.settings.collapse_max_share)})
@@ -232,15 +279,15 @@ class TargetTerm:
     def direction(self, grad: torch.Tensor, fake: torch.Tensor, step: int) -> torch.Tensor:
         """The image-space direction pushed into G: g, or its natural gradient."""
         s = self.settings
-        if self.mode != "entropy+ngd":
+        if self.mode not in NATURAL_GRADIENT_MODES:
             return grad
         if s.ngd_mode == "faithful":
-            return self.metric.precondition(grad)
+            return s.precondition(self.metric, grad)
         if step % s.ngd_refresh_every == 0 or not self._per_sample:
             vals, vecs = ngd.metric_at(self.distance, fake.detach(), s.ngd_rank, seed=step)
             self._per_sample.update(vals=vals, vecs=vecs)
         return ngd.precondition(grad, self._per_sample["vals"], self._per_sample["vecs"],
-                                damping=s.ngd_damping)
+                                damping=s.ngd_damping, form=s.ngd_form)
 
     def __call__(self, fake: torch.Tensor, step: int) -> tuple[torch.Tensor, dict]:
         s = self.settings
@@ -250,8 +297,8 @@ class TargetTerm:
             return fake.new_zeros(()), {}
         with seeded_rng(self.seed, f"view/{step}"):     # the view's draws leave the GAN's alone
             logits = self.target(self.view(fake))
-        term = s.entropy_weight * target_objective(logits, s.entropy_objective,
-                                                   s.entropy_reduction)
+        term = s.effective_entropy_weight * target_objective(logits, s.entropy_objective,
+                                                             s.entropy_reduction)
         (grad,) = torch.autograd.grad(term, fake, retain_graph=True)
         direction = self.direction(grad, fake, step)
         stats = {"target_entropy": prediction_entropy(logits.detach()).mean().item(),
@@ -282,12 +329,13 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
     T = copy.deepcopy(target).to(device).eval().requires_grad_(False)
     n_classes = T.head.out_features if hasattr(T, "head") else int(
         T(public_images[:1].to(device)).shape[1])
-    if mode == "entropy+ngd" and settings.ngd_mode == "faithful" and metric is None:
+    natural = mode in NATURAL_GRADIENT_MODES
+    if natural and settings.ngd_mode == "faithful" and metric is None:
         if distance is None:
-            raise InputError("entropy+ngd needs the natural-gradient metric: pass metric= "
+            raise InputError(f"{mode} needs the natural-gradient metric: pass metric= "
                              "(lib.ngd.ReferenceMetric) or distance= to build it")
         metric = build_metric(G, distance.to(device), settings, derive_seed(seed, "ngd_codes"))
-    if mode == "entropy+ngd" and settings.ngd_mode == "per-sample" and distance is None:
+    if natural and settings.ngd_mode == "per-sample" and distance is None:
         raise InputError("the per-sample natural-gradient mode needs distance= "
                          "(the perceptual distance whose metric is recomputed)")
     if monitor_latents is None:
@@ -302,18 +350,20 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
         ema_kimg=settings.ema_kimg, augment=settings.augment, generator_ema=G_ema,
         extra_generator_loss=term, device=device, progress=progress,
         desc=f"transfer ({mode})", partial=partial, extra_state={"monitor": term.monitor})
-    term.observe(settings.steps)
+    term.observe(settings.steps, recompute=False)   # train_gan gave G_ema its statistics
     return TransferResult(mode, G.cpu().eval(), G_ema.cpu().eval(), D.cpu().eval(), history,
                           term.monitor)
 
 
 # ----------------------------------------------------------------------------- λ sweep
-SWEEP_WEIGHTS = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)
+SWEEP_WEIGHTS = (0.003, 0.01, 0.02, 0.04, 0.1, 0.2, 0.5, 1.0)
+"""The λ_H grid of the sweep, in the authors' units (1: the paper's value)."""
 SWEEP_RULE = ("among the weights whose generator never collapsed (at no monitor point did one "
               "target class take more than collapse_max_share of the monitored samples), the "
               "one with the lowest final mean target entropy on the monitored samples; ties go "
               "to the smaller weight. It looks at generated samples and the target only, "
-              "never at D or R.")
+              "never at E, D or R (the evaluator's view of each weight is reported beside it, "
+              "never used to choose).")
 
 
 def choose_weight(rows: list[dict]) -> dict:
@@ -333,8 +383,8 @@ def choose_weight(rows: list[dict]) -> dict:
 def gradient_scale(generator: nn.Module, target: nn.Module, metric: ngd.ReferenceMetric,
                    settings: TransferSettings, seed: int) -> float:
     """Mean ‖natural gradient‖ / ‖gradient‖ of the entropy term over one batch of
-    ``generator``; the sweep centres the ``entropy+ngd`` grid with it (the preconditioner
-    changes the size of the step by orders of magnitude)."""
+    ``generator``, in ``settings``' form; the sweep centres the natural-gradient modes' grids
+    with it (the preconditioner changes the size of the step by orders of magnitude)."""
     G = generator.eval()
     z = torch.randn(settings.batch_size, G.z_dim,
                     generator=torch.Generator().manual_seed(derive_seed(seed, "scale")))
@@ -342,6 +392,6 @@ def gradient_scale(generator: nn.Module, target: nn.Module, metric: ngd.Referenc
     with global_seed(seed):
         logits = target.eval()(target_view(settings.target_size)(fake))
     (grad,) = torch.autograd.grad(entropy_loss(logits, settings.entropy_reduction), fake)
-    nat = metric.precondition(grad)
+    nat = settings.precondition(metric, grad)
     return (nat.flatten(1).norm(dim=1) / grad.flatten(1).norm(dim=1).clamp_min(1e-30)
             ).mean().item()

@@ -16,6 +16,7 @@ from lib.attacks.ppa import (poincare_loss, ppa_attack, robust_confidence, selec
 from lib.stages.attacks import regenerate
 from lib.models import ConvClassifier, Discriminator, Generator
 from lib.config import resolve
+from lib.seeding import derive_seed
 
 N_CLASSES = 3
 PPA = dict(pool=60, candidates_per_class=8, final_per_class=4, steps=10, lr=0.1,
@@ -225,3 +226,22 @@ def test_cpu_attacks_make_at_least_as_many_reconstructions_as_private_samples():
     cfg = resolve("cpu")
     assert cfg["recon_per_class"] >= cfg["private_per_class"]
     assert cfg["attack_candidates"] >= cfg["recon_per_class"]
+
+
+@pytest.mark.parametrize("name", ["ppa", "gmi"])
+def test_each_reconstruction_keeps_its_starting_code(name):
+    """Claim C1c compares a reconstruction with its starting point: with no optimisation step
+    the two are the same code; with steps they differ, and the start is one of the codes the
+    attack drew (PPA: its pool; GMI: the kept restart's random codes)."""
+    G, T, D = tiny_nets()
+    if name == "ppa":
+        still = ppa_attack(G, T, N_CLASSES, seed=3, **{**PPA, "steps": 0})
+        moved = ppa_attack(G, T, N_CLASSES, seed=3, **PPA)
+        pool = G.sample_latents(PPA["pool"], torch.Generator().manual_seed(derive_seed(3, "pool")))
+        assert all((pool == z).all(1).any() for z in moved["start_latents"])
+    else:
+        still = gmi_attack(G, D, T, N_CLASSES, seed=3, **{**GMI, "steps": 0})
+        moved = gmi_attack(G, D, T, N_CLASSES, seed=3, **GMI)
+    assert torch.equal(still["latents"], still["start_latents"])
+    assert moved["start_latents"].shape == moved["latents"].shape
+    assert not torch.equal(moved["latents"], moved["start_latents"])

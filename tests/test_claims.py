@@ -1,4 +1,4 @@
-"""The claim criteria C1, C1b, C2 (lib.claims) and their statistics on constructed tables."""
+"""The claim criteria C1, C1b, C1c, C2 (lib.claims) and their statistics on constructed tables."""
 from __future__ import annotations
 
 import math
@@ -8,13 +8,18 @@ import pandas as pd
 import pytest
 
 from lib.metrics.stats import combined_p_value, paired_bootstrap_ci
-from lib.claims import improvement_claim, membership_claim, resilience_claim
+from lib.claims import improvement_claim, membership_claim, resilience_claim, shift_claim
 
 
 def _results(values: dict) -> pd.DataFrame:
-    """values[(mode, metric)] = per-seed list → the long table notebook 06 builds (attack ppa)."""
-    return pd.DataFrame([{"source": f"ppa/{mode}", "seed": s, "metric": metric, "value": v}
+    """values[(mode, metric)] = per-seed list → the long table notebook 06 builds (attack ppa;
+    a mode without "/" is a control)."""
+    return pd.DataFrame([{"source": mode if mode in CONTROLS else f"ppa/{mode}", "seed": s,
+                          "metric": metric, "value": v}
                          for (mode, metric), seq in values.items() for s, v in enumerate(seq)])
+
+
+CONTROLS = ("real_test", "public_by_target", "random_generator")
 
 
 def _full(changes=None):
@@ -22,10 +27,19 @@ def _full(changes=None):
     for mode, level in (("vanilla", 0.2), ("entropy", 0.25), ("entropy+ngd", 0.3)):
         base[mode, "ddcs_best_d_P"] = [level, level + 0.01, level - 0.01]
         base[mode, "resilient_fraction_d_P"] = [0.7, 0.6, 0.65]
+        base[mode, "acc1_strict"] = [0.8, 0.7, 0.75]
         base[mode, "gap_DR_d_P"] = [0.0, 0.01, -0.01]
         base[mode, "gap_p_d_P"] = [0.5, 0.4, 0.6]
+        base[mode, "shift_d_P"] = [0.0, 0.01, -0.01]
+        base[mode, "shift_p_d_P"] = [0.5, 0.4, 0.6]
+        base[mode, "shift_flip_p_d_P"] = [0.5, 0.4, 0.6]
         base[mode, "coverage"] = [level, level, level + 0.02]
         base[mode, "fid_e"] = [10 - 10 * level] * 3
+    for control, resilient, acc in (("real_test", 0.5, 0.9), ("public_by_target", 0.53, 0.47),
+                                    ("random_generator", 0.75, 0.5)):
+        base[control, "ddcs_best_d_P"] = [0.5] * 3
+        base[control, "resilient_fraction_d_P"] = [resilient] * 3
+        base[control, "acc1_strict"] = [acc] * 3
     base.update(changes or {})
     return _results(base)
 
@@ -52,11 +66,21 @@ def test_combined_p_value_is_fishers():
     assert combined_p_value([0.01, 0.01, 0.01]) < 0.01
 
 
-def test_resilience_claim_reads_the_strongest_mode():
+def test_resilience_claim_reads_the_strongest_attack_against_the_controls():
     out = resilience_claim(_full())
     assert out["passed"] and "entropy+ngd" in out["measured"]
+    table = out["table"]
+    assert table.loc["ppa/entropy+ngd", "role"] == "attack"
+    assert not table.loc["public_by_target", "criterion_met"]           # Acc@1 0.47 < 0.5
+    assert table.loc["random_generator", "criterion_met"]               # met without an attack
+    assert "random_generator" not in out["measured"] and "met" in out["details"]
     out = resilience_claim(_full({("entropy+ngd", "resilient_fraction_d_P"): [0.4, 0.45, 0.3]}))
     assert not out["passed"]
+    below_real = resilience_claim(_full({("real_test", "resilient_fraction_d_P"): [0.7] * 3,
+                                         ("entropy+ngd", "resilient_fraction_d_P"): [0.6] * 3}))
+    assert not below_real["passed"]                                    # < the real images'
+    weak = resilience_claim(_full({("entropy+ngd", "acc1_strict"): [0.3] * 3}))
+    assert not weak["passed"]                                          # no label-level success
 
 
 def test_membership_claim_needs_a_positive_significant_gap():
@@ -67,6 +91,23 @@ def test_membership_claim_needs_a_positive_significant_gap():
     negative = membership_claim(_full({("entropy", "gap_DR_d_P"): [-0.05, -0.04, -0.06],
                                          ("entropy", "gap_p_d_P"): [0.01, 0.03, 0.02]}))
     assert not negative["passed"]
+
+
+def test_holm_over_the_family_can_undo_a_nominal_significance():
+    """One mode at p = 0.02 in one seed: significant alone, not after Holm over three."""
+    one = _results({(m, k): v for (m, k), v in {
+        ("vanilla", "gap_DR_d_P"): [0.05], ("vanilla", "gap_p_d_P"): [0.02],
+        ("entropy", "gap_DR_d_P"): [0.01], ("entropy", "gap_p_d_P"): [0.5],
+        ("entropy+ngd", "gap_DR_d_P"): [0.01], ("entropy+ngd", "gap_p_d_P"): [0.5]}.items()})
+    out = membership_claim(one)
+    assert not out["passed"] and out["table"].loc["ppa/vanilla", "p_holm"] == pytest.approx(0.06)
+
+
+def test_shift_claim_reports_the_sign_flips_beside_it():
+    out = shift_claim(_full({("entropy", "shift_d_P"): [0.05, 0.04, 0.06],
+                             ("entropy", "shift_p_d_P"): [0.001, 0.002, 0.001]}))
+    assert out["passed"] and "ppa/entropy" in out["measured"] and "sign flips" in out["details"]
+    assert not shift_claim(_full())["passed"]
 
 
 def test_improvement_claim_needs_all_three_in_the_right_direction():
@@ -86,5 +127,5 @@ def test_improvement_claim_needs_all_three_in_the_right_direction():
 
 
 def test_claims_name_missing_results():
-    with pytest.raises(ValueError, match="no 'ddcs_best_d_P' values for 'ppa/vanilla'"):
-        resilience_claim(pd.DataFrame(columns=["source", "seed", "metric", "value"]))
+    with pytest.raises(ValueError, match="no 'gap_DR_d_P' values for 'ppa/vanilla'"):
+        membership_claim(_full().query("metric != 'gap_DR_d_P' or source != 'ppa/vanilla'"))

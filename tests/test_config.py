@@ -73,8 +73,10 @@ def test_cpu_entropy_weights_are_the_committed_sweep_choice():
     assert sweep is not None, "results/entropy_sweep.json is missing: run `make sweep`"
     assert sweep["profile"] == "cpu"
     cfg = resolve("cpu")
-    for mode, key in [("entropy", "entropy_weight"), ("entropy+ngd", "ngd_entropy_weight")]:
+    for mode, key in [("entropy", "entropy_weight"), ("entropy+ngd", "ngd_entropy_weight"),
+                      ("entropy+ngd-damped", "ngd_damped_entropy_weight")]:
         assert cfg[key] == sweep["modes"][mode]["chosen"]["weight"], (
             f"cpu {key} = {cfg[key]} but the committed sweep chose "
             f"{sweep['modes'][mode]['chosen']['weight']} for {mode}")
+    assert sweep["units"] == "authors"        # λ_H per 16-sample batch, as the paper states it
     assert resolve("paper")["entropy_weight"] == 1.0  # the faithful value stays one override away

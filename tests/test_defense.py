@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lib import defense
-from lib.claims import susceptibility_claim
+from lib.claims import recurrence_claim
 
 
 def test_top_flags_takes_the_highest_and_breaks_ties_at_random():
@@ -93,12 +93,12 @@ def test_split_without_and_stratified_random_removal():
         defense.stratified_random_removal(split.private, labels, [0] * 4, 0)
 
 
-def test_susceptibility_claim_needs_every_comparison():
+def test_recurrence_claim_needs_every_comparison():
     good = {"run": "a", "rho": 0.5, "rho_p": 0.001, "rho_low": 0.3, "rho_high": 0.6,
             "precision": 0.4, "precision_low": 0.2, "precision_high": 0.6, "chance": 0.1}
     weak = {**good, "run": "b", "precision": 0.15}
-    assert susceptibility_claim(pd.DataFrame([good]))["passed"]
-    assert not susceptibility_claim(pd.DataFrame([good, weak]))["passed"]
-    assert not susceptibility_claim(pd.DataFrame([{**good, "rho_p": 0.2}]))["passed"]
+    assert recurrence_claim(pd.DataFrame([good]))["passed"]
+    assert not recurrence_claim(pd.DataFrame([good, weak]))["passed"]
+    assert not recurrence_claim(pd.DataFrame([{**good, "rho_p": 0.2}]))["passed"]
     with pytest.raises(ValueError, match="no independent runs"):
-        susceptibility_claim(pd.DataFrame())
+        recurrence_claim(pd.DataFrame())

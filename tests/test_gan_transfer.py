@@ -11,8 +11,8 @@ from lib import ngd, transfer
 from lib.models import ConvClassifier, Discriminator, Generator
 from lib.artifacts import load_module_tensors, module_tensors
 from lib.augment import discriminator_view
-from lib.training import (discriminator_loss, ema_beta, generator_loss, r1_penalty, train_gan,
-                          update_ema)
+from lib.training import (discriminator_loss, ema_beta, generator_loss, r1_penalty,
+                          standing_statistics, train_gan, update_ema)
 
 
 def _tiny_gan(seed: int = 0):
@@ -79,6 +79,63 @@ def test_ema_update_and_half_life():
     assert torch.allclose(a.weight, expected)
     beta = ema_beta(64, 10.0)
     assert beta ** (10_000 / 64) == pytest.approx(0.5, rel=1e-9)
+
+
+def test_ema_leaves_the_batch_norm_statistics_alone():
+    G, _ = _tiny_gan()
+    other, _ = _tiny_gan(seed=4)
+    other.train()(torch.randn(32, 8))              # other's running statistics move
+    before = [b.clone() for b in G.buffers()]
+    update_ema(G, other, 0.5)
+    assert all(torch.equal(a, b) for a, b in zip(before, G.buffers()))
+
+
+def _with_own_statistics(G: Generator, n: int = 4096) -> Generator:
+    """G with batch-norm statistics from a large batch of its own activations (the truth)."""
+    import copy
+
+    G = copy.deepcopy(G)
+    for m in G.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        G.train()(torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(123)))
+    return G.eval()
+
+
+def test_standing_statistics_give_the_averaged_weights_their_own_statistics():
+    """The EMA generator averages the weights of a generator that moved; copying the moving
+    generator's statistics (the old update) gives the wrong output, standing statistics the
+    right one: the output under the exact statistics of the averaged weights' activations."""
+    import copy
+
+    old, _ = _tiny_gan(seed=0)
+    new, _ = _tiny_gan(seed=1)                      # the generator after it moved
+    new = _with_own_statistics(new)
+    ema = _with_own_statistics(old)
+    for p_ema, p_new in zip(ema.parameters(), new.parameters()):
+        p_ema.data.lerp_(p_new.data, 0.5)           # the averaged weights
+    copied = copy.deepcopy(ema)
+    for b_ema, b_new in zip(copied.buffers(), new.buffers()):
+        b_ema.copy_(b_new)                          # the old update_ema
+    truth = _with_own_statistics(ema)
+    standing = standing_statistics(copy.deepcopy(ema), seed=0)
+    z = torch.randn(64, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        want = truth(z)
+        err_copied = (copied.eval()(z) - want).abs().mean().item()
+        err_standing = (standing(z) - want).abs().mean().item()
+    assert not standing.training
+    assert err_standing < 0.01 and err_copied > 10 * err_standing
+
+
+def test_standing_statistics_are_deterministic_and_leave_other_networks_alone():
+    G, D = _tiny_gan()
+    a = standing_statistics(G, seed=3)
+    b = standing_statistics(_tiny_gan()[0], seed=3)
+    assert _same_weights(a, b) and all(torch.equal(x, y) for x, y in zip(a.buffers(), b.buffers()))
+    assert standing_statistics(D, seed=3) is D        # no batch norm: unchanged
 
 
 def test_discriminator_view_is_differentiable():
@@ -158,10 +215,11 @@ def test_monitor_flags_a_collapsed_generator():
             return torch.stack([torch.full((len(x),), 5.0)] + [torch.zeros(len(x))] * 4, 1)
 
     G, _ = _tiny_gan()
+    assert G.training
     latents = torch.randn(10, 8)
     out = transfer.monitor_generator(G, AlwaysZero(), latents, 5, collapse_max_share=0.5)
     assert out["class_shares"][0] == 1.0 and out["collapsed"] and out["max_share"] == 1.0
-    assert not G.training or True
+    assert G.training                      # its mode is restored after the eval-mode pass
 
 
 # ------------------------------------------------------------------------------ fine-tuning
@@ -256,6 +314,35 @@ def test_random_generator_control_picks_the_most_confident_per_class():
     assert images.shape == (8, 1, 32, 32) and labels.tolist() == [3] * 4 + [7] * 4
     means = images.mean(dim=(1, 2, 3))
     assert means[:4].max() <= means[4:].min()   # the darkest for class 3, the brightest for 7
+
+
+def test_the_damped_mode_reads_its_own_keys_and_keeps_the_complement():
+    from lib.config import resolve
+
+    cfg = resolve("cpu", {"ngd_damped_entropy_weight": 0.3, "ngd_damped_gamma": 0.05})
+    damped = transfer.TransferSettings.from_config(cfg, "entropy+ngd-damped")
+    assert damped.ngd_form == "damped" and damped.entropy_weight == 0.3
+    assert damped.ngd_damped_gamma == 0.05
+    assert transfer.TransferSettings.from_config(cfg, "entropy+ngd").ngd_form == "paper"
+    metric = ngd.ReferenceMetric(torch.tensor([[2.0, 1.0]]), torch.eye(1024)[:, :2][None])
+    grad = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    inside = metric.precondition(grad)                                  # top-2 space only
+    full = damped.precondition(metric, grad)                             # + complement / γ
+    assert torch.allclose(full.flatten(1)[:, 2:], grad.flatten(1)[:, 2:] / 0.05)
+    assert (inside.flatten(1)[:, 2:] == 0).all()
+    out = _fine_tune("entropy+ngd-damped", metric=_identity_metric(), settings=_settings())
+    assert all(math.isfinite(v) for v in out.history["direction_norm"])
+
+
+def test_entropy_weight_is_in_the_authors_units():
+    """The authors sum over a per-GPU batch of 16 (DDP averages over ranks): λ_authors = 1 is
+    0.25 in a sum over 64, 1 in a sum over 16, 16 on a batch mean."""
+    assert transfer.effective_entropy_weight(1.0, 64) == 0.25
+    assert transfer.effective_entropy_weight(1.0, 16) == 1.0
+    assert transfer.effective_entropy_weight(0.5, 64, "mean") == 8.0
+    assert _settings(entropy_weight=1.0, batch_size=64).effective_entropy_weight == 0.25
+    with pytest.raises(ValueError, match="reduction"):
+        transfer.effective_entropy_weight(1.0, 64, "max")
 
 
 def test_choose_weight_follows_the_stated_rule():

@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 from lib.metrics.distances import PerceptualDistance
 from lib.models import ConvClassifier
 from lib.ngd import (ReferenceMetric, build_reference_metric, exact_hessian,
-                     hessian_vector_product, metric_at, precondition, top_eigenpairs)
+                     hessian_vector_product, metric_at, perceptual_efficiency, precondition,
+                     top_eigenpairs)
 
 
 def perceptual(width: int = 4, dtype: torch.dtype = torch.float64) -> PerceptualDistance:
@@ -143,6 +144,84 @@ def test_precondition_full_rank_is_inverse_and_low_rank_is_pseudo_inverse():
                           rtol=1e-8, atol=1e-10)
 
 
+def _orthonormal(dim: int, k: int, seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(randn(dim, dim, seed=seed))
+    return q[:, :k]
+
+
+@pytest.mark.parametrize("damping", [0.0, 1e-3, 0.1, 2.0])
+def test_paper_form_is_the_rank_k_formula_for_every_damping(damping):
+    dim, k = 40, 6
+    vecs, lam, g = _orthonormal(dim, k, 2), torch.rand(k, dtype=torch.float64) + 0.5, randn(5, dim)
+    expected = g @ (vecs @ torch.diag(1 / (lam + damping)) @ vecs.T).T
+    out = precondition(g, lam, vecs, damping=damping, form="paper")
+    assert torch.equal(out, precondition(g, lam, vecs, damping))      # the default form
+    assert torch.allclose(out, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("gamma", [1e-3, 0.05, 1.0])
+def test_damped_form_is_the_dense_damped_inverse(gamma):
+    """(H_k + γI)⁻¹ g with H_k = V diag(λ) Vᵀ, dense, to 1e-8 (float64); shared and per sample."""
+    dim, k = 40, 6
+    vecs, lam = _orthonormal(dim, k, 3), torch.rand(k, dtype=torch.float64) + 0.5
+    g = randn(5, dim, seed=4)
+    dense = vecs @ torch.diag(lam) @ vecs.T + gamma * torch.eye(dim, dtype=torch.float64)
+    expected = torch.linalg.solve(dense, g.T).T
+    out = precondition(g, lam, vecs, damping=gamma, form="damped")
+    assert torch.allclose(out, expected, rtol=1e-8, atol=1e-8 * expected.abs().max().item())
+    per = precondition(g, lam.expand(5, k), vecs.expand(5, dim, k), damping=gamma, form="damped")
+    assert torch.allclose(per, expected, rtol=1e-8, atol=1e-8 * expected.abs().max().item())
+
+
+def test_damped_form_with_every_eigenpair_is_the_damped_inverse_of_h():
+    dim, gamma = 16, 0.3
+    h = spd(dim, torch.linspace(4.0, 0.1, dim, dtype=torch.float64), seed=5)
+    lam, vecs = torch.linalg.eigh(h)
+    g = randn(3, dim, seed=6)
+    expected = torch.linalg.solve(h + gamma * torch.eye(dim, dtype=torch.float64), g.T).T
+    assert torch.allclose(precondition(g, lam, vecs, gamma, "damped"), expected, rtol=1e-8,
+                          atol=1e-12)
+
+
+def test_damped_form_needs_positive_damping():
+    g, lam, vecs = randn(2, 6), torch.ones(2, dtype=torch.float64), _orthonormal(6, 2, 1)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="damping > 0"):
+            precondition(g, lam, vecs, bad, "damped")
+    with pytest.raises(ValueError, match="valid: paper, damped"):
+        precondition(g, lam, vecs, 1.0, "natural")
+
+
+def test_reference_metric_damped_uses_the_smallest_kept_eigenvalue_of_each_code():
+    n_codes, dim, k = 3, 10, 2
+    lam = torch.rand(n_codes, k, dtype=torch.float64).sort(dim=1, descending=True).values + 0.5
+    vecs = torch.stack([_orthonormal(dim, k, s) for s in range(n_codes)]).float()
+    metric = ReferenceMetric(lam, vecs)
+    g = randn(6, dim, seed=12)
+    out = metric.precondition(g, "damped")
+    for i in range(6):
+        c = i % n_codes
+        want = precondition(g[i:i + 1], lam[c], vecs[c], float(lam[c, -1]), "damped")[0]
+        assert torch.allclose(out[i], want)
+    fixed = metric.precondition(g, "damped", damping=0.2)
+    assert torch.allclose(fixed[0], precondition(g[:1], lam[0], vecs[0], 0.2, "damped")[0])
+
+
+def test_perceptual_efficiency():
+    """gᵀδ / √(δᵀHδ): the natural gradient H⁻¹g maximises it (Cauchy–Schwarz in the H norm)."""
+    dim = 8
+    h = spd(dim, torch.linspace(5.0, 0.2, dim, dtype=torch.float64), seed=8)
+    g = randn(1, dim, seed=9)
+    natural = torch.linalg.solve(h, g.T).T
+    best = perceptual_efficiency(g, natural, h)
+    assert best.item() == pytest.approx(torch.sqrt(g @ natural.T).item(), rel=1e-10)
+    for other in (g, randn(1, dim, seed=10), natural + 0.1 * g):
+        assert perceptual_efficiency(g, other, h).item() <= best.item() + 1e-12
+    assert torch.allclose(perceptual_efficiency(g.expand(2, dim), g.expand(2, dim),
+                                                h.expand(2, dim, dim)),
+                          perceptual_efficiency(g, g, h).expand(2))
+
+
 def test_precondition_per_sample_equals_loop_and_keeps_shape():
     batch, k = 3, 5
     g = randn(batch, 1, 4, 4, seed=8).float()
@@ -205,3 +284,36 @@ def test_build_reference_metric_is_top_eigenpairs_at_each_image():
         assert torch.allclose(metric.eigvals[i], lam_i)
         assert torch.allclose(metric.eigvecs[i], vec_i.float())
         assert torch.allclose(lam[i], lam_i, rtol=1e-4)
+
+
+def _pinned_metric() -> tuple[ReferenceMetric, torch.Tensor]:
+    """The natural-gradient path at smoke size, from seeded untrained networks: a 32-px DCGAN
+    generator's images, P's LPIPS-style distance, the top 4 eigenpairs at 4 reference codes
+    (float32, as in the transfer), and a seeded gradient of a batch of 8."""
+    from lib.models import Generator
+    from lib.training import standing_statistics
+
+    torch.manual_seed(0)
+    P = PerceptualDistance(ConvClassifier("mcnn", 10, width=8).eval())
+    torch.manual_seed(1)
+    G = standing_statistics(Generator(z_dim=16, width=8), seed=2, batches=4, batch_size=64)
+    with torch.no_grad():
+        images = G(torch.randn(4, 16, generator=torch.Generator().manual_seed(3)))
+    metric = build_reference_metric(P, images, 4, seed=4)
+    grad = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(5))
+    return metric, metric.precondition(grad)
+
+
+# Pinned values of the natural-gradient path (see _pinned_metric); an intended change of the
+# path updates them, an unintended one fails here. CPU kernels are pinned (lib.paths).
+PINNED_EIGVALS = [[1.26997, 1.17029], [0.895027, 0.83579], [6.32098, 4.77958],
+                  [0.413422, 0.399377]]
+PINNED_NATURAL_NORMS = [2.43203, 2.26976, 0.85209, 4.32408]
+
+
+def test_the_natural_gradient_path_is_pinned():
+    metric, natural = _pinned_metric()
+    assert metric.eigvals[:, :2].flatten().tolist() == pytest.approx(
+        [v for row in PINNED_EIGVALS for v in row], rel=1e-5)
+    norms = natural.flatten(1).norm(dim=1)[:4].tolist()
+    assert norms == pytest.approx(PINNED_NATURAL_NORMS, rel=1e-5)

@@ -11,7 +11,8 @@ from lib.errors import RunnerError
 from lib.run import runner, summary as run_summary
 
 SUMMARY_KEYS = {"schema_version", "run", "profile", "overrides", "seed", "git_commit",
-                "started", "finished", "notebooks", "claims", "attacks", "metrics"}
+                "started", "finished", "notebooks", "claims", "detection_limit", "attacks",
+                "metrics"}
 
 
 class FakeExecutor:
@@ -196,6 +197,12 @@ def test_summary_carries_the_attacks_and_validates(tmp_runs):
     broken = {k: v for k, v in summary.items() if k != "attacks"}
     with pytest.raises(ValueError, match="lacks \\['attacks'\\]"):
         run_summary.validate_summary(broken)
+    silent = {**summary, "claims": [{**summary["claims"][0], "passed": None, "status": ""}]}
+    with pytest.raises(ValueError, match="not measured but says not why"):
+        run_summary.validate_summary(silent)
+    assert run_summary.verdict({**summary["claims"][0], "passed": None, "status": "x"}) == "not run"
+    with pytest.raises(ValueError, match="not a dose"):
+        run_summary.validate_summary({**summary, "detection_limit": {"C1b": {"blend": 2.0}}})
 
 
 def test_publish_copies_a_complete_run_only(tmp_runs, tmp_path):

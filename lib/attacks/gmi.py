@@ -41,12 +41,34 @@ def _per_sample_loss(generator, discriminator, target, z, labels, lambda_id,
                           for i in range(0, len(z), batch_size)])
 
 
+def _optimise(generator, discriminator, target, z: torch.Tensor, labels: torch.Tensor,
+              lambda_id: float, steps: int, lr: float, batch_size: int) -> list[float]:
+    """SGD with momentum on ``z`` in place (clamped to ±LATENT_BOUND after each step); the
+    batch-mean loss of each step."""
+    opt = torch.optim.SGD([z], lr=lr, momentum=0.9)
+    curve, n = [], len(z)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            loss = gmi_loss(generator, discriminator, target, z[i:i + batch_size],
+                            labels[i:i + batch_size], lambda_id).sum() / n
+            loss.backward()
+            total += loss.item()
+        curve.append(total)
+        opt.step()
+        with torch.no_grad():
+            z.clamp_(-LATENT_BOUND, LATENT_BOUND)
+    return curve
+
+
 def gmi_attack(generator: nn.Module, discriminator: nn.Module, target: nn.Module,
                n_classes: int, *, per_class: int, steps: int, lr: float, restarts: int,
                lambda_id: float, seed: int, batch_size: int = 256) -> dict[str, Any]:
     """Reconstruct ``per_class`` images per target class (GMI-style); see the module.
 
-    Returns the keys of ``ppa_attack``: ``latents`` (C·per_class, z), ``labels`` (class 0's
+    Returns the keys of ``ppa_attack``: ``latents`` (C·per_class, z), ``start_latents`` (each
+    row's random code before the optimisation, of the restart kept), ``labels`` (class 0's
     rows first), ``images`` G(latents), ``confidence`` (T's probability of the class, no
     augmentation), ``loss_curve`` (per step, the batch-mean total loss averaged over the
     restarts), ``initial_loss`` (mean total loss of every restart's starting latents) and
@@ -60,7 +82,7 @@ def gmi_attack(generator: nn.Module, discriminator: nn.Module, target: nn.Module
     n = n_classes * per_class
     labels = torch.arange(n_classes).repeat_interleave(per_class)
     labels_dev = labels.to(device)
-    best_z, best_loss = None, None
+    best_z, best_start, best_loss = None, None, None
     curves: list[list[float]] = []
     initial: list[torch.Tensor] = []
     with frozen(generator, discriminator, target):
@@ -70,35 +92,26 @@ def gmi_attack(generator: nn.Module, discriminator: nn.Module, target: nn.Module
                              f"pass the target's number of classes")
         for r in range(restarts):
             draws = torch.Generator().manual_seed(derive_seed(seed, f"restart{r}"))
-            z = generator.sample_latents(n, draws).to(device).requires_grad_(True)
+            start = generator.sample_latents(n, draws)
+            z = start.clone().to(device).requires_grad_(True)   # start stays the starting point
             initial.append(_per_sample_loss(generator, discriminator, target, z, labels_dev,
                                             lambda_id, batch_size))
-            opt = torch.optim.SGD([z], lr=lr, momentum=0.9)
-            curve = []
-            for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                total = 0.0
-                for i in range(0, n, batch_size):
-                    loss = gmi_loss(generator, discriminator, target, z[i:i + batch_size],
-                                    labels_dev[i:i + batch_size], lambda_id).sum() / n
-                    loss.backward()
-                    total += loss.item()
-                curve.append(total)
-                opt.step()
-                with torch.no_grad():
-                    z.clamp_(-LATENT_BOUND, LATENT_BOUND)
+            curve = _optimise(generator, discriminator, target, z, labels_dev, lambda_id,
+                              steps, lr, batch_size)
             curves.append(curve)
             final = _per_sample_loss(generator, discriminator, target, z, labels_dev,
                                      lambda_id, batch_size)
             z = z.detach().cpu()
             if best_z is None:
-                best_z, best_loss = z.clone(), final
+                best_z, best_start, best_loss = z.clone(), start.clone(), final
             else:
                 better = final < best_loss                 # ties keep the earlier restart
                 best_z[better], best_loss[better] = z[better], final[better]
+                best_start[better] = start[better]
         images = generate(generator, best_z, batch_size, device).detach()
         probs = class_probabilities(target, images, batch_size, device)
-    return {"latents": best_z.contiguous(), "labels": labels, "images": images,
+    return {"latents": best_z.contiguous(), "start_latents": best_start.contiguous(),
+            "labels": labels, "images": images,
             "confidence": probs.gather(1, labels[:, None]).squeeze(1),
             "loss_curve": [sum(c[t] for c in curves) / restarts for t in range(steps)],
             "initial_loss": torch.cat(initial).mean().item(),

@@ -122,7 +122,8 @@ def ppa_attack(generator: nn.Module, target: nn.Module, n_classes: int, *, pool:
     """Reconstruct ``final_per_class`` images per target class (PPA-style); see the module.
 
     Returns ``latents`` (C·keep, z), ``labels`` (C·keep,) in T's label space (class 0's
-    rows first), ``images`` G(latents), ``confidence`` (robust, per row), ``loss_curve``
+    rows first), ``images`` G(latents), ``start_latents`` (each row's code before the
+    optimisation: its candidate from the pool), ``confidence`` (robust, per row), ``loss_curve``
     (mean training loss per step, each on its own random views) and ``initial_loss`` /
     ``final_loss``: the mean loss of the candidates before and after optimisation on one
     fixed set of views (``derive_seed(seed, "loss_eval")``), so the two compare directly.
@@ -168,10 +169,12 @@ def ppa_attack(generator: nn.Module, target: nn.Module, n_classes: int, *, pool:
         scores = robust_confidence(generator, target, optimised, torch.arange(n_classes),
                                    n_aug_final, derive_seed(seed, "final"), batch_size)
         keep = select_final(scores, final_per_class)                      # (C, keep)
-        latents = optimised.gather(1, keep[:, :, None].expand(-1, -1, optimised.shape[2]))
-        latents = latents.reshape(n_classes * final_per_class, -1).contiguous()
+        index = keep[:, :, None].expand(-1, -1, optimised.shape[2])
+        latents = optimised.gather(1, index).reshape(n_classes * final_per_class, -1).contiguous()
+        starts = pool_z[chosen.reshape(-1)].reshape(optimised.shape).gather(1, index)
         images = generate(generator, latents, batch_size, device).detach()
     return {"latents": latents,
+            "start_latents": starts.reshape(n_classes * final_per_class, -1).contiguous(),
             "labels": torch.arange(n_classes).repeat_interleave(final_per_class),
             "images": images,
             "confidence": scores.gather(1, keep).reshape(-1),

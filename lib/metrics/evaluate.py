@@ -20,7 +20,7 @@ from ..inference import apply, embed as penultimate, predict_logits
 from .ddcs import DDCSResult, ddcs
 from .distances import PerceptualDistance, pairwise_sq_distances
 from .fidelity import frechet_distance, knn_distance, per_class_prdc, restricted_accuracy, topk_accuracy
-from .membership import MembershipResult, membership_gap
+from .membership import MembershipResult, ShiftResult, membership_gap, membership_shift
 
 # What each feature space is, and how it deviates from the paper (PROTOCOL.md).
 SPACES = {
@@ -127,23 +127,62 @@ class Judge:
                 raise
             metrics[name] = {"value": None, "space": space, "not_computed": str(err)}
 
-    def evaluate(self, images: torch.Tensor, labels) -> Evaluation:
-        """All metrics of reconstructions ``images`` made for classes ``labels`` (original ids)."""
+    def _distances(self, embeddings: torch.Tensor, labels: np.ndarray,
+                   space: str) -> tuple[np.ndarray, np.ndarray]:
+        """Same-class distances of embeddings (in ``space``) to D and to R."""
+        return (class_block_distances(embeddings, labels, self.private.embeddings[space],
+                                      self.private.labels),
+                class_block_distances(embeddings, labels, self.reference.embeddings[space],
+                                      self.reference.labels))
+
+    def membership_tests(self, labels, embeddings: torch.Tensor,
+                         start_embeddings: torch.Tensor | None = None, space: str = "d_P"
+                         ) -> tuple[MembershipResult, ShiftResult | None]:
+        """C1b's test (DDCS on D vs R) of reconstructions given their ``embeddings`` in
+        ``space``, and C1c's (``membership_shift``) when their starting points' embeddings
+        are given; nothing else (the detection limit calls it many times)."""
+        return self._tests(self._check_labels(labels), embeddings, start_embeddings, space)[:2]
+
+    def _tests(self, labels: np.ndarray, embeddings: torch.Tensor,
+               start_embeddings: torch.Tensor | None, space: str):
+        """(MembershipResult, ShiftResult or None, the distances to D)."""
+        d_priv, d_ref = self._distances(embeddings, labels, space)
+        mem = self._membership(d_priv, d_ref, labels)
+        if start_embeddings is None:
+            return mem, None, d_priv
+        s_priv, s_ref = self._distances(start_embeddings, labels, space)
+        rows = self.balanced_members()        # as many members as non-members per class
+        if rows is None:
+            d_members, s_members, member_labels = d_priv, s_priv, self.private.labels
+        else:
+            d_members, s_members = np.asarray(d_priv)[:, rows], np.asarray(s_priv)[:, rows]
+            member_labels = self.private.labels[rows]
+        shift = membership_shift(d_members, d_ref, s_members, s_ref, labels, member_labels,
+                                 self.reference.labels, self.n_permutations, self.seed)
+        return mem, shift, d_priv
+
+    def _check_labels(self, labels) -> np.ndarray:
         labels = np.asarray(labels, dtype=np.int64)
         unknown = sorted(set(labels.tolist()) - set(self.private_classes))
         if unknown:
             raise InputError(f"reconstruction labels {unknown} are not private classes "
                              f"{self.private_classes}")
+        return labels
+
+    def evaluate(self, images: torch.Tensor, labels,
+                 start_images: torch.Tensor | None = None) -> Evaluation:
+        """All metrics of reconstructions ``images`` made for classes ``labels`` (original ids);
+        with ``start_images`` (each reconstruction's starting point) also C1c's statistic
+        under d_P (``shift_*``)."""
+        labels = self._check_labels(labels)
         rec = self.features(images, labels)
-        priv, ref = self.private, self.reference
+        priv = self.private
         metrics: dict = {}
         results, members, to_private = {}, {}, {}
         for name in DISTANCES:
-            d_priv = class_block_distances(rec.embeddings[name], labels,
-                                           priv.embeddings[name], priv.labels)
-            d_ref = class_block_distances(rec.embeddings[name], labels,
-                                          ref.embeddings[name], ref.labels)
-            mem = self._membership(d_priv, d_ref, labels)
+            start = (self.embed(start_images, name)
+                     if start_images is not None and name == "d_P" else None)
+            mem, shift, d_priv = self._tests(labels, rec.embeddings[name], start, name)
             results[name], members[name], to_private[name] = mem.ddcs_members, mem, d_priv
             metrics[f"ddcs_best_{name}"] = {"value": mem.ddcs_members.best, "space": name}
             metrics[f"ddcs_avg_{name}"] = {"value": mem.ddcs_members.avg, "space": name}
@@ -152,6 +191,10 @@ class Judge:
             metrics[f"ddcs_best_R_{name}"] = {"value": mem.ddcs_nonmembers.best, "space": name}
             metrics[f"gap_DR_{name}"] = {"value": mem.gap, "space": name}
             metrics[f"gap_p_{name}"] = {"value": mem.p_value, "space": name}
+            if shift is not None:
+                metrics[f"shift_{name}"] = {"value": shift.mean_shift, "space": name}
+                metrics[f"shift_p_{name}"] = {"value": shift.p_value, "space": name}
+                metrics[f"shift_flip_p_{name}"] = {"value": shift.sign_flip_p, "space": name}
         logits = predict_logits(self.evaluator, images, self.batch_size)
         target = torch.as_tensor(labels)
         metrics["acc1_strict"] = {"value": topk_accuracy(logits, target, 1), "space": "E-logits"}

@@ -1,10 +1,20 @@
-"""Membership-calibrated DDCS (our extension; PROTOCOL.md claim C1b).
+"""Membership tests of reconstructions (our extensions; claims C1b and C1c).
 
 DDCS alone rewards realistic, diverse images of a class: real non-member images score far
 higher than attack output. So the same reconstructions are scored against the private set D
-and against the equal-size non-member set R. Only a positive gap DDCS(D) − DDCS(R) that a
-permutation test finds significant (membership reshuffled within D ∪ R, per class) says the
-attack leaks the training samples themselves rather than plausible class images.
+and against the equal-size non-member set R.
+
+- C1b (``membership_gap``): only a positive gap DDCS(D) − DDCS(R) that a permutation test
+  finds significant (membership reshuffled within D ∪ R, per class) says the attack leaks the
+  training samples themselves rather than plausible class images.
+- C1c (``membership_shift``): D and R differ by chance (one may hold more typical images), and
+  the raw gap inherits that. The attack-induced statistic compares each final reconstruction r
+  with its starting point r₀ (the same code before the optimisation against T):
+  Δ = [d(r, nearest R) − d(r, nearest D)] − [d(r₀, nearest R) − d(r₀, nearest D)], nearest
+  within the class. A positive mean Δ says the optimisation moved reconstructions toward the
+  members more than toward the non-members; its p-value reshuffles membership within D ∪ R per
+  class (recomputing mean Δ), which accounts for D and R differing in typicality; a sign-flip
+  p-value over the reconstructions is reported beside it.
 """
 from __future__ import annotations
 
@@ -119,6 +129,71 @@ def permutation_masks(class_sizes: list[int], n_permutations: int, seed: int) ->
     from ``numpy.random.default_rng(seed)``."""
     rng = np.random.default_rng(seed)
     return [random_masks(n, n_permutations, rng) for n in class_sizes]
+
+
+@dataclass(frozen=True)
+class ShiftResult:
+    """C1c: how far the optimisation moved reconstructions toward D rather than R."""
+    mean_shift: float                  # mean Δ over the reconstructions
+    p_value: float                     # membership permutation, one-sided: (1 + #{null ≥ Δ}) / (1 + P)
+    sign_flip_p: float                 # sign flips of the Δ_i, one-sided
+    shifts: np.ndarray                 # (M,) Δ of each reconstruction
+    null: np.ndarray                   # (P,) mean Δ under reshuffled membership
+    n_permutations: int
+
+
+def _nearest_pair(block: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P, Mc) distances from each row of ``block`` (Mc, 2n) to its nearest column among the
+    mask's True columns and among its False columns."""
+    inside = np.where(masks[:, None, :], block[None], np.inf).min(axis=2)
+    outside = np.where(masks[:, None, :], np.inf, block[None]).min(axis=2)
+    return inside, outside
+
+
+def membership_shift(final_members, final_nonmembers, start_members, start_nonmembers,
+                     recon_labels, member_labels, nonmember_labels, n_permutations: int = 1000,
+                     seed: int = 0, n_flips: int = 10000, chunk: int = 100) -> ShiftResult:
+    """The attack-induced statistic of C1c (see the module) and its two p-values.
+
+    ``final_*`` are (M, N_D) and (M, N_R) distances of the final reconstructions to the
+    members and the non-members, ``start_*`` the same for their starting points (row i of
+    both is reconstruction i); every class needs as many members as non-members. The
+    membership permutation draws its masks like ``membership_gap`` (the same ``seed`` gives
+    the same reshuffles)."""
+    if n_permutations < 1 or n_flips < 1:
+        raise InputError(f"n_permutations and n_flips must be >= 1 (got {n_permutations}, "
+                         f"{n_flips})")
+    recon_labels = as_labels(recon_labels, "reconstruction labels")
+    member_labels = as_labels(member_labels, "member labels")
+    nonmember_labels = as_labels(nonmember_labels, "non-member labels")
+    mats = [as_numpy(d, np.float64) for d in (final_members, final_nonmembers, start_members,
+                                              start_nonmembers)]
+    for d, labels in zip(mats, (member_labels, nonmember_labels) * 2):
+        check_distances(d, len(recon_labels), len(labels))
+    final = _class_blocks(mats[0], mats[1], recon_labels, member_labels, nonmember_labels)
+    start = _class_blocks(mats[2], mats[3], recon_labels, member_labels, nonmember_labels)
+    masks = permutation_masks([n for _, n in final], n_permutations, seed)
+    shifts, null = [], np.zeros(n_permutations)
+    for (fin, n), (sta, _), mask in zip(final, start, masks):
+        fin, sta, mask = fin.numpy(), sta.numpy(), mask.numpy()
+        observed = np.r_[np.ones(n, bool), np.zeros(n, bool)][None]
+        d_fin, r_fin = _nearest_pair(fin, observed)
+        d_sta, r_sta = _nearest_pair(sta, observed)
+        shifts.append(((r_fin - d_fin) - (r_sta - d_sta))[0])
+        for lo in range(0, n_permutations, chunk):
+            part = mask[lo:lo + chunk]
+            d_fin, r_fin = _nearest_pair(fin, part)
+            d_sta, r_sta = _nearest_pair(sta, part)
+            null[lo:lo + chunk] += ((r_fin - d_fin) - (r_sta - d_sta)).sum(axis=1)
+    shifts = np.concatenate(shifts)
+    null /= len(shifts)
+    mean = float(shifts.mean())
+    tol = REL_TOL * max(1.0, float(np.abs(shifts).max(initial=0.0)))
+    p_value = (1 + np.sum(null >= mean - tol)) / (1 + n_permutations)
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_flips, len(shifts)))
+    flipped = (signs * shifts).mean(axis=1)
+    sign_flip_p = (1 + np.sum(flipped >= mean - tol)) / (1 + n_flips)
+    return ShiftResult(mean, float(p_value), float(sign_flip_p), shifts, null, n_permutations)
 
 
 def _mid_rank_quantiles(scores: np.ndarray, labels: np.ndarray, ref_scores: np.ndarray,

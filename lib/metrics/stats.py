@@ -57,3 +57,28 @@ def combined_p_value(p_values) -> float:
     if p.size == 1:
         return float(p[0])
     return float(stats.combine_pvalues(np.clip(p, 1e-300, 1.0), method="fisher").pvalue)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (same order as given): the i-th
+    smallest p becomes max over j ≤ i of min(1, (m − j + 1) · p_(j))."""
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1 or not np.isfinite(p).all():
+        raise InputError("holm needs a 1-D array of finite p-values")
+    order = np.argsort(p, kind="stable")
+    scaled = (len(p) - np.arange(len(p))) * p[order]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return adjusted
+
+
+def sign_flip_p(differences, n_flips: int = 10000, seed: int = 0) -> float:
+    """One-sided p-value that the mean of paired ``differences`` is > 0: the share of random
+    sign flips whose mean is at least the observed one, (1 + #) / (1 + n_flips)."""
+    d = np.asarray(differences, dtype=float)
+    if d.ndim != 1 or d.size == 0 or not np.isfinite(d).all():
+        raise InputError("sign_flip_p needs a non-empty 1-D array of finite differences")
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_flips, d.size))
+    null = (signs * d).mean(axis=1)
+    return float((1 + np.sum(null >= d.mean() - 1e-12 * max(1.0, np.abs(d).max())))
+                 / (1 + n_flips))

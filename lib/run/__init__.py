@@ -3,7 +3,7 @@ that executes the notebooks headlessly (``runner``), and the summary of a run (`
 Submodules load on first use."""
 import importlib
 
-__all__ = ["context", "provenance", "runner", "summary"]
+__all__ = ["context", "provenance", "report", "runner", "summary"]
 
 
 def __getattr__(name: str):

@@ -20,6 +20,7 @@ from ..errors import ArtifactError, ConfigError
 from .provenance import provenance_text
 
 INTERACTIVE = "interactive"
+TIMINGS = "metrics/timings.json"
 
 
 def display_path(path: Path) -> str:
@@ -120,25 +121,40 @@ class Context:
         return tensors, meta
 
     # ---------------------------------------------------------------- records
-    def record(self, key: str, values: Any) -> None:
-        """Merge ``{key: values}`` into ``metrics/<notebook>.json``."""
-        rel = f"metrics/{self.notebook}.json"
+    def _merge(self, rel: str, key: str, value: Any) -> None:
         current = self.load_json(rel) if self.exists(rel) else {}
-        current[key] = values
+        current[key] = value
         self.save_json(rel, current)
 
+    def record(self, key: str, values: Any) -> None:
+        """Merge ``{key: values}`` into ``metrics/<notebook>.json``."""
+        self._merge(f"metrics/{self.notebook}.json", key, values)
+
+    def record_seconds(self, rel: str, seconds: float) -> None:
+        """How long the artefact ``rel`` took to build, in ``metrics/timings.json`` (kept out
+        of the artefact itself, so that rebuilding it gives the same bytes)."""
+        self._merge(TIMINGS, rel, seconds)
+
+    def seconds_of(self, rel: str) -> float | None:
+        """The recorded build time of the artefact ``rel`` (None when not recorded)."""
+        return (self.load_json(TIMINGS) if self.exists(TIMINGS) else {}).get(rel)
+
     def claim(self, claim_id: str, claim: str, criterion: str, measured: Any,
-              passed: bool, details: str = "", feature_space: str = "") -> dict:
-        """Record a claim (never raise on failure) in ``metrics/claims.json`` and show it."""
+              passed: bool | None, details: str = "", feature_space: str = "",
+              status: str = "") -> dict:
+        """Record a claim (never raise on failure) in ``metrics/claims.json`` and show it;
+        ``passed=None`` with a ``status`` saying why records a claim that was not measured."""
         rel = "metrics/claims.json"
         claims = self.load_json(rel) if self.exists(rel) else {}
         entry = {"id": claim_id, "claim": claim, "criterion": criterion, "measured": measured,
-                 "passed": bool(passed), "notebook": self.notebook, "profile": self.profile,
-                 "feature_space": feature_space, "details": details}
+                 "passed": None if passed is None else bool(passed), "notebook": self.notebook,
+                 "profile": self.profile, "feature_space": feature_space, "details": details,
+                 "status": status}
         claims[claim_id] = entry
         self.save_json(rel, claims)
-        print(f"{claim_id} {'PASS' if passed else 'FAIL'} | {claim} | criterion: {criterion} "
-              f"| measured: {measured}")
+        verdict = "NOT RUN" if passed is None else ("PASS" if passed else "FAIL")
+        print(f"{claim_id} {verdict} | {claim} | criterion: {criterion} | measured: {measured}"
+              + (f" | {status}" if status else ""))
         return entry
 
     def savefig(self, fig, fig_id: str) -> None:

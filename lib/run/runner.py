@@ -31,7 +31,7 @@ from .provenance import environment_info, git_commit
 from .summary import validate_summary, write_summary
 
 NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "03_gan_prior", "04_transfer", "05_attacks",
-             "06_evaluation", "07_defense", "99_summary"]
+             "06_evaluation", "07_defense", "08_memorisation", "99_summary"]
 KERNEL_NAME = "ddcs-mi"
 STATE = "runner_state.json"
 

@@ -3,7 +3,10 @@ and nowhere else) and ``summary.md``, from the metrics the notebooks recorded.
 
 The evaluation notebook records ``by_source`` (``by_source_record``): per source (an attack
 ``<attack>/<mode>`` or a control), its seeds and, per metric, one value per seed and the
-feature space. ``attack_table`` turns it into the summary's ``attacks`` list.
+feature space. ``attack_table`` turns it into the summary's ``attacks`` list; its
+``detection_limit`` ({statistic: {leak kind: smallest dose or null}}) is copied to the top
+level. A claim's ``passed`` is true, false, or null with a ``status`` saying why it was not
+measured.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from ..errors import InputError
 from ..paper import PAPER_SAYS
 from .provenance import git_commit
 
-SUMMARY_SCHEMA_VERSION = 2
+SUMMARY_SCHEMA_VERSION = 3
 
 
 def by_source_record(results: pd.DataFrame) -> dict:
@@ -57,9 +60,17 @@ def collect_metrics(run_dir: Path) -> tuple[list, dict]:
 
 
 SUMMARY_KEYS = {"schema_version", "run", "profile", "overrides", "seed", "git_commit",
-                "started", "finished", "notebooks", "claims", "attacks", "metrics"}
-CLAIM_KEYS = {"id", "claim", "criterion", "measured", "passed", "notebook", "profile",
+                "started", "finished", "notebooks", "claims", "detection_limit", "attacks",
+                "metrics"}
+CLAIM_KEYS = {"id", "claim", "criterion", "measured", "passed", "status", "notebook", "profile",
               "feature_space", "details", "paper_says"}
+
+
+def verdict(claim: Mapping[str, Any] | None) -> str:
+    """"pass", "FAIL", "not run" (recorded with ``passed`` null and a status) or "missing"."""
+    if claim is None:
+        return "missing"
+    return "not run" if claim["passed"] is None else ("pass" if claim["passed"] else "FAIL")
 ATTACK_KEYS = {"attack", "mode", "seeds", "metrics"}
 ATTACK_METRIC_KEYS = {"mean", "values", "space"}
 
@@ -96,6 +107,14 @@ def validate_summary(summary: Mapping[str, Any]) -> None:
                          f"{SUMMARY_SCHEMA_VERSION}")
     for c in summary["claims"]:
         need(CLAIM_KEYS, c, f"claim {c.get('id')}")
+        if c["passed"] is None and not c["status"]:
+            raise InputError(f"summary.json: claim {c['id']} was not measured but says not why "
+                             "(its status is empty)")
+    for statistic, kinds in (summary["detection_limit"] or {}).items():
+        bad = {k: f for k, f in kinds.items() if f is not None and not 0 <= f <= 1}
+        if bad:
+            raise InputError(f"summary.json: detection limit of {statistic} is not a dose in "
+                             f"[0, 1]: {bad}")
     for a in summary["attacks"]:
         need(ATTACK_KEYS, a, f"attack entry {a.get('attack')}/{a.get('mode')}")
         for name, m in a["metrics"].items():
@@ -108,8 +127,8 @@ def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
                   state: dict, started: str) -> dict:
     """``summary.json`` (schema in README) and ``summary.md`` of a run folder."""
     claims, metrics = collect_metrics(run_dir)
-    claims = [{"feature_space": "", "details": "", **c, "paper_says": PAPER_SAYS.get(c["id"], "")}
-              for c in claims]
+    claims = [{"feature_space": "", "details": "", "status": "", **c,
+               "paper_says": PAPER_SAYS.get(c["id"], "")} for c in claims]
     summary = {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "run": run_dir.name,
@@ -123,6 +142,7 @@ def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
                        "seconds": state[n].get("seconds"), "error": state[n].get("error")}
                       for n in state],
         "claims": claims,
+        "detection_limit": metrics.get("06_evaluation", {}).get("detection_limit"),
         "attacks": attack_table(metrics),
         "metrics": metrics,
     }
@@ -139,7 +159,8 @@ def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
     if claims:
         lines += ["| id | claim | criterion | measured | result |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {c['id']} | {c['claim']} | {c['criterion']} | {c['measured']} | "
-                  f"{'pass' if c['passed'] else 'FAIL'} |" for c in claims]
+                  f"{verdict(c)}{' (' + c['status'] + ')' if c['status'] else ''} |"
+                  for c in claims]
     else:
         lines.append("No claims recorded.")
     artifacts.atomic_write_bytes(run_dir / "summary.md", ("\n".join(lines) + "\n").encode())

@@ -37,7 +37,8 @@ class AttackRun:
     """One attack on one generator mode and seed: saved latents, and the images they give.
 
     ``labels`` are in the target's label space (0..C−1, class 0's rows first);
-    ``classes[label]`` is the original data-set class.
+    ``classes[label]`` is the original data-set class. ``start_latents`` / ``start_images``:
+    each reconstruction's starting point (the same code before the optimisation; claim C1c).
     """
     name: str
     mode: str
@@ -50,8 +51,10 @@ class AttackRun:
     loss_curve: list[float]
     initial_loss: float
     final_loss: float
-    seconds: float
+    seconds: float | None        # wall time of the attack (None: not recorded)
     variant: str = ""
+    start_latents: torch.Tensor | None = None
+    start_images: torch.Tensor | None = None
 
     @property
     def original_labels(self) -> np.ndarray:
@@ -120,7 +123,8 @@ def _load_attack(ctx, rel: str, config: dict, shas: dict, generator: nn.Module, 
     return AttackRun(name, mode, seed, tensors["latents"], tensors["labels"], meta["classes"],
                      regenerate(generator, tensors["latents"]).cpu(), tensors["confidence"],
                      tensors["loss_curve"].tolist(), meta["initial_loss"], meta["final_loss"],
-                     meta["seconds"], variant)
+                     ctx.seconds_of(rel), variant, tensors["start_latents"],
+                     regenerate(generator, tensors["start_latents"]).cpu())
 
 
 def require_attack(ctx, name: str, mode: str, seed: int,
@@ -160,17 +164,23 @@ def require_attack(ctx, name: str, mode: str, seed: int,
     run = AttackRun(name, mode, seed, out["latents"].cpu(), out["labels"].cpu(), classes,
                     out["images"].cpu(), out["confidence"].cpu().float(),
                     [float(v) for v in out["loss_curve"]], float(out["initial_loss"]),
-                    float(out["final_loss"]), seconds, variant)
+                    float(out["final_loss"]), seconds, variant, out["start_latents"].cpu(),
+                    regenerate(generator, out["start_latents"]).cpu())
     ctx.save_tensors(rel, {"latents": run.latents, "labels": run.labels,
+                           "start_latents": run.start_latents,
                            "confidence": run.confidence,
                            "loss_curve": torch.tensor(run.loss_curve, dtype=torch.float64)},
                      {"config": config, "attack": name, "mode": mode, "seed": seed,
                       "attack_seed": attack_seed(ctx, name, seed), "classes": classes,
                       "generator": source, "target": target_file, **shas,
-                      "initial_loss": run.initial_loss, "final_loss": run.final_loss,
-                      "seconds": seconds})
+                      "initial_loss": run.initial_loss, "final_loss": run.final_loss})
+    ctx.record_seconds(rel, seconds)
     save_class_grids(ctx, run)
     return run, {"reused": False, "seconds": seconds}
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 def require_attacks(ctx, inputs: TransferInputs, target: nn.Module
@@ -183,7 +193,7 @@ def require_attacks(ctx, inputs: TransferInputs, target: nn.Module
                 run, info = require_attack(ctx, name, mode, seed, inputs, target=target)
                 runs[name, mode, seed] = run
                 timing.append({"attack": name, "mode": mode, "seed": seed,
-                               "seconds": round(info["seconds"], 1), "reused": info["reused"]})
+                               "seconds": _rounded(info["seconds"]), "reused": info["reused"]})
     return runs, pd.DataFrame(timing)
 
 

@@ -2,7 +2,6 @@
 metric, and the committed entropy-weight sweep (its own job: ``make sweep``)."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -15,16 +14,17 @@ import torch
 from torch import nn
 
 from .. import ngd, paths
-from ..artifacts import PartialState, module_tensors
-from ..config import MODES, check_mode, mode_slug, transfer_config
+from ..artifacts import PartialState, module_tensors, read_json_if_present
+from ..augment import target_view
+from ..config import MODES, NATURAL_GRADIENT_MODES, check_mode, mode_slug, transfer_config
 from ..data import dataset
 from ..data.images import subset
 from ..errors import ArtifactError
 from ..inference import embed, generate, predict_logits
 from ..metrics.fidelity import frechet_distance
-from ..seeding import derive_seed
+from ..seeding import derive_seed, seeded_rng
 from ..transfer import (SWEEP_RULE, SWEEP_WEIGHTS, TransferResult, TransferSettings,
-                        build_metric, choose_weight, fine_tune, gradient_scale)
+                        build_metric, choose_weight, entropy_loss, fine_tune, gradient_scale)
 from .classifiers import require_classifier, require_perceptual_distance
 from .gan import gan_from, gan_training_indices, gan_training_set, require_gan
 
@@ -78,15 +78,15 @@ def require_metric(ctx, seed: int, inputs: TransferInputs):
     loaded = ctx.load_current(rel, transfer_config(ctx.cfg))
     if loaded is not None:
         tensors, meta = loaded
-        return ngd.ReferenceMetric.from_tensors(tensors, settings.ngd_damping), {**meta,
-                                                                                "reused": True}
+        return (ngd.ReferenceMetric.from_tensors(tensors, settings.ngd_damping),
+                {**meta, "reused": True, "seconds": ctx.seconds_of(rel)})
     start = time.perf_counter()
     metric = build_metric(inputs.generator, inputs.distance, settings, codes_seed)
     seconds = time.perf_counter() - start
-    meta = {"config": transfer_config(ctx.cfg), "seed": seed, "codes_seed": codes_seed,
-            "seconds": seconds}
+    meta = {"config": transfer_config(ctx.cfg), "seed": seed, "codes_seed": codes_seed}
     ctx.save_tensors(rel, metric.to_tensors(), meta)
-    return metric, {**meta, "reused": False}
+    ctx.record_seconds(rel, seconds)
+    return metric, {**meta, "reused": False, "seconds": seconds}
 
 
 def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = None,
@@ -109,11 +109,11 @@ def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = 
                                 f"({meta.get('changes')}); delete the file to fine-tune again")
         G, G_ema, D = gan_from(tensors, meta)
         return (TransferResult(mode, G, G_ema, D, meta["history"], meta["monitor"]),
-                {"reused": True, "seconds": meta["seconds"]})
+                {"reused": True, "seconds": ctx.seconds_of(rel)})
     inputs = inputs or transfer_inputs(ctx)
     settings = TransferSettings.from_config(ctx.cfg, mode, **changes)
     metric = None
-    if mode == "entropy+ngd" and settings.ngd_mode == "faithful":
+    if mode in NATURAL_GRADIENT_MODES and settings.ngd_mode == "faithful":
         metric, _ = require_metric(ctx, seed, inputs)
     partial = PartialState(ctx.path(rel.replace(".safetensors", ".partial.safetensors")),
                            {"config": config, "changes": changes}, ctx.cfg["checkpoint_every_s"])
@@ -128,9 +128,37 @@ def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = 
                      {"config": config, "changes": changes, "mode": mode, "seed": seed,
                       "generator": result.generator.arch_spec,
                       "discriminator": result.discriminator.arch_spec,
-                      "history": result.history, "monitor": result.monitor,
-                      "seconds": seconds})
+                      "history": result.history, "monitor": result.monitor})
+    ctx.record_seconds(rel, seconds)
     return result, {"reused": False, "seconds": seconds}
+
+
+def natural_gradient_efficiency(ctx, inputs: TransferInputs, metric: ngd.ReferenceMetric,
+                                n_samples: int = 10) -> pd.DataFrame:
+    """What each direction buys on ``n_samples`` fixed samples of the prior: the entropy
+    term's image gradient g at each sample (one seeded target view), the exact metric H of d_P
+    at each sample, and ``lib.ngd.direction_efficiencies`` (entropy decrease per unit of
+    perceptual cost of the plain gradient, the paper form and the damped form, with the exact
+    top-k at the sample and with the reference metric as the transfer uses it: sample i under
+    code i mod n_codes). One row per sample and direction."""
+    settings = TransferSettings.from_config(ctx.cfg, "entropy+ngd")
+    G = inputs.generator.eval()
+    z = torch.randn(n_samples, G.z_dim,
+                    generator=torch.Generator().manual_seed(ctx.subseed("ngd_efficiency")))
+    with torch.no_grad():
+        images = G(z)
+    x = images.clone().requires_grad_(True)
+    with seeded_rng(ctx.seed, "ngd_efficiency/view"):
+        logits = inputs.target.eval()(target_view(settings.target_size)(x))
+    (grad,) = torch.autograd.grad(entropy_loss(logits, settings.entropy_reduction), x)
+    rows = []
+    for i in range(n_samples):
+        hessian = ngd.exact_hessian(ngd.hessian_vector_product(inputs.distance, images[i]),
+                                    images[i].numel())
+        found = ngd.direction_efficiencies(grad[i], hessian, settings.ngd_rank, metric,
+                                           i % metric.n_codes)
+        rows += [{"sample": i, "direction": name, "value": value} for name, value in found.items()]
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- what each mode did
@@ -158,25 +186,35 @@ def mode_samples(ctx, results: dict[tuple[str, int], TransferResult],
     return {key: generate(r.generator_ema, z) for key, r in results.items()}
 
 
+def public_features(ctx, data, split, evaluator: nn.Module) -> torch.Tensor:
+    """E's features of ``fid_samples`` of the GAN's public training images (FID-E's reference)."""
+    seen = gan_training_indices(ctx.cfg, split, ctx.subseed("gan_prior"))
+    n = min(ctx.cfg["fid_samples"], len(seen))
+    public_idx = np.random.default_rng(ctx.subseed("fid")).choice(seen, size=n, replace=False)
+    return embed(evaluator, subset(data, public_idx)[0])
+
+
+def evaluator_row(samples: torch.Tensor, target_logits: torch.Tensor, evaluator: nn.Module,
+                  private_classes, public_feats: torch.Tensor) -> dict[str, float]:
+    """How E sees a generator's samples: the share it puts in a private class, its agreement
+    with T's label, and FID-E against the public images' features."""
+    classes = np.asarray(private_classes)
+    e_pred = predict_logits(evaluator, samples).argmax(1).numpy()
+    t_pred = classes[target_logits.argmax(1).numpy()]
+    return {"E_private_share": float(np.isin(e_pred, classes).mean()),
+            "E_agrees_with_T": float((e_pred == t_pred).mean()),
+            "fid_e_vs_public": frechet_distance(embed(evaluator, samples), public_feats)}
+
+
 def evaluator_view(ctx, data, split, samples: dict[tuple[str, int], torch.Tensor],
                    target_logits: dict[tuple[str, int], torch.Tensor],
                    evaluator: nn.Module) -> pd.DataFrame:
-    """Per (mode, seed) of ``samples`` (and T's logits on them): the share E puts in a private
-    class, E's agreement with T, and FID-E against as many public images."""
-    n = ctx.cfg["fid_samples"]
-    classes = np.asarray(ctx.cfg["private_classes"])
-    seen = gan_training_indices(ctx.cfg, split, ctx.subseed("gan_prior"))
-    public_idx = np.random.default_rng(ctx.subseed("fid")).choice(seen, size=min(n, len(seen)),
-                                                                  replace=False)
-    public_feats = embed(evaluator, subset(data, public_idx)[0])
-    rows = []
-    for (mode, seed), x in samples.items():
-        e_pred = predict_logits(evaluator, x).argmax(1).numpy()
-        t_pred = classes[target_logits[mode, seed].argmax(1).numpy()]
-        rows.append({"mode": mode, "seed": seed, "E_private_share": np.isin(e_pred, classes).mean(),
-                     "E_agrees_with_T": (e_pred == t_pred).mean(),
-                     "fid_e_vs_public": frechet_distance(embed(evaluator, x), public_feats)})
-    return pd.DataFrame(rows)
+    """``evaluator_row`` of every (mode, seed) of ``samples`` (and T's logits on them)."""
+    public_feats = public_features(ctx, data, split, evaluator)
+    return pd.DataFrame([{"mode": mode, "seed": seed,
+                          **evaluator_row(x, target_logits[mode, seed], evaluator,
+                                          ctx.cfg["private_classes"], public_feats)}
+                         for (mode, seed), x in samples.items()])
 
 
 # ----------------------------------------------------------------------------- λ sweep
@@ -187,21 +225,53 @@ def sweep_file() -> Path:
 
 def load_sweep(path: Path | None = None) -> dict | None:
     """The committed sweep's results, or None when it has not been run."""
-    path = Path(path) if path is not None else sweep_file()
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_if_present(path if path is not None else sweep_file())
 
 
-def sweep(ctx, modes: tuple[str, ...] = ("entropy", "entropy+ngd"), seed: int = 0,
+def sweep_table(sweep_result: dict) -> pd.DataFrame:
+    """One row per (mode, λ_H) of a sweep's result: the target's view (final entropy, largest
+    class share, collapsed) and the evaluator's (FID-E, E's private share, E agrees with T)."""
+    return pd.DataFrame([{"mode": mode, "weight": row["weight"],
+                          "chosen": row["weight"] == res["chosen"]["weight"],
+                          **{k: row[k] for k in ("final_entropy", "final_max_share",
+                                                 "collapsed_any")},
+                          **row["evaluator"]}
+                         for mode, res in sweep_result["modes"].items() for row in res["rows"]])
+
+
+def _sweep_row(result: TransferResult, report) -> dict:
+    """The monitor's final record of one sweep run, and the evaluator's view (reported only)."""
+    final = result.monitor[-1]
+    return {"final_entropy": final["mean_entropy"], "final_confidence": final["mean_confidence"],
+            "final_max_share": final["max_share"], "final_class_shares": final["class_shares"],
+            "collapsed_any": any(m["collapsed"] for m in result.monitor),
+            "evaluator": report(result)}
+
+
+def sweep(ctx, modes: tuple[str, ...] = ("entropy", *NATURAL_GRADIENT_MODES), seed: int = 0,
           weights: tuple[float, ...] = SWEEP_WEIGHTS) -> dict:
-    """Fine-tune each mode at each entropy weight (one seed) and choose by ``SWEEP_RULE``."""
-    inputs = transfer_inputs(ctx)
-    settings = TransferSettings.from_config(ctx.cfg)
-    out: dict[str, Any] = {"rule": SWEEP_RULE, "seed": seed, "modes": {}}
+    """Fine-tune each mode at each entropy weight (λ_authors; one seed) and choose by
+    ``SWEEP_RULE``, which reads the target's view only. Each row also reports the evaluator's
+    view of the generator (FID-E, E's private share, E agrees with T), never used to choose."""
+    data, split = dataset.load(ctx.cfg)
+    inputs = transfer_inputs(ctx, data, split)
+    evaluator = require_classifier(ctx, "evaluator", data, split)[0]
+    public_feats = public_features(ctx, data, split, evaluator)
+    z_eval = torch.randn(ctx.cfg["fid_samples"], inputs.generator.z_dim,
+                         generator=torch.Generator().manual_seed(ctx.subseed("eval")))
+
+    def report(result: TransferResult) -> dict:
+        samples = generate(result.generator_ema, z_eval)
+        return evaluator_row(samples, predict_logits(inputs.target, samples), evaluator,
+                             ctx.cfg["private_classes"], public_feats)
+
+    out: dict[str, Any] = {"rule": SWEEP_RULE, "seed": seed, "units": "authors", "modes": {}}
     for mode in modes:
         grid, scale = list(weights), 1.0
-        if mode == "entropy+ngd":
+        if mode in NATURAL_GRADIENT_MODES:
             metric, _ = require_metric(ctx, seed, inputs)
-            scale = gradient_scale(inputs.generator, inputs.target, metric, settings,
+            scale = gradient_scale(inputs.generator, inputs.target, metric,
+                                   TransferSettings.from_config(ctx.cfg, mode),
                                    transfer_seed(ctx, seed))
             shift = 10.0 ** round(math.log10(scale))
             grid = sorted({float(f"{w / shift:.3g}") for w in weights} | {1.0})
@@ -209,17 +279,13 @@ def sweep(ctx, modes: tuple[str, ...] = ("entropy", "entropy+ngd"), seed: int = 
         for weight in grid:
             start = time.perf_counter()
             result, _ = require_transfer(ctx, mode, seed, inputs, entropy_weight=weight)
-            final = result.monitor[-1]
-            rows.append({"weight": weight, "final_entropy": final["mean_entropy"],
-                         "final_confidence": final["mean_confidence"],
-                         "final_max_share": final["max_share"],
-                         "final_class_shares": final["class_shares"],
-                         "collapsed_any": any(m["collapsed"] for m in result.monitor),
+            rows.append({"weight": weight, **_sweep_row(result, report),
                          "seconds": time.perf_counter() - start})
-            print(f"{mode:12s} λ={weight:<8g} entropy {final['mean_entropy']:.3f}  max share "
-                  f"{final['max_share']:.2f}  collapsed {rows[-1]['collapsed_any']}", flush=True)
-        vanilla, _ = require_transfer(ctx, "vanilla", seed, inputs)
+            print(f"{mode:12s} λ={weight:<8g} entropy {rows[-1]['final_entropy']:.3f}  max share "
+                  f"{rows[-1]['final_max_share']:.2f}  collapsed {rows[-1]['collapsed_any']}  "
+                  f"FID-E {rows[-1]['evaluator']['fid_e_vs_public']:.2f}", flush=True)
         out["modes"][mode] = {"grid": grid, "gradient_scale": scale, "rows": rows,
-                              "vanilla_final_entropy": vanilla.monitor[-1]["mean_entropy"],
                               "chosen": choose_weight(rows)}
+    vanilla, _ = require_transfer(ctx, "vanilla", seed, inputs)
+    out["vanilla"] = _sweep_row(vanilla, report)
     return out

@@ -1,0 +1,104 @@
+"""Positive controls: what the membership tests could see, by construction.
+
+Nothing here is an attack, and nothing here is available to an attacker: every function takes
+the private images themselves.
+
+- ``project``: an oracle projection onto a generator's range: for each target image, the
+  code whose image is nearest in a perceptual distance (Adam on the distance from several
+  random codes, the best kept). On a subset of D and of R it says how close the prior can come
+  to individual samples at all ("the prior's reach"), against each sample's distance to its
+  nearest other same-class image; projections of D members are also one kind of leak.
+- ``blend``: α·member + (1 − α)·a same-class public image: a leak of known strength α.
+- ``dose``: which reconstructions a dose f replaces, and by which members' leaks: per class,
+  a seeded random round(f·n) of its reconstructions, each by a different member, the members
+  drawn in one seeded order so that a larger dose contains every leak of a smaller one. A leak
+  keeps the starting point of the reconstruction it replaces (claim C1c compares a final
+  reconstruction with its starting point).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..inference import frozen, module_device
+
+LEAK_FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
+BLEND_ALPHAS = (0.2, 0.35, 0.5)
+
+
+def project(generator: nn.Module, distance: nn.Module, targets: torch.Tensor, *,
+            steps: int = 150, lr: float = 0.05, restarts: int = 4, seed: int = 0,
+            batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes, images, distances): for each target image the best of ``restarts`` codes,
+    each optimised with Adam for ``steps`` steps on d(G(z), target); all on the generator's
+    device, in batches of ``batch_size`` codes; results on the CPU."""
+    if steps < 0 or restarts < 1 or len(targets) == 0:
+        raise InputError(f"project needs steps ≥ 0, restarts ≥ 1 and some targets (got {steps}, "
+                         f"{restarts}, {len(targets)})")
+    device = module_device(generator)
+    draws = torch.Generator().manual_seed(seed)
+    n = len(targets)
+    codes = torch.randn(restarts * n, generator.z_dim, generator=draws)
+    repeated = targets.repeat(restarts, 1, 1, 1)
+    best = torch.full((restarts * n,), float("inf"))
+    with frozen(generator, distance):
+        for lo in range(0, len(codes), batch_size):
+            z = codes[lo:lo + batch_size].to(device).requires_grad_(True)
+            x = repeated[lo:lo + batch_size].to(device)
+            opt = torch.optim.Adam([z], lr=lr)
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                distance(generator(z), x).sum().backward()
+                opt.step()
+            with torch.no_grad():
+                best[lo:lo + batch_size] = distance(generator(z), x).cpu()
+            codes[lo:lo + batch_size] = z.detach().cpu()
+        pick = best.reshape(restarts, n).argmin(0) * n + torch.arange(n)
+        with torch.no_grad():
+            images = torch.cat([generator(codes[pick][i:i + batch_size].to(device)).cpu()
+                                for i in range(0, n, batch_size)])
+    return codes[pick], images, best[pick]
+
+
+def blend(members: torch.Tensor, others: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α·member + (1 − α)·other, image by image (both in [-1, 1])."""
+    if members.shape != others.shape or not 0.0 < alpha < 1.0:
+        raise InputError(f"blend needs images of one shape and 0 < α < 1 (got {tuple(members.shape)}"
+                         f", {tuple(others.shape)}, α = {alpha}); α = 1 would be an exact copy")
+    return alpha * members + (1.0 - alpha) * others
+
+
+def same_class_partners(labels: np.ndarray, pool_labels: np.ndarray, seed: int) -> np.ndarray:
+    """For each label, a random position in ``pool_labels`` of the same class (any class when
+    the pool has none of it: the face data's public set is other people)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        pool = np.flatnonzero(pool_labels == c)
+        pool = pool if pool.size else np.arange(len(pool_labels))
+        out[rows] = rng.choice(pool, size=rows.size, replace=pool.size < rows.size)
+    return out
+
+
+def dose(recon_labels: np.ndarray, member_labels: np.ndarray, fraction: float,
+         seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of the reconstructions to replace, the member each gets a leak of): per class,
+    round(fraction · n) rows and as many different members; nested in ``fraction`` for a
+    fixed ``seed`` (see the module)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise InputError(f"a dose is a fraction in [0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    rows, members = [], []
+    for c in np.unique(recon_labels):
+        mine, theirs = np.flatnonzero(recon_labels == c), np.flatnonzero(member_labels == c)
+        order_rows, order_members = rng.permutation(mine), rng.permutation(theirs)
+        k = int(round(fraction * mine.size))
+        if k > theirs.size:
+            raise InputError(f"class {c}: a dose of {fraction} replaces {k} reconstructions but "
+                             f"the class has {theirs.size} members to leak")
+        rows.append(order_rows[:k])
+        members.append(order_members[:k])
+    return np.concatenate(rows), np.concatenate(members)

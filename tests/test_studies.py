@@ -1,0 +1,64 @@
+"""The committed studies' logic on constructed inputs: the memorisation regime's split and its
+reading in words, and how a committed study's claim is labelled where it does not apply."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lib import paths
+from lib.config import resolve
+from lib.data.split import Split
+from lib.stages import damped_study, regimes
+
+
+def test_regime_split_draws_subsets_of_d_and_r_and_keeps_the_rest():
+    labels = np.repeat([0, 2, 3], 40)
+    d = np.r_[0:10, 40:50, 80:90]
+    r = np.r_[10:20, 50:60, 90:100]
+    split = Split("same-class", 0, (0, 2, 3), 10, d, r, np.r_[20:40], np.r_[20:40], np.arange(5))
+    small = regimes.regime_split(split, labels, 4, seed=1)
+    assert small.per_class == 4 and len(small.private) == len(small.reference) == 12
+    assert np.isin(small.private, d).all() and np.isin(small.reference, r).all()
+    assert (np.bincount(labels[small.private], minlength=4)[[0, 2, 3]] == 4).all()
+    assert np.array_equal(small.public, split.public) and np.array_equal(small.test, split.test)
+    assert np.array_equal(regimes.regime_split(split, labels, 4, seed=1).private, small.private)
+    with pytest.raises(ValueError, match="needs 11"):
+        regimes.regime_split(split, labels, 11, seed=1)
+
+
+def _regime(per_class, c1b, c1c, limit):
+    claim = lambda passed: {"passed": passed, "measured": "largest gap 0.01"}  # noqa: E731
+    return {"per_class": per_class, "target": {"epochs": 100, "train_acc": 1.0, "test_acc": 0.7,
+                                              "gap": 0.3},
+            "C1b": claim(c1b), "C1c": claim(c1c),
+            "detection_limit": {"C1b": {"blend α=0.5": limit}, "C1c": {"blend α=0.5": None}}}
+
+
+def test_the_reading_follows_the_numbers():
+    leaky = regimes.reading({"regimes": [_regime(10, True, False, 0.1), _regime(20, False, False, 0.1)]})
+    assert "are closer to the members" in leaky[0] and "C1b passes" in leaky[0]
+    assert "blend α=0.5 from f = 0.1" in leaky[0] and "Leakage shows" in leaky[-1]
+    sealed = regimes.reading({"regimes": [_regime(10, False, False, 0.25)]})
+    assert "not detectably closer" in sealed[0] and "not only a matter" in sealed[-1]
+    blind = regimes.reading({"regimes": [_regime(10, False, False, None)]})
+    assert "no leak of any kind" in blind[0] and "says little" in blind[-1]
+
+
+def test_c2d_is_not_run_where_its_committed_study_does_not_apply(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "results_dir", lambda: tmp_path)
+    missing = damped_study.committed_claim(resolve("cpu"))
+    assert missing["passed"] is None and "make ngd-damped" in missing["status"]
+    cfg = resolve("cpu")
+    study = {"profile": "cpu", "git_commit": "abcdef1234567", "date": "2026-11-29T00:00:00",
+             "run_dir": "runs/x", "claim": {"id": "C2d", "claim": "c", "criterion": "k",
+                                            "measured": "m", "passed": False, "details": "d"},
+             "config": {"transfer": damped_study.transfer_config(cfg),
+                        "attack": damped_study.attack_config(cfg, "ppa")}}
+    (tmp_path / "ngd_damped_study.json").write_text(json.dumps(study))
+    applies = damped_study.committed_claim(cfg)
+    assert applies["passed"] is False and "abcdef1234" in applies["details"]
+    other = damped_study.committed_claim(resolve("smoke"))
+    assert other["passed"] is None and "cpu profile" in other["status"]
+    assert "measured: m" in other["details"]
