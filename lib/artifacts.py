@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import distributed, seeding
 from .errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -290,31 +291,74 @@ class Resumable:
 
     ``restore()`` loads a saved state into the objects and returns its values (None when
     there is none); ``checkpoint(position, total, **values)`` saves one when it is due and
-    the loop is not finished; ``finish()`` deletes it. ``partial=None`` turns it all off."""
+    the loop is not finished; ``finish()`` deletes it. ``partial=None`` turns it all off.
 
-    def __init__(self, partial: PartialState | None, device: str = "cpu", **objects: Any) -> None:
+    Several processes (``world``, a ``lib.distributed.World``): rank 0 decides when a
+    checkpoint is due and writes it, with every rank's random streams (its ``torch.Generator``
+    objects and global RNG). Resumed under as many processes, each rank gets its own streams
+    back (the run ends as an uncut one would); under another number (or from a one-process
+    state), the models, optimisers, schedules and values are restored and each rank's streams
+    start afresh from ``reseed`` (``streams_restored`` is then False)."""
+
+    def __init__(self, partial: PartialState | None, device: str = "cpu",
+                 world: distributed.World = distributed.SINGLE, reseed: int = 0,
+                 **objects: Any) -> None:
         self.partial, self.device, self.objects = partial, device, objects
+        self.world, self.reseed = world, reseed
+        self.streams_restored = True
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {k: v for k, v in self.objects.items() if isinstance(v, torch.Generator)}
 
     def restore(self) -> dict | None:
         saved = self.partial.load() if self.partial is not None else None
         if saved is None:
             return None
         for name, obj in self.objects.items():
-            if isinstance(obj, torch.Generator):
-                obj.set_state(saved["objects"][name])
-            else:
+            if not isinstance(obj, torch.Generator):
                 obj.load_state_dict(saved["objects"][name])
-        set_rng_state(saved["rng"], self.device)
+        if not self.world.distributed and "ranks" not in saved:
+            for name, obj in self._generators().items():
+                obj.set_state(saved["objects"][name])
+            set_rng_state(saved["rng"], self.device)
+        elif saved.get("world_size") == self.world.size:
+            own = saved["ranks"][self.world.rank]
+            for name, obj in self._generators().items():
+                obj.set_state(own["objects"][name])
+            set_rng_state(own["rng"], self.device)
+        else:                               # another number of processes: fresh streams
+            self.streams_restored = False
+            fresh = f"resume/{saved['values']['position']}/{self.world.rank}/{self.world.size}"
+            for name, obj in self._generators().items():
+                obj.set_state(torch.Generator().manual_seed(
+                    seeding.derive_seed(self.reseed, f"{fresh}/{name}")).get_state())
+            torch.set_rng_state(torch.Generator().manual_seed(
+                seeding.derive_seed(self.reseed, fresh)).get_state())
         return saved["values"]
 
+    def _due(self) -> bool:
+        return distributed.broadcast_flag(self.partial.due(), self.world)
+
     def checkpoint(self, position: int, total: int, **values: Any) -> None:
-        if self.partial is None or position >= total or not self.partial.due():
+        if self.partial is None or position >= total or not self._due():
             return
         objects = {name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
                    for name, obj in self.objects.items()}
-        self.partial.save({"objects": objects, "rng": rng_state(self.device),
-                           "values": {"position": position, **values}})
+        state = {"objects": objects, "rng": rng_state(self.device),
+                 "values": {"position": position, **values}}
+        if self.world.distributed:
+            state["world_size"] = self.world.size
+            state["ranks"] = [{"objects": {}, "rng": {}} for _ in range(self.world.size)]
+            own = {**{f"objects/{k}": v for k, v in self._generators().items()},
+                   **{f"rng/{k}": v for k, v in rng_state(self.device).items()}}
+            for key in sorted(own):
+                value = own[key].get_state() if isinstance(own[key], torch.Generator) else own[key]
+                for rank, tensor in enumerate(distributed.all_gather_tensor(value, self.world)):
+                    group, name = key.split("/", 1)
+                    state["ranks"][rank][group][name] = tensor
+        if self.world.main:
+            self.partial.save(state)
 
     def finish(self) -> None:
-        if self.partial is not None:
+        if self.partial is not None and self.world.main:
             self.partial.clear()

@@ -1,11 +1,11 @@
-"""The claims of PROTOCOL.md, each computed from measured numbers by a pure function.
+"""The claims of docs/protocol.md, each computed from measured numbers by a pure function.
 
 C0 from the classifiers' test accuracies; C1, C1b and C2 from a long table of metrics:
 ``results`` has one row per (source, seed, metric) with columns ``source`` (for attacks
 ``<attack>/<mode>``), ``seed``, ``metric`` and ``value``, as ``lib.stages.evaluation``
 builds it; C3 from rank comparisons. Each function returns the keyword arguments of
 ``Context.claim`` (claim, criterion, measured, passed, details) plus, for C1–C2, ``table``:
-the per-mode numbers behind the verdict. The criteria are PROTOCOL.md's, fixed before any run.
+the per-mode numbers behind the verdict. The criteria are docs/protocol.md's, fixed before any run.
 """
 from __future__ import annotations
 

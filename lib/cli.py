@@ -114,7 +114,10 @@ def study_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    print(report.report(json.loads(Path(args.summary).read_text())))
+    if args.deviations:
+        print(report.deviations_table())
+    else:
+        print(report.report(json.loads(Path(args.summary).read_text())))
     return 0
 
 
@@ -152,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0)
     rp = sub.add_parser("report", help="markdown tables of a run's summary.json")
     rp.add_argument("--summary", default=str(paths.results_dir() / "summary.json"))
+    rp.add_argument("--deviations", action="store_true",
+                    help="print the deviations table of docs/protocol.md (from lib.paper)")
     return p
 
 

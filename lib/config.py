@@ -9,8 +9,11 @@ ones.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import textwrap
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
 
@@ -82,7 +85,7 @@ _BASE: dict[str, Any] = {
     "gan_train_limit": 0,            # 0 = all public images
     "fid_samples": 5000,             # generated vs public images for FID-E of a generator
     "fid_network": "evaluator",      # evaluator (FID-E) | inception (+ the paper's Inception FID)
-    # transfer (PAPER.md §3): vanilla | entropy | entropy+ngd from the same checkpoint
+    # transfer (docs/method.md, "The transfer-learning framework"): vanilla | entropy | entropy+ngd from the same checkpoint
     "transfer_steps": 300,
     "transfer_lr": 2e-4,
     "entropy_weight": 1.0,           # λ_H of `entropy`, authors' units (the paper: 1; = 16/b on a
@@ -100,7 +103,7 @@ _BASE: dict[str, Any] = {
     "monitor_samples": 512,          # fixed codes for the class histogram / collapse monitor
     "monitor_every": 25,
     "collapse_max_share": 0.5,       # collapsed when one target class takes more of the samples
-    # attacks (PAPER.md §4): PPA-style (Struppek et al. 2022) and GMI-style (Zhang et al. 2020)
+    # attacks (docs/method.md, "The attacks"): PPA-style (Struppek et al. 2022) and GMI-style (Zhang et al. 2020)
     "attack_pool": 3000,             # PPA initial latents, shared across classes
     "attack_candidates": 150,        # PPA latents optimised per class (≥ recon_per_class)
     "attack_steps": 70,              # PPA Adam steps on the latents
@@ -187,7 +190,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gan_r1_gamma": 10.0,        # the paper's γ at 256 px
         "gan_augment": True,
         "transfer_steps": 3000,
-        "attack_pool": 5000,         # PAPER.md §4: 5,000 latents, truncation 0.5, 200 candidates,
+        "attack_pool": 5000,         # docs/method.md, "The attacks": 5,000 latents, truncation 0.5, 200 candidates,
         "attack_candidates": 200,    # Adam lr 5e-3 for 70 steps, best 50 by 100 augmentations
         "attack_lr": 0.005,
         "attack_truncation": 0.5,
@@ -255,6 +258,55 @@ def table() -> list[dict[str, Any]]:
             "device"]
     return [{"profile": p, **{k: PROFILES[p][k] for k in keys}, "purpose": PROFILE_NOTES[p]}
             for p in PROFILES]
+
+
+# ------------------------------------------------------------------ the configuration echo
+SHARED_KEYS = ("dataset", "split", "split_seed", "private_classes", "private_per_class",
+               "image_size", "seeds")
+NOTEBOOK_KEYS: dict[str, tuple[str, ...]] = {
+    "00_overview": (),
+    "01_data": ("eval_train_limit", "perc_train_limit", "gan_train_limit", "face_split"),
+    "02_classifiers": ("target_", "eval_", "perc_", "focal_gamma", "batch_size", "amp"),
+    "03_gan_prior": ("gan_", "fid_samples", "fid_network", "monitor_", "collapse_"),
+    "04_transfer": ("transfer_", "entropy_", "ngd_", "monitor_", "collapse_", "fid_samples"),
+    "05_attacks": ("attack_", "gmi_", "recon_per_class"),
+    "06_evaluation": ("recon_per_class", "n_permutations", "prdc_k", "fid_network",
+                      "reach_per_class", "projection_"),
+    "07_defense": ("defense_", "recon_per_class", "fid_samples"),
+    "08_memorisation": ("target_", "attack_", "recon_per_class", "n_permutations"),
+    "99_summary": (),
+}
+"""Per notebook, the config keys (or key prefixes ending in "_") it reads, besides SHARED_KEYS."""
+
+
+def notebook_keys(notebook: str, cfg: Mapping[str, Any]) -> list[str]:
+    """The keys of ``cfg`` a notebook uses (all of them for a notebook not listed)."""
+    if notebook not in NOTEBOOK_KEYS:
+        return sorted(cfg)
+    wanted = SHARED_KEYS + NOTEBOOK_KEYS[notebook]
+    return sorted(k for k in cfg if any(k == w or (w.endswith("_") and k.startswith(w))
+                                        for w in wanted))
+
+
+def config_hash(cfg: Mapping[str, Any], keys: Sequence[str] | None = None) -> str:
+    """A short sha256 of the config entries ``keys`` (all when None), order-independent."""
+    keys = sorted(cfg) if keys is None else sorted(keys)
+    text = json.dumps({k: cfg[k] for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def echo(cfg: Mapping[str, Any], notebook: str, overrides: Mapping[str, Any] | None = None) -> str:
+    """A short configuration echo: profile, overrides, a hash of the keys this notebook uses
+    and those keys with their values. ``format_config`` prints everything."""
+    keys = notebook_keys(notebook, cfg)
+    lines = [f"profile {cfg['profile']!r}, overrides "
+             f"{json.dumps(dict(overrides), sort_keys=True) if overrides else 'none'}",
+             f"config hash {config_hash(cfg, keys)} (of the {len(keys)} keys this notebook uses; "
+             "lib.config.format_config(ctx.cfg) prints all of them)"]
+    pairs = ", ".join(f"{k}={cfg[k]!r}" for k in keys)
+    lines += textwrap.wrap(pairs, width=100, initial_indent="  ", subsequent_indent="  ",
+                           break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ what each artefact depends on

@@ -1,4 +1,4 @@
-"""DDCS for defence (PAPER.md §6; claim C3): flag the training samples most at risk.
+"""DDCS for defence (docs/method.md, "DDCS for defence"; claim C3): flag the training samples most at risk.
 
 The defender runs the attack itself on its own model, ranks the private samples by their
 per-sample DDCS (the audit), and asks three questions:
@@ -14,7 +14,7 @@ per-sample DDCS (the audit), and asks three questions:
    samples (``split_without``), or without as many random ones
    (``stratified_random_removal``), attacks again and compares the remaining samples' DDCS.
 
-Ties in the top-fraction cut are broken at random with a fixed seed (PROTOCOL.md).
+Ties in the top-fraction cut are broken at random with a fixed seed (docs/protocol.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The natural-gradient metric of image space under a perceptual distance (PAPER.md §3).
+"""The natural-gradient metric of image space under a perceptual distance (docs/method.md, "The transfer-learning framework").
 
 For an image x and a distance d (LPIPS-style, d(x, x) = 0, d ≥ 0), the local Riemannian
 metric of image space is the Hessian

@@ -6,7 +6,7 @@ protocol's table, shown by notebook 99 and the README wherever their numbers app
 """
 from __future__ import annotations
 
-# What the paper says for each claim (PAPER.md §5; its table values could not be retrieved,
+# What the paper says for each claim (docs/method.md, "The setting"; its table values could not be retrieved,
 # so the claims are compared as directions and orderings).
 PAPER_SAYS = {
     "C0": "(prerequisite) an accurate target and evaluator",
@@ -27,7 +27,8 @@ PAPER_SAYS = {
 CLAIM_IDS = tuple(PAPER_SAYS)
 """Every claim of the claims table, in order."""
 
-# PROTOCOL.md's deviations from the paper at CPU scale (shown by 99_summary and the README).
+# The deviations from the paper at CPU scale: 99_summary prints them and docs/protocol.md's table
+# is written from them (`python -m lib.cli report --deviations`; a test keeps the two equal).
 DEVIATIONS = [
     ("LPIPS-VGG (ImageNet backbone) for DDCS and the metric",
      "LPIPS-style d_P on P's features, uniform layer weights; real LPIPS-VGG in `paper` when "
@@ -57,6 +58,8 @@ DEVIATIONS = [
      "cpu: 3,000 codes shared by the 5 classes (no truncation), 150 candidates → 100 final per "
      "class, Adam lr 0.05 × 70 steps, 50 views", "final reconstructions ≥ private samples per "
      "class (the paper's ratio is about 1:1); the CPU budget; a DCGAN latent needs larger steps"),
+    ("GMI (Zhang et al. 2020): about 1,500 iterations and several random restarts",
+     "cpu: 150 SGD steps, 2 restarts, the first seed only", "the attack budget"),
 ]
 
 # The paper profile's deviations from the paper (99_summary shows them under that profile).

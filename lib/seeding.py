@@ -49,3 +49,16 @@ def seeded_rng(seed: int, name: str) -> Iterator[None]:
     """``global_seed(derive_seed(seed, name))``: a named stream of the master ``seed``."""
     with global_seed(derive_seed(seed, name)):
         yield
+
+
+def class_seed(seed: int, label: int) -> int:
+    """The seed of class ``label``'s own stream under ``seed``: an attack draws each class's
+    codes and views from it, so attacking a subset of the classes (one process's share)
+    gives each class the draws it gets in the whole attack."""
+    return derive_seed(seed, f"class{label}")
+
+
+def rank_seed(seed: int, rank: int, world_size: int) -> int:
+    """The seed of process ``rank`` of ``world_size`` in a data-parallel stage: ``seed``
+    itself in one process (so a one-process run is unchanged), else a stream of its own."""
+    return seed if world_size == 1 else derive_seed(seed, f"rank{rank}/{world_size}")

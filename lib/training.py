@@ -4,6 +4,13 @@ lazy R1, generator EMA).
 Both loops are seeded and deterministic on the CPU (their random draws come from the ``seed``
 argument only; torch's global RNG is forked, never left reseeded), resumable through a
 ``lib.artifacts.PartialState``, and show a progress bar unless ``DDCS_MI_HEADLESS`` is set.
+
+Both run data-parallel on several processes (``world``, a ``lib.distributed.World``): the
+``batch_size`` stays the global batch, each rank takes ``batch_size / N`` of it,
+``DistributedDataParallel`` averages the gradients (the losses are batch means, so a step
+on N ranks is the one-process step on the concatenated batch), batch norms become
+``SyncBatchNorm`` on GPUs, and each rank draws from ``lib.seeding.rank_seed(seed, rank, N)``.
+One process (the default) runs exactly as before.
 """
 from __future__ import annotations
 
@@ -16,11 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import paths
+from torch.utils.data import DistributedSampler
+
+from . import distributed, paths
 from .augment import classifier_shifts, discriminator_view
 from .artifacts import PartialState, Resumable
+from .distributed import SINGLE, World
 from .errors import InputError
-from .seeding import derive_seed, global_seed
+from .seeding import derive_seed, global_seed, rank_seed
 
 ExtraLoss = Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]]
 
@@ -39,10 +49,10 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) 
 
 def _classifier_epoch(model: nn.Module, opt, sched, images: torch.Tensor, labels: torch.Tensor,
                       order: torch.Tensor, aug: nn.Module, loss_fn, batch_size: int,
-                      device: str, gpu_fast: bool, bar) -> tuple[float, float]:
-    """One pass over ``images`` in ``order``; returns (mean loss, training accuracy)."""
+                      device: str, gpu_fast: bool, bar) -> tuple[float, float, int]:
+    """One pass over ``images[order]`` in batches; returns (loss sum, correct, seen)."""
     total, correct, seen = 0.0, 0, 0
-    for start in range(0, len(images), batch_size):
+    for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         x, y = aug(images[idx].to(device)), labels[idx].to(device)
         if gpu_fast:
@@ -59,6 +69,27 @@ def _classifier_epoch(model: nn.Module, opt, sched, images: torch.Tensor, labels
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(idx)
         bar.update(1)
+    return total, correct, seen
+
+
+def _epoch_order(epoch: int, n: int, shuffle: torch.Generator,
+                 sampler: DistributedSampler | None) -> torch.Tensor:
+    """The order of one epoch: a permutation from ``shuffle`` (one process), or this rank's
+    share from the ``DistributedSampler`` (several)."""
+    if sampler is None:
+        return torch.randperm(n, generator=shuffle)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
+
+
+def _summed(values: tuple[float, float, int], world: World, device: str) -> tuple[float, float]:
+    """(mean loss, accuracy) over every rank's share of an epoch."""
+    total, correct, seen = values
+    if world.distributed:
+        sums = torch.tensor([total, correct, seen], dtype=torch.float64,
+                            device=world.comm_device)
+        torch.distributed.all_reduce(sums)
+        total, correct, seen = sums.tolist()
     return total / seen, correct / seen
 
 
@@ -67,14 +98,18 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      gamma: float = 2.0, augment: bool = True, device: str = "cpu",
                      weight_decay: float = 1e-4, progress: bool | None = None,
                      desc: str = "train", amp: bool = False,
-                     partial: PartialState | None = None) -> dict[str, Any]:
+                     partial: PartialState | None = None,
+                     world: World = SINGLE) -> dict[str, Any]:
     """Train ``model`` in place with AdamW and a one-cycle schedule; returns the history.
 
     ``loss`` is ``"ce"`` or ``"focal"`` (γ = ``gamma``). Shuffling and augmentation draw
     from ``seed`` only, so the same call gives the same weights on the same machine.
     ``amp``: on a GPU, bf16 autocast and channels-last (ignored on the CPU). ``partial``: the
     run is saved to it at epoch ends when due and continues from it (same weights as an
-    uncut run), and it is cleared at the end.
+    uncut run), and it is cleared at the end. ``world``: data-parallel over its processes
+    (see the module; a ``DistributedSampler`` seeded with ``seed`` shards each epoch, every
+    epoch has ``ceil(len(images) / batch_size)`` steps whatever the number of processes, and
+    the history is over every rank's share).
     """
     if loss not in ("ce", "focal"):
         raise InputError(f"unknown loss {loss!r}; valid: ce, focal")
@@ -83,7 +118,10 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                          f"{len(labels)})")
     loss_fn = F.cross_entropy if loss == "ce" else (lambda lg, y: focal_loss(lg, y, gamma))
     gpu_fast = amp and str(device).startswith("cuda")
+    local = distributed.local_batch(batch_size, world)
     model.to(device).train()
+    if world.distributed:
+        model = distributed.sync_batchnorm(model, device)
     if gpu_fast:
         model.to(memory_format=torch.channels_last)
     aug = classifier_shifts(images.shape[-1]).to(device) if augment else nn.Identity()
@@ -92,16 +130,23 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                 pct_start=0.15)
     shuffle = torch.Generator().manual_seed(seed)
-    loop = Resumable(partial, device, model=model, opt=opt, sched=sched, shuffle=shuffle)
-    with global_seed(seed):                       # the augmentation's draws
+    sampler = (DistributedSampler(range(len(images)), world.size, world.rank, seed=seed)
+               if world.distributed else None)
+    net = distributed.data_parallel(model, world, device)
+    own_seed = rank_seed(seed, world.rank, world.size)
+    loop = Resumable(partial, device, world, own_seed, model=model, opt=opt, sched=sched,
+                     shuffle=shuffle)
+    with global_seed(own_seed):                   # the augmentation's draws
         saved = loop.restore() or {"position": 0, "history": {"loss": [], "train_acc": []}}
         history, first = saved["history"], int(saved["position"])
         bar = tqdm(total=epochs * steps_per_epoch, initial=first * steps_per_epoch, desc=desc,
-                   disable=not progress_enabled(progress), leave=False)
+                   disable=not progress_enabled(progress) or not world.main, leave=False)
         for epoch in range(first, epochs):
-            order = torch.randperm(len(images), generator=shuffle)
-            mean_loss, accuracy = _classifier_epoch(model, opt, sched, images, labels, order, aug,
-                                                    loss_fn, batch_size, device, gpu_fast, bar)
+            order = _epoch_order(epoch, len(images), shuffle, sampler)
+            sums = _classifier_epoch(net, opt, sched, images, labels, order, aug, loss_fn,
+                                     local if world.distributed else batch_size, device,
+                                     gpu_fast, bar)
+            mean_loss, accuracy = _summed(sums, world, device)
             history["loss"].append(mean_loss)
             history["train_acc"].append(accuracy)
             loop.checkpoint(epoch + 1, epochs, history=history)
@@ -173,7 +218,9 @@ def standing_statistics(generator: nn.Module, seed: int, batches: int = STANDING
 
 def _discriminator_step(G: nn.Module, D: nn.Module, opt_d, real: torch.Tensor, z: torch.Tensor,
                         aug: nn.Module, r1_weight: float) -> dict[str, Any]:
-    """One discriminator update (logistic loss, + ``r1_weight`` × R1 when it is > 0)."""
+    """One discriminator update (logistic loss, + ``r1_weight`` × R1 when it is > 0); ``D`` is
+    the module whose gradients are shared (the DDP wrapper on several processes), ``G`` is
+    only run."""
     D.requires_grad_(True)
     with torch.no_grad():
         fake = G(z)
@@ -192,7 +239,8 @@ def _discriminator_step(G: nn.Module, D: nn.Module, opt_d, real: torch.Tensor, z
 
 def _generator_step(G: nn.Module, D: nn.Module, opt_g, z: torch.Tensor, aug: nn.Module,
                     extra_loss: ExtraLoss | None, step: int) -> tuple[float, dict]:
-    """One generator update (non-saturating loss + ``extra_loss(fake, step)`` when given)."""
+    """One generator update (non-saturating loss + ``extra_loss(fake, step)`` when given);
+    ``G`` is the module whose gradients are shared, ``D`` is only run."""
     D.requires_grad_(False)
     fake = G(z)
     g_loss = generator_loss(D(aug(fake)))
@@ -213,7 +261,8 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
               extra_generator_loss: ExtraLoss | None = None, log_every: int = 10,
               device: str = "cpu", progress: bool | None = None, desc: str = "GAN",
               partial: PartialState | None = None,
-              extra_state: dict[str, list] | None = None) -> tuple[nn.Module, dict]:
+              extra_state: dict[str, list] | None = None,
+              world: World = SINGLE) -> tuple[nn.Module, dict]:
     """Alternate discriminator and generator Adam steps on ``images``; returns (EMA G, history).
 
     D: logistic loss, lazy R1 (γ = ``r1_gamma`` every ``r1_every`` steps, scaled by the
@@ -224,37 +273,46 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
     statistics of its own at the end (``standing_statistics``). Every draw comes from
     ``seed``. ``partial``: saved
     at step ends when due, resumed from, cleared at the end; ``extra_state`` names lists the
-    caller keeps (the transfer's monitor), saved and restored in place with it.
+    caller keeps (the transfer's monitor), saved and restored in place with it. ``world``:
+    data-parallel over its processes (see the module): each rank draws ``batch_size / N`` real
+    images and codes per step from its own stream, G and D are ``DistributedDataParallel``
+    (G's batch norms synchronised on GPUs), the EMA and its statistics are the same on every
+    rank, and the history holds rank 0's batches.
     """
     if steps < 0 or batch_size < 1 or len(images) == 0:
         raise InputError(f"need steps ≥ 0, batch_size ≥ 1 and some images (steps={steps}, "
                          f"batch_size={batch_size}, images={len(images)})")
-    draws = torch.Generator().manual_seed(seed)
+    local = distributed.local_batch(batch_size, world)
+    own_seed = rank_seed(seed, world.rank, world.size)
+    draws = torch.Generator().manual_seed(own_seed)
     G, D = generator.to(device).train(), discriminator.to(device).train()
     G_ema = (copy.deepcopy(generator) if generator_ema is None else generator_ema).to(device)
     G_ema.eval().requires_grad_(False)
+    if world.distributed:
+        G = distributed.sync_batchnorm(G, device)
+    G_net, D_net = distributed.data_parallel(G, world, device), distributed.data_parallel(D, world, device)
     aug = discriminator_view(images.shape[-1]).to(device) if augment else nn.Identity()
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
     beta = ema_beta(batch_size, ema_kimg)
-    loop = Resumable(partial, device, G=G, D=D, G_ema=G_ema, opt_g=opt_g, opt_d=opt_d,
-                     draws=draws)
-    with global_seed(seed):                       # the discriminator augmentation's draws
+    loop = Resumable(partial, device, world, own_seed, G=G, D=D, G_ema=G_ema, opt_g=opt_g,
+                     opt_d=opt_d, draws=draws)
+    with global_seed(own_seed):                   # the discriminator augmentation's draws
         saved = loop.restore() or {"position": 0, "r1_value": float("nan"), "extra": {},
                                    "history": {k: [] for k in ("step", "d_loss", "g_loss", "r1",
                                                                "d_real", "d_fake")}}
         history, first, r1_value = saved["history"], int(saved["position"]), saved["r1_value"]
         for name, items in (extra_state or {}).items():
             items[:] = saved["extra"].get(name, items)
-        for step in tqdm(range(first, steps), desc=desc, disable=not progress_enabled(progress),
-                         leave=False, initial=first, total=steps):
-            real = images[torch.randint(len(images), (batch_size,), generator=draws)].to(device)
-            z = torch.randn(batch_size, G.z_dim, generator=draws).to(device)
+        for step in tqdm(range(first, steps), desc=desc, leave=False, initial=first, total=steps,
+                         disable=not progress_enabled(progress) or not world.main):
+            real = images[torch.randint(len(images), (local,), generator=draws)].to(device)
+            z = torch.randn(local, G.z_dim, generator=draws).to(device)
             r1_weight = 0.5 * r1_gamma * r1_every if r1_gamma > 0 and step % r1_every == 0 else 0.0
-            d_stats = _discriminator_step(G, D, opt_d, real, z, aug, r1_weight)
+            d_stats = _discriminator_step(G, D_net, opt_d, real, z, aug, r1_weight)
             r1_value = d_stats["r1"] if d_stats["r1"] is not None else r1_value
-            z = torch.randn(batch_size, G.z_dim, generator=draws).to(device)
-            g_loss, stats = _generator_step(G, D, opt_g, z, aug, extra_generator_loss, step)
+            z = torch.randn(local, G.z_dim, generator=draws).to(device)
+            g_loss, stats = _generator_step(G_net, D, opt_g, z, aug, extra_generator_loss, step)
             update_ema(G_ema, G, beta)
             if step % log_every == 0 or step == steps - 1:
                 for key, value in {"step": step, "d_loss": d_stats["d_loss"], "g_loss": g_loss,

@@ -1,4 +1,4 @@
-"""The transfer-learning framework (PAPER.md §3): fine-tune the GAN prior toward the target.
+"""The transfer-learning framework (docs/method.md, "The transfer-learning framework"): fine-tune the GAN prior toward the target.
 
 Three modes, all from the same pretrained checkpoint and seed:
 
@@ -21,7 +21,10 @@ Entropy weight, in the authors' units: the authors sum the entropy over a per-GP
 sample's entropy weighs 16·λ_authors times its GAN loss, whatever the number of GPUs. A single
 process summing over a batch of b reproduces that with λ_sum = 16·λ_authors / b
 (``effective_entropy_weight``; with ``entropy_reduction="mean"``: 16·λ_authors on the batch
-mean). The profile keys and ``TransferSettings.entropy_weight`` hold λ_authors (the paper's:
+mean). On N processes (DistributedDataParallel, the global batch b split into N shares of
+b / N) each process sums over its own share with λ_sum = 16·λ_authors / (b / N): the gradient
+average over the processes then weighs each sample's entropy 16·λ_authors times its GAN loss,
+as one process does (the authors: b / N = 16, λ_sum = λ_authors). The profile keys and ``TransferSettings.entropy_weight`` hold λ_authors (the paper's:
 1); the cpu profile's values come from a committed sweep (``make sweep``) with a collapse
 monitor (the target's class histogram of a fixed set of generated samples).
 """
@@ -39,11 +42,16 @@ from torch import nn
 
 from . import ngd
 from .augment import target_view
+from .distributed import SINGLE, World
 from .config import MODES, NATURAL_GRADIENT_MODES, check_mode
 from .errors import InputError
 from .inference import batched
-from .seeding import derive_seed, global_seed, seeded_rng
+from .seeding import derive_seed, global_seed, rank_seed, seeded_rng
 from .training import standing_statistics, train_gan
+
+MONITOR_STANDING_BATCHES = 8
+"""Batches of 256 codes for the statistics of a monitor record during fine-tuning (the saved
+EMA generator's are recomputed from ``training.STANDING_BATCHES``)."""
 
 AUTHORS_GPU_BATCH = 16
 """The authors' per-GPU batch, over which their entropy term is summed (λ_H = 1)."""
@@ -202,8 +210,13 @@ class TransferSettings:
 
     @property
     def effective_entropy_weight(self) -> float:
-        """The weight this process puts on its entropy term (``effective_entropy_weight``)."""
-        return effective_entropy_weight(self.entropy_weight, self.batch_size,
+        """The weight one process puts on its entropy term (``effective_entropy_weight``)."""
+        return self.process_entropy_weight(1)
+
+    def process_entropy_weight(self, world_size: int) -> float:
+        """The weight each of ``world_size`` data-parallel processes puts on the entropy term
+        of its share (``batch_size / world_size`` samples) of the batch."""
+        return effective_entropy_weight(self.entropy_weight, self.batch_size // world_size,
                                         self.entropy_reduction)
 
 
@@ -211,8 +224,10 @@ def effective_entropy_weight(authors_weight: float, batch_size: int,
                              reduction: str = "sum") -> float:
     """λ in this process's units for λ_authors: each sample's entropy weighs
     ``AUTHORS_GPU_BATCH``·λ_authors times its GAN loss (a batch mean), so a sum over a batch of
-    ``batch_size`` takes 16·λ_authors / b and a batch mean takes 16·λ_authors. The number of
-    processes does not enter: data-parallel training averages both losses' gradients alike."""
+    ``batch_size`` takes 16·λ_authors / b and a batch mean takes 16·λ_authors. ``batch_size``
+    is the process's own batch: on N data-parallel processes sharing a batch B, b = B / N
+    (the gradient average over the processes divides the sum by N again), so λ_authors keeps
+    its units whatever the number of processes."""
     if reduction not in REDUCTIONS:
         raise InputError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
     scale = AUTHORS_GPU_BATCH * authors_weight
@@ -238,7 +253,7 @@ def reference_codes(z_dim: int, n_codes: int, seed: int) -> torch.Tensor:
 def build_metric(generator: nn.Module, distance: nn.Module, settings: TransferSettings,
                  seed: int, method: str = "lanczos"):
     """The faithful natural-gradient metric: top-k eigenpairs of the LPIPS-style Hessian at
-    G(z_j) for ``ngd_codes`` random codes z_j, computed once (PAPER.md §3)."""
+    G(z_j) for ``ngd_codes`` random codes z_j, computed once (docs/method.md, "The transfer-learning framework")."""
     codes = reference_codes(generator.z_dim, settings.ngd_codes, seed)
     generator.eval()
     device = next(generator.parameters()).device
@@ -259,8 +274,10 @@ class TargetTerm:
     def __init__(self, mode: str, settings: "TransferSettings", seed: int, target: nn.Module,
                  generator_ema: nn.Module, monitor_latents: torch.Tensor, n_classes: int,
                  metric: ngd.ReferenceMetric | None, distance: nn.Module | None,
-                 device: str) -> None:
+                 device: str, world: World = SINGLE) -> None:
         self.mode, self.settings, self.seed = mode, settings, seed
+        self.view_seed = rank_seed(seed, world.rank, world.size)   # each rank's own views
+        self.weight = settings.process_entropy_weight(world.size)
         self.target, self.generator_ema, self.monitor_latents = target, generator_ema, monitor_latents
         self.n_classes, self.metric, self.distance = n_classes, metric, distance
         self.view = target_view(settings.target_size).to(device)
@@ -270,8 +287,9 @@ class TargetTerm:
     def observe(self, step: int, recompute: bool = True) -> None:
         """One monitor record of the EMA generator at ``step``, with batch-norm statistics of
         its own (``recompute=False``: they are already, as at the end of ``train_gan``)."""
-        if recompute:
-            standing_statistics(self.generator_ema, derive_seed(self.seed, "standing_statistics"))
+        if recompute:      # 2,048 codes suffice to monitor; the saved G_ema gets the full count
+            standing_statistics(self.generator_ema, derive_seed(self.seed, "standing_statistics"),
+                                batches=MONITOR_STANDING_BATCHES)
         self.monitor.append({"step": step, **monitor_generator(
             self.generator_ema, self.target, self.monitor_latents, self.n_classes,
             self.settings.collapse_max_share)})
@@ -295,10 +313,9 @@ class TargetTerm:
             self.observe(step)
         if self.mode == "vanilla":
             return fake.new_zeros(()), {}
-        with seeded_rng(self.seed, f"view/{step}"):     # the view's draws leave the GAN's alone
+        with seeded_rng(self.view_seed, f"view/{step}"):  # the view's draws leave the GAN's alone
             logits = self.target(self.view(fake))
-        term = s.effective_entropy_weight * target_objective(logits, s.entropy_objective,
-                                                             s.entropy_reduction)
+        term = self.weight * target_objective(logits, s.entropy_objective, s.entropy_reduction)
         (grad,) = torch.autograd.grad(term, fake, retain_graph=True)
         direction = self.direction(grad, fake, step)
         stats = {"target_entropy": prediction_entropy(logits.detach()).mean().item(),
@@ -312,7 +329,7 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
               generator_ema: nn.Module | None = None, metric=None,
               distance: nn.Module | None = None, monitor_latents: torch.Tensor | None = None,
               device: str = "cpu", progress: bool | None = None,
-              partial=None) -> TransferResult:
+              partial=None, world: World = SINGLE) -> TransferResult:
     """Fine-tune copies of (generator, discriminator) on ``public_images`` in ``mode``.
 
     The inputs are not modified. ``target`` is frozen. ``entropy+ngd`` needs ``metric`` (a
@@ -320,7 +337,9 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
     build the faithful metric here). ``monitor_latents``: fixed codes for the collapse
     monitor (default: ``settings.monitor_samples`` codes from ``seed``). ``partial``: a
     ``lib.artifacts.PartialState`` to save to and resume from (the per-sample metric is
-    recomputed at the step a resumed run starts from).
+    recomputed at the step a resumed run starts from). ``world``: data-parallel over its
+    processes (``lib.training.train_gan``), each rank's target views from its own stream and
+    its entropy term weighted for its share of the batch (see the module).
     """
     check_mode(mode)
     settings.check()
@@ -343,13 +362,14 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
                                       generator=torch.Generator().manual_seed(
                                           derive_seed(seed, "monitor")))
     term = TargetTerm(mode, settings, seed, T, G_ema, monitor_latents, n_classes, metric,
-                      distance, device)
+                      distance, device, world)
     G_ema, history = train_gan(
         G, D, public_images, steps=settings.steps, batch_size=settings.batch_size,
         lr=settings.lr, seed=seed, r1_gamma=settings.r1_gamma, r1_every=settings.r1_every,
         ema_kimg=settings.ema_kimg, augment=settings.augment, generator_ema=G_ema,
         extra_generator_loss=term, device=device, progress=progress,
-        desc=f"transfer ({mode})", partial=partial, extra_state={"monitor": term.monitor})
+        desc=f"transfer ({mode})", partial=partial, extra_state={"monitor": term.monitor},
+        world=world)
     term.observe(settings.steps, recompute=False)   # train_gan gave G_ema its statistics
     return TransferResult(mode, G.cpu().eval(), G_ema.cpu().eval(), D.cpu().eval(), history,
                           term.monitor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
 
 import pytest
 
@@ -30,10 +31,14 @@ def test_runner_list_equals_the_folder():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 class TestNotebook:
-    def test_title_and_sections(self, path):
+    def test_banner_then_title_and_sections(self, path):
+        from lib.run import notebooks as nbfiles
+
         cells = load(path)["cells"]
-        assert cells[0]["cell_type"] == "markdown"
-        assert source(cells[0]).startswith(f"# {path.stem[:2]} · ")
+        assert cells[0]["metadata"].get("tags") == [nbfiles.BANNER_TAG], "make golden adds the banner"
+        assert source(cells[0]) == nbfiles.smoke_banner(path.stem)
+        assert cells[1]["cell_type"] == "markdown"
+        assert source(cells[1]).startswith(f"# {path.stem[:2]} · ")
         markdown = "\n".join(source(c) for c in cells if c["cell_type"] == "markdown")
         assert "## Summary" in markdown and "## Provenance" in markdown
 
@@ -76,19 +81,56 @@ class TestNotebook:
                                    if not k.startswith("image/")}) + "".join(out.get("text", ""))
                 assert not ABSOLUTE_PATH.search(text), text[:200]
 
+    def test_goldens_ran_the_code_of_head(self, path):
+        """The goldens record the commit whose code made them; lib/ and this notebook's code
+        cells must be unchanged between that commit and HEAD (a later commit that only adds
+        the goldens is fine). Otherwise: `make golden` on a clean tree, then commit."""
+        from lib.run import notebooks as nbfiles
+
+        commit = nbfiles.golden_commit(load(path))
+        assert commit, f"{path.name} records no golden commit: run `make golden`"
+        root = paths.repo_root()
+        git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True,
+                                        text=True)
+        if git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+            if git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+                pytest.skip(f"shallow clone: the golden commit {commit[:12]} is not fetched")
+            pytest.fail(f"{path.name}'s golden commit {commit[:12]} is not in this history")
+        changed = git("diff", "--name-only", commit, "HEAD", "--", "lib").stdout.split()
+        assert not changed, (f"lib/ changed since the goldens' commit {commit[:12]}: "
+                             f"{changed[:5]}; run `make golden` on a clean tree and commit")
+        then = json.loads(git("show", f"{commit}:notebooks/{path.name}").stdout)
+        head = json.loads(git("show", f"HEAD:notebooks/{path.name}").stdout)
+        assert nbfiles.code_cells(then) == nbfiles.code_cells(head), (
+            f"{path.name}'s code cells changed since the goldens' commit {commit[:12]}")
+
     def test_kernel_is_this_project(self, path):
         assert load(path)["metadata"]["kernelspec"]["name"] == runner.KERNEL_NAME
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_pinned_config_is_the_current_smoke_profile(path):
-    """Every setup cell pins the resolved smoke config: a profile change needs `make golden`."""
-    from lib.config import format_config, resolve
+    """Every setup cell pins a short echo of the smoke config (profile, overrides, the hash of
+    the keys the notebook uses, those keys): a change of one of them needs `make golden`; a
+    key the notebook does not use changes nothing. No device is pinned."""
+    from lib.config import echo, resolve
 
     cells = [c for c in load(path)["cells"] if c["cell_type"] == "code"
              and "lib.run.context.setup(" in source(c)]
     assert len(cells) == 1, "one setup cell per notebook"
     text = "".join("".join(o.get("text", "")) for o in cells[0]["outputs"]
                    if o.get("output_type") == "stream" and o.get("name") == "stdout")
-    assert text.strip() == format_config(resolve("smoke")).strip(), (
-        f"{path.name}'s pinned config differs from the smoke profile: run `make golden`")
+    assert text.strip() == echo(resolve("smoke"), path.stem).strip(), (
+        f"{path.name}'s pinned config echo differs from the smoke profile: run `make golden`")
+    assert "device" not in text, "the echo never pins a device"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_has_a_caption_below_it(path):
+    """A cell that saves a figure is followed by a markdown caption saying what to look at."""
+    cells = load(path)["cells"]
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and "savefig(" in source(cell):
+            below = cells[i + 1] if i + 1 < len(cells) else None
+            assert below is not None and below["cell_type"] == "markdown" and \
+                source(below).startswith("*Figure — "), f"cell {i} saves a figure without a caption"

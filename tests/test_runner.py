@@ -162,6 +162,8 @@ def test_golden_cleans_in_place_and_keeps_notebook_on_failure(tmp_runs, tmp_path
     for name in ("00_overview", "01_data"):
         (folder / f"{name}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
     monkeypatch.setattr(runner, "notebook_path", lambda n: folder / f"{n}.ipynb")
+    monkeypatch.setattr(runner, "git_dirty_files", lambda: [])
+    monkeypatch.setattr(runner, "git_commit", lambda short=True: "c0ffee" * 6 + "c0ff")
     shared = tmp_runs / "interactive" / "smoke"
     shared.mkdir(parents=True)
 
@@ -172,17 +174,28 @@ def test_golden_cleans_in_place_and_keeps_notebook_on_failure(tmp_runs, tmp_path
         output_path.write_text(json.dumps({
             "metadata": {"papermill": {"duration": 1}},
             "cells": [{"cell_type": "code", "metadata": {"papermill": {}, "execution": {},
-                                                        "tags": []}, "outputs": ["x"]}]}))
+                                                        "tags": []}, "source": ["print(1)"],
+                       "outputs": [{"output_type": "stream", "name": "stdout", "text": ["x"]}]}]}))
 
     code = runner.golden(["00_overview", "01_data"], executor, kernel_check=False,
                          log=lambda s: None)
     assert code == 1
     cleaned = json.loads((folder / "00_overview.ipynb").read_text())
-    assert cleaned["metadata"] == {} and cleaned["cells"][0]["metadata"] == {}
+    assert cleaned["metadata"] == {"ddcs_mi": {"golden_commit": "c0ffee" * 6 + "c0ff"}}
+    banner, cell = cleaned["cells"]
+    assert banner["metadata"]["tags"] == ["banner"] and "plumbing" in "".join(banner["source"])
+    assert "results/notebooks/00_overview.ipynb" in "".join(banner["source"])
+    assert cell["metadata"] == {}
     assert json.loads((folder / "01_data.ipynb").read_text()) == {"cells": [], "metadata": {}}
     assert not shared.exists() and any(p.name.startswith("smoke.replaced-")
                                        for p in shared.parent.iterdir())
     assert sorted(p.name for p in folder.iterdir()) == ["00_overview.ipynb", "01_data.ipynb"]
+
+
+def test_golden_refuses_a_dirty_tree(monkeypatch):
+    monkeypatch.setattr(runner, "git_dirty_files", lambda: ["lib/ngd.py"])
+    with pytest.raises(RunnerError, match="clean tree.*lib/ngd.py"):
+        runner.golden(["00_overview"], executor=None, kernel_check=False, log=lambda s: None)
 
 
 def test_summary_carries_the_attacks_and_validates(tmp_runs):
@@ -213,8 +226,26 @@ def test_publish_copies_a_complete_run_only(tmp_runs, tmp_path):
     figure.parent.mkdir(exist_ok=True)
     figure.write_bytes(b"png")
     artifacts.register(run_dir, figure)
+    table = run_dir / "audit" / "ppa-vanilla_seed0.csv"
+    table.parent.mkdir()
+    table.write_text(f"dataset_index,class\n1,0\n# {run_dir}/x\n")
+    artifacts.register(run_dir, table)
+    stale = tmp_path / "results" / "notebooks" / "old.ipynb"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
     dest = runner.publish(run_dir, tmp_path / "results", log=lambda s: None)
-    assert sorted(p.name for p in dest.iterdir()) == ["99_headline.png", "summary.json", "summary.md"]
+    assert sorted(p.name for p in dest.iterdir()) == ["99_headline.png", "audit", "notebooks",
+                                                      "summary.json", "summary.md"]
+    published = sorted(p.stem for p in (dest / "notebooks").iterdir())
+    assert published == sorted(runner.NOTEBOOKS)              # the stale one is gone
+    nb = json.loads((dest / "notebooks" / "05_attacks.ipynb").read_text())
+    assert "Published results" in "".join(nb["cells"][0]["source"]) and run_dir.name in \
+        "".join(nb["cells"][0]["source"])
+    assert str(tmp_path) not in (dest / "notebooks" / "05_attacks.ipynb").read_text()
+    assert sorted(p.name for p in (dest / "audit").iterdir()) == ["README.md", table.name]
+    table.write_text("tampered")
+    with pytest.raises(Exception, match="sha256|modified"):
+        runner.publish(run_dir, tmp_path / "again", log=lambda s: None)
     _, partial = run(profile="smoke", executor=FakeExecutor(), notebooks=["00_overview"])
     with pytest.raises(RunnerError, match="not a complete"):
         runner.publish(partial, tmp_path / "elsewhere", log=lambda s: None)

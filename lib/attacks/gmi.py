@@ -8,10 +8,15 @@ For each target class, latents are optimised with SGD (momentum 0.9) on
 per sample, the latents clamped to [−3, 3] after every step (as GMI does). Several random
 restarts; each row keeps the restart with the lowest final loss. The attacker knows the
 generator, its discriminator, the target and the number of target classes only.
+
+Each class is attacked on its own: its random codes come from a stream of the class
+(``lib.seeding.class_seed``), with its own forward passes and optimiser, so
+``gmi_attack_parts`` on a subset of the classes gives each the part it has in the whole
+attack (``lib.attacks.parts``), which is how the attack is sharded across processes.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +24,8 @@ from torch import nn
 
 from ..errors import InputError
 from ..inference import class_probabilities, frozen, generate, module_device
-from ..seeding import derive_seed
+from ..seeding import class_seed, derive_seed
+from .parts import merge_parts, scalar
 
 LATENT_BOUND = 3.0
 
@@ -62,6 +68,74 @@ def _optimise(generator, discriminator, target, z: torch.Tensor, labels: torch.T
     return curve
 
 
+def _gmi_class(generator: nn.Module, discriminator: nn.Module, target: nn.Module, label: int, *,
+               per_class: int, steps: int, lr: float, restarts: int, lambda_id: float,
+               seed: int, batch_size: int) -> dict[str, torch.Tensor]:
+    """Every restart of one class (codes from the class's stream ``restart{r}``): its part."""
+    device = module_device(generator)
+    labels = torch.full((per_class,), label, dtype=torch.long, device=device)
+    stream = class_seed(seed, label)
+    best_z, best_start, best_loss = None, None, None
+    curves: list[list[float]] = []
+    initial: list[torch.Tensor] = []
+    for r in range(restarts):
+        draws = torch.Generator().manual_seed(derive_seed(stream, f"restart{r}"))
+        start = generator.sample_latents(per_class, draws)
+        z = start.clone().to(device).requires_grad_(True)   # start stays the starting point
+        initial.append(_per_sample_loss(generator, discriminator, target, z, labels, lambda_id,
+                                        batch_size))
+        curves.append(_optimise(generator, discriminator, target, z, labels, lambda_id, steps,
+                                lr, batch_size))
+        final = _per_sample_loss(generator, discriminator, target, z, labels, lambda_id,
+                                 batch_size)
+        z = z.detach().cpu()
+        if best_z is None:
+            best_z, best_start, best_loss = z.clone(), start.clone(), final
+        else:
+            better = final < best_loss                 # ties keep the earlier restart
+            best_z[better], best_loss[better] = z[better], final[better]
+            best_start[better] = start[better]
+    with torch.no_grad():
+        images = generate(generator, best_z, batch_size, device)
+        probs = class_probabilities(target, images, batch_size, device)
+    return {"latents": best_z.contiguous(), "start_latents": best_start.contiguous(),
+            "confidence": probs[:, label].contiguous(),
+            "loss_curve": torch.tensor([sum(c[t] for c in curves) / restarts
+                                        for t in range(steps)], dtype=torch.float64),
+            "initial_loss": scalar(torch.cat(initial).mean().item()),
+            "final_loss": scalar(best_loss.mean().item())}
+
+
+def _check(n_classes: int, per_class: int, steps: int, lr: float, restarts: int,
+           batch_size: int) -> None:
+    if n_classes < 1 or per_class < 1 or restarts < 1 or steps < 0 or lr <= 0 or batch_size < 1:
+        raise InputError(f"need n_classes, per_class, restarts, batch_size ≥ 1, steps ≥ 0 and "
+                         f"lr > 0; got {n_classes}, {per_class}, {restarts}, {batch_size}, "
+                         f"{steps}, {lr}")
+
+
+def gmi_attack_parts(generator: nn.Module, discriminator: nn.Module, target: nn.Module,
+                     n_classes: int, classes: Iterable[int], *, per_class: int, steps: int,
+                     lr: float, restarts: int, lambda_id: float, seed: int,
+                     batch_size: int = 256) -> dict[int, dict[str, torch.Tensor]]:
+    """The parts (``lib.attacks.parts``) of ``classes`` (labels in 0..n_classes−1) of the
+    GMI-style attack: each class's result, the same whichever other classes are attacked."""
+    _check(n_classes, per_class, steps, lr, restarts, batch_size)
+    classes = [int(c) for c in classes]
+    if any(not 0 <= c < n_classes for c in classes):
+        raise InputError(f"classes must lie in 0..{n_classes - 1}; got {classes}")
+    device = module_device(generator)
+    with frozen(generator, discriminator, target):
+        out_dim = target(generator(torch.zeros(1, generator.z_dim, device=device))).shape[1]
+        if out_dim != n_classes:
+            raise InputError(f"the target has {out_dim} outputs but n_classes is {n_classes}; "
+                             f"pass the target's number of classes")
+        return {c: _gmi_class(generator, discriminator, target, c, per_class=per_class,
+                              steps=steps, lr=lr, restarts=restarts, lambda_id=lambda_id,
+                              seed=seed, batch_size=batch_size)
+                for c in classes}
+
+
 def gmi_attack(generator: nn.Module, discriminator: nn.Module, target: nn.Module,
                n_classes: int, *, per_class: int, steps: int, lr: float, restarts: int,
                lambda_id: float, seed: int, batch_size: int = 256) -> dict[str, Any]:
@@ -70,49 +144,16 @@ def gmi_attack(generator: nn.Module, discriminator: nn.Module, target: nn.Module
     Returns the keys of ``ppa_attack``: ``latents`` (C·per_class, z), ``start_latents`` (each
     row's random code before the optimisation, of the restart kept), ``labels`` (class 0's
     rows first), ``images`` G(latents), ``confidence`` (T's probability of the class, no
-    augmentation), ``loss_curve`` (per step, the batch-mean total loss averaged over the
-    restarts), ``initial_loss`` (mean total loss of every restart's starting latents) and
-    ``final_loss`` (mean total loss of the returned latents).
+    augmentation), ``loss_curve`` (per step, the mean over the classes of each class's
+    batch-mean total loss averaged over the restarts), ``initial_loss`` (mean total loss of
+    every restart's starting latents) and ``final_loss`` (mean total loss of the returned
+    latents); the means over all rows are means of the classes' means.
     """
-    if n_classes < 1 or per_class < 1 or restarts < 1 or steps < 0 or lr <= 0 or batch_size < 1:
-        raise InputError(f"need n_classes, per_class, restarts, batch_size ≥ 1, steps ≥ 0 and "
-                         f"lr > 0; got {n_classes}, {per_class}, {restarts}, {batch_size}, "
-                         f"{steps}, {lr}")
-    device = module_device(generator)
-    n = n_classes * per_class
-    labels = torch.arange(n_classes).repeat_interleave(per_class)
-    labels_dev = labels.to(device)
-    best_z, best_start, best_loss = None, None, None
-    curves: list[list[float]] = []
-    initial: list[torch.Tensor] = []
-    with frozen(generator, discriminator, target):
-        out_dim = target(generator(torch.zeros(1, generator.z_dim, device=device))).shape[1]
-        if out_dim != n_classes:
-            raise InputError(f"the target has {out_dim} outputs but n_classes is {n_classes}; "
-                             f"pass the target's number of classes")
-        for r in range(restarts):
-            draws = torch.Generator().manual_seed(derive_seed(seed, f"restart{r}"))
-            start = generator.sample_latents(n, draws)
-            z = start.clone().to(device).requires_grad_(True)   # start stays the starting point
-            initial.append(_per_sample_loss(generator, discriminator, target, z, labels_dev,
-                                            lambda_id, batch_size))
-            curve = _optimise(generator, discriminator, target, z, labels_dev, lambda_id,
-                              steps, lr, batch_size)
-            curves.append(curve)
-            final = _per_sample_loss(generator, discriminator, target, z, labels_dev,
-                                     lambda_id, batch_size)
-            z = z.detach().cpu()
-            if best_z is None:
-                best_z, best_start, best_loss = z.clone(), start.clone(), final
-            else:
-                better = final < best_loss                 # ties keep the earlier restart
-                best_z[better], best_loss[better] = z[better], final[better]
-                best_start[better] = start[better]
-        images = generate(generator, best_z, batch_size, device).detach()
-        probs = class_probabilities(target, images, batch_size, device)
-    return {"latents": best_z.contiguous(), "start_latents": best_start.contiguous(),
-            "labels": labels, "images": images,
-            "confidence": probs.gather(1, labels[:, None]).squeeze(1),
-            "loss_curve": [sum(c[t] for c in curves) / restarts for t in range(steps)],
-            "initial_loss": torch.cat(initial).mean().item(),
-            "final_loss": best_loss.mean().item()}
+    parts = gmi_attack_parts(generator, discriminator, target, n_classes, range(n_classes),
+                             per_class=per_class, steps=steps, lr=lr, restarts=restarts,
+                             lambda_id=lambda_id, seed=seed, batch_size=batch_size)
+    out = merge_parts(parts, n_classes)
+    with frozen(generator):
+        out["images"] = generate(generator, out["latents"], batch_size,
+                                 module_device(generator)).detach()
+    return out

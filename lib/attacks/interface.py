@@ -6,16 +6,59 @@ evaluator, the private set or the reference set (a test checks the signature).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
+import torch
 from torch import nn
 
 from ..config import ATTACKS, check_attack
 from ..errors import InputError
-from .gmi import gmi_attack
-from .ppa import ppa_attack
+from ..inference import frozen, generate, module_device
+from .gmi import gmi_attack_parts
+from .parts import merge_parts
+from .ppa import ppa_attack_parts
 
-__all__ = ["ATTACKS", "run_attack"]
+__all__ = ["ATTACKS", "attack_parts", "finish_attack", "run_attack"]
+
+
+def attack_parts(name: str, generator: nn.Module, target: nn.Module, n_classes: int,
+                 cfg: Mapping[str, Any], seed: int, classes: Iterable[int], *,
+                 discriminator: nn.Module | None = None) -> dict[int, dict[str, torch.Tensor]]:
+    """The parts (``lib.attacks.parts``) of ``classes`` of attack ``name`` with the counts of
+    profile ``cfg``: each class's result, the same whichever other classes are attacked.
+
+    ppa: ``attack_*`` keys (``attack_candidates`` ≥ ``recon_per_class``); gmi: ``gmi_*``
+    keys and the GAN's ``discriminator``.
+    """
+    check_attack(name)
+    per_class = cfg["recon_per_class"]
+    if name == "ppa":
+        if cfg["attack_candidates"] < per_class:
+            raise InputError(f"attack_candidates ({cfg['attack_candidates']}) must be ≥ "
+                             f"recon_per_class ({per_class}): raise attack_candidates or lower "
+                             f"recon_per_class")
+        return ppa_attack_parts(generator, target, n_classes, classes, pool=cfg["attack_pool"],
+                                candidates_per_class=cfg["attack_candidates"],
+                                final_per_class=per_class, steps=cfg["attack_steps"],
+                                lr=cfg["attack_lr"], truncation=cfg["attack_truncation"],
+                                n_aug_final=cfg["attack_final_aug"], seed=seed)
+    if discriminator is None:
+        raise InputError("the gmi attack needs the GAN's discriminator: pass discriminator=D "
+                         "(the one trained with the generator)")
+    return gmi_attack_parts(generator, discriminator, target, n_classes, classes,
+                            per_class=per_class, steps=cfg["gmi_steps"], lr=cfg["gmi_lr"],
+                            restarts=cfg["gmi_restarts"], lambda_id=cfg["gmi_lambda_id"],
+                            seed=seed)
+
+
+def finish_attack(parts: Mapping[int, Mapping[str, torch.Tensor]], generator: nn.Module,
+                  n_classes: int, batch_size: int = 256) -> dict[str, Any]:
+    """The attack's result from the parts of every class, with ``images`` G(latents)."""
+    out = merge_parts(parts, n_classes)
+    with frozen(generator):
+        out["images"] = generate(generator, out["latents"], batch_size,
+                                 module_device(generator)).detach()
+    return out
 
 
 def run_attack(name: str, generator: nn.Module, target: nn.Module, n_classes: int,
@@ -25,24 +68,9 @@ def run_attack(name: str, generator: nn.Module, target: nn.Module, n_classes: in
 
     ppa: ``attack_*`` keys (``attack_candidates`` ≥ ``recon_per_class``); gmi: ``gmi_*``
     keys and the GAN's ``discriminator``. Returns the attack's result dict: ``latents``,
-    ``labels`` (class 0's rows first), ``images``, ``confidence``, ``loss_curve``,
-    ``initial_loss``, ``final_loss``.
+    ``start_latents``, ``labels`` (class 0's rows first), ``images``, ``confidence``,
+    ``loss_curve``, ``initial_loss``, ``final_loss``.
     """
-    check_attack(name)
-    per_class = cfg["recon_per_class"]
-    if name == "ppa":
-        if cfg["attack_candidates"] < per_class:
-            raise InputError(f"attack_candidates ({cfg['attack_candidates']}) must be ≥ "
-                             f"recon_per_class ({per_class}): raise attack_candidates or lower "
-                             f"recon_per_class")
-        return ppa_attack(generator, target, n_classes, pool=cfg["attack_pool"],
-                          candidates_per_class=cfg["attack_candidates"],
-                          final_per_class=per_class, steps=cfg["attack_steps"],
-                          lr=cfg["attack_lr"], truncation=cfg["attack_truncation"],
-                          n_aug_final=cfg["attack_final_aug"], seed=seed)
-    if discriminator is None:
-        raise InputError("the gmi attack needs the GAN's discriminator: pass discriminator=D "
-                         "(the one trained with the generator)")
-    return gmi_attack(generator, discriminator, target, n_classes, per_class=per_class,
-                      steps=cfg["gmi_steps"], lr=cfg["gmi_lr"], restarts=cfg["gmi_restarts"],
-                      lambda_id=cfg["gmi_lambda_id"], seed=seed)
+    parts = attack_parts(name, generator, target, n_classes, cfg, seed, range(n_classes),
+                         discriminator=discriminator)
+    return finish_attack(parts, generator, n_classes)

@@ -1,4 +1,4 @@
-"""The PPA-style attack (Struppek et al. 2022; PAPER.md §4) on a GAN prior.
+"""The PPA-style attack (Struppek et al. 2022; docs/method.md, "The attacks") on a GAN prior.
 
 1. Sample a pool of latents once; for each target class keep the candidates the frozen
    target T is most confident about for that class (a latent may serve several classes).
@@ -8,12 +8,16 @@
    augmentations ("robust" confidence).
 
 The attacker knows the generator, the target and the number of target classes only. All
-randomness comes from ``seed``: latents from seeded ``torch.Generator`` objects, kornia
-augmentations inside a forked, seeded global RNG.
+randomness comes from ``seed``: the pool from its own stream, and every class's views (steps 2
+and 3) from a stream of the class (``lib.seeding.class_seed``), each with its own forward
+passes and optimiser; latents from seeded ``torch.Generator`` objects, kornia augmentations
+inside a forked, seeded global RNG. So the classes are independent: ``ppa_attack_parts`` on
+a subset of the classes gives each the part it has in the whole attack (``lib.attacks.parts``),
+which is how the attack is sharded across processes.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +26,8 @@ from torch import nn
 from ..augment import attack_view
 from ..errors import InputError
 from ..inference import class_probabilities, frozen, generate, module_device
-from ..seeding import derive_seed, seeded_rng
+from ..seeding import class_seed, derive_seed, seeded_rng
+from .parts import merge_parts, scalar
 
 
 # ----------------------------------------------------------------------------- loss
@@ -76,8 +81,9 @@ def robust_confidence(generator: nn.Module, target: nn.Module, latents: torch.Te
                       batch_size: int = 256) -> torch.Tensor:
     """T's softmax probability of each latent's class, averaged over ``n_aug`` views, (C, K).
 
-    ``latents`` is (C, K, z_dim); row c of it belongs to class ``classes_idx[c]``. View a
-    draws from ``derive_seed(seed, f"robust{a}")``, the same view for every latent.
+    ``latents`` is (C, K, z_dim); row c of it belongs to class ``classes_idx[c]``. Each row
+    is scored on its own: its view a draws from ``class_seed(seed, class)``'s stream
+    ``robust{a}``, the same view for every latent of the row.
     """
     if latents.ndim != 3:
         raise InputError(f"need latents (C, K, z_dim); got shape {tuple(latents.shape)}")
@@ -87,18 +93,19 @@ def robust_confidence(generator: nn.Module, target: nn.Module, latents: torch.Te
                          f"{tuple(classes.shape)}")
     if n_aug < 1:
         raise InputError(f"n_aug must be ≥ 1; got {n_aug}")
-    n_rows, per_row = latents.shape[:2]
     device = module_device(generator)
+    rows = []
     with frozen(generator, target):
-        images = generate(generator, latents.reshape(n_rows * per_row, -1), batch_size, device)
-        view = attack_view(images.shape[-1]).to(device)
-        labels = classes.repeat_interleave(per_row)[:, None]
-        total = torch.zeros(len(images))
-        for a in range(n_aug):
-            with seeded_rng(seed, f"robust{a}"):
-                probs = class_probabilities(target, images, batch_size, device, view)
-            total += probs.gather(1, labels).squeeze(1)
-    return (total / n_aug).reshape(n_rows, per_row)
+        for row, label in zip(latents, classes.tolist()):
+            images = generate(generator, row, batch_size, device)
+            view = attack_view(images.shape[-1]).to(device)
+            total = torch.zeros(len(images))
+            for a in range(n_aug):
+                with seeded_rng(class_seed(seed, label), f"robust{a}"):
+                    probs = class_probabilities(target, images, batch_size, device, view)
+                total += probs[:, label]
+            rows.append(total / n_aug)
+    return torch.stack(rows)
 
 
 # ----------------------------------------------------------------------------- the attack
@@ -115,6 +122,87 @@ def _poincare_pass(generator: nn.Module, target: nn.Module, view: nn.Module, z: 
     return total
 
 
+def _check_counts(n_classes: int, pool: int, candidates_per_class: int, final_per_class: int,
+                  steps: int, lr: float, batch_size: int) -> None:
+    if n_classes < 1 or steps < 0 or lr <= 0 or batch_size < 1:
+        raise InputError(f"need n_classes ≥ 1, steps ≥ 0, lr > 0 and batch_size ≥ 1; got "
+                         f"{n_classes}, {steps}, {lr}, {batch_size}")
+    if not 1 <= final_per_class <= candidates_per_class <= pool:
+        raise InputError(f"need 1 ≤ final_per_class ({final_per_class}) ≤ candidates_per_class "
+                         f"({candidates_per_class}) ≤ pool ({pool}); adjust the attack counts")
+
+
+def ppa_pool(generator: nn.Module, target: nn.Module, n_classes: int, *, pool: int,
+             candidates_per_class: int, truncation: float, seed: int,
+             batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Step 1: the shared pool (``derive_seed(seed, "pool")``), scored in full by T without
+    augmentation; returns (pool latents (M, z) on the CPU, each class's candidates (C, K) as
+    pool rows, the image side). Every process of a sharded attack computes it whole."""
+    device = module_device(generator)
+    with frozen(generator, target):
+        draws = torch.Generator().manual_seed(derive_seed(seed, "pool"))
+        pool_z = generator.sample_latents(pool, draws, truncation)
+        pool_images = generate(generator, pool_z, batch_size, device)
+        probs = class_probabilities(target, pool_images, batch_size, device)
+    if probs.shape[1] != n_classes:
+        raise InputError(f"the target has {probs.shape[1]} outputs but n_classes is "
+                         f"{n_classes}; pass the target's number of classes")
+    return pool_z, select_candidates(probs, candidates_per_class), pool_images.shape[-1]
+
+
+def _ppa_class(generator: nn.Module, target: nn.Module, label: int, start: torch.Tensor,
+               view: nn.Module, *, final_per_class: int, steps: int, lr: float,
+               n_aug_final: int, seed: int, batch_size: int) -> dict[str, torch.Tensor]:
+    """Steps 2 and 3 for one class from its candidates ``start`` (K, z): its part."""
+    device = module_device(generator)
+    stream = class_seed(seed, label)
+    labels = torch.full((len(start),), label, dtype=torch.long, device=device)
+    z = start.to(device).clone().requires_grad_(True)
+
+    def fixed_loss() -> float:
+        with torch.no_grad(), seeded_rng(stream, "loss_eval"):
+            return _poincare_pass(generator, target, view, z, labels, batch_size, False)
+
+    initial = fixed_loss()
+    opt = torch.optim.Adam([z], lr=lr)
+    curve: list[float] = []
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        with seeded_rng(stream, f"step{step}"):
+            curve.append(_poincare_pass(generator, target, view, z, labels, batch_size, True))
+        opt.step()
+    final = fixed_loss()
+    optimised = z.detach().cpu()
+    scores = robust_confidence(generator, target, optimised[None], [label], n_aug_final,
+                               derive_seed(seed, "final"), batch_size)[0]
+    keep = select_final(scores[None], final_per_class)[0]
+    return {"latents": optimised[keep].contiguous(), "start_latents": start[keep].contiguous(),
+            "confidence": scores[keep], "loss_curve": torch.tensor(curve, dtype=torch.float64),
+            "initial_loss": scalar(initial), "final_loss": scalar(final)}
+
+
+def ppa_attack_parts(generator: nn.Module, target: nn.Module, n_classes: int,
+                     classes: Iterable[int], *, pool: int, candidates_per_class: int,
+                     final_per_class: int, steps: int, lr: float, truncation: float,
+                     n_aug_final: int, seed: int,
+                     batch_size: int = 256) -> dict[int, dict[str, torch.Tensor]]:
+    """The parts (``lib.attacks.parts``) of ``classes`` (labels in 0..n_classes−1) of the
+    PPA-style attack: each class's result, the same whichever other classes are attacked."""
+    _check_counts(n_classes, pool, candidates_per_class, final_per_class, steps, lr, batch_size)
+    classes = [int(c) for c in classes]
+    if any(not 0 <= c < n_classes for c in classes):
+        raise InputError(f"classes must lie in 0..{n_classes - 1}; got {classes}")
+    pool_z, chosen, size = ppa_pool(generator, target, n_classes, pool=pool,
+                                    candidates_per_class=candidates_per_class,
+                                    truncation=truncation, seed=seed, batch_size=batch_size)
+    view = attack_view(size).to(module_device(generator))
+    with frozen(generator, target):
+        return {c: _ppa_class(generator, target, c, pool_z[chosen[c]], view,
+                              final_per_class=final_per_class, steps=steps, lr=lr,
+                              n_aug_final=n_aug_final, seed=seed, batch_size=batch_size)
+                for c in classes}
+
+
 def ppa_attack(generator: nn.Module, target: nn.Module, n_classes: int, *, pool: int,
                candidates_per_class: int, final_per_class: int, steps: int, lr: float,
                truncation: float, n_aug_final: int, seed: int,
@@ -124,58 +212,18 @@ def ppa_attack(generator: nn.Module, target: nn.Module, n_classes: int, *, pool:
     Returns ``latents`` (C·keep, z), ``labels`` (C·keep,) in T's label space (class 0's
     rows first), ``images`` G(latents), ``start_latents`` (each row's code before the
     optimisation: its candidate from the pool), ``confidence`` (robust, per row), ``loss_curve``
-    (mean training loss per step, each on its own random views) and ``initial_loss`` /
-    ``final_loss``: the mean loss of the candidates before and after optimisation on one
-    fixed set of views (``derive_seed(seed, "loss_eval")``), so the two compare directly.
+    (per step, the mean over the classes of each class's mean training loss, each on its own
+    random views) and ``initial_loss`` / ``final_loss``: the mean loss of the candidates before
+    and after optimisation on one fixed set of views per class (its stream ``loss_eval``), so
+    the two compare directly.
     """
-    if n_classes < 1 or steps < 0 or lr <= 0 or batch_size < 1:
-        raise InputError(f"need n_classes ≥ 1, steps ≥ 0, lr > 0 and batch_size ≥ 1; got "
-                         f"{n_classes}, {steps}, {lr}, {batch_size}")
-    if not 1 <= final_per_class <= candidates_per_class <= pool:
-        raise InputError(f"need 1 ≤ final_per_class ({final_per_class}) ≤ candidates_per_class "
-                         f"({candidates_per_class}) ≤ pool ({pool}); adjust the attack counts")
-    device = module_device(generator)
-    with frozen(generator, target):
-        # 1. the shared pool and the candidates of each class
-        draws = torch.Generator().manual_seed(derive_seed(seed, "pool"))
-        pool_z = generator.sample_latents(pool, draws, truncation)
-        pool_images = generate(generator, pool_z, batch_size, device)
-        probs = class_probabilities(target, pool_images, batch_size, device)
-        if probs.shape[1] != n_classes:
-            raise InputError(f"the target has {probs.shape[1]} outputs but n_classes is "
-                             f"{n_classes}; pass the target's number of classes")
-        chosen = select_candidates(probs, candidates_per_class)          # (C, K)
-        labels = torch.arange(n_classes).repeat_interleave(candidates_per_class).to(device)
-        z = pool_z[chosen.reshape(-1)].to(device).clone().requires_grad_(True)
-        view = attack_view(pool_images.shape[-1]).to(device)
-        del pool_images
-
-        def fixed_loss() -> float:
-            with torch.no_grad(), seeded_rng(seed, "loss_eval"):
-                return _poincare_pass(generator, target, view, z, labels, batch_size, False)
-
-        # 2. optimise every candidate at once
-        initial = fixed_loss()
-        opt = torch.optim.Adam([z], lr=lr)
-        curve: list[float] = []
-        for step in range(steps):
-            opt.zero_grad(set_to_none=True)
-            with seeded_rng(seed, f"step{step}"):
-                curve.append(_poincare_pass(generator, target, view, z, labels, batch_size, True))
-            opt.step()
-        final = fixed_loss()
-        # 3. robust confidence, the best per class
-        optimised = z.detach().cpu().reshape(n_classes, candidates_per_class, -1)
-        scores = robust_confidence(generator, target, optimised, torch.arange(n_classes),
-                                   n_aug_final, derive_seed(seed, "final"), batch_size)
-        keep = select_final(scores, final_per_class)                      # (C, keep)
-        index = keep[:, :, None].expand(-1, -1, optimised.shape[2])
-        latents = optimised.gather(1, index).reshape(n_classes * final_per_class, -1).contiguous()
-        starts = pool_z[chosen.reshape(-1)].reshape(optimised.shape).gather(1, index)
-        images = generate(generator, latents, batch_size, device).detach()
-    return {"latents": latents,
-            "start_latents": starts.reshape(n_classes * final_per_class, -1).contiguous(),
-            "labels": torch.arange(n_classes).repeat_interleave(final_per_class),
-            "images": images,
-            "confidence": scores.gather(1, keep).reshape(-1),
-            "loss_curve": curve, "initial_loss": initial, "final_loss": final}
+    parts = ppa_attack_parts(generator, target, n_classes, range(n_classes), pool=pool,
+                             candidates_per_class=candidates_per_class,
+                             final_per_class=final_per_class, steps=steps, lr=lr,
+                             truncation=truncation, n_aug_final=n_aug_final, seed=seed,
+                             batch_size=batch_size)
+    out = merge_parts(parts, n_classes)
+    with frozen(generator):
+        out["images"] = generate(generator, out["latents"], batch_size,
+                                 module_device(generator)).detach()
+    return out

@@ -21,7 +21,7 @@ E's test images: a face data set has no other images of these people), the evalu
 training set = D (as in the paper, so E-feature metrics favour members: the membership
 claim C1b is read under LPIPS-VGG), public = the public set.
 
-The paper's split (PAPER.md §5): private identities are those with at least 30 images, the
+The paper's split (docs/method.md, "The setting"): private identities are those with at least 30 images, the
 first 1,000 of them (sorted by identity name); the last 3 images of each (sorted by file
 name) are held out as the non-member reference R; attacks and evaluation use the first 200.
 The public set is a disjoint data set (or the identities of the same data set that are not

@@ -6,7 +6,7 @@ torchvision's download into ``data/raw/fashion-mnist/`` (``python -m lib.cli dat
 only network use). Integrity is checked on the decompressed IDX bytes, which are the same
 whichever way the files came.
 
-Splits (PROTOCOL.md): the private training set D, the non-member reference set R, the public
+Splits (docs/protocol.md): the private training set D, the non-member reference set R, the public
 set and the evaluator's training set, as index files in ``data/splits/`` that every run reads.
 """
 from __future__ import annotations
@@ -182,8 +182,8 @@ class FashionMNIST:
                 f"{len(self.test_images)} test images.",
                 f"D: {split.private.size} images ({split.per_class} per private class); R: "
                 f"{split.reference.size}, disjoint from D and never seen by any model.",
-                f"Public set: {split.public.size} images; E trains on {split.evaluator.size}, "
-                "none of them in D or R."]
+                f"Public set: {split.public.size} images; E's pool: {split.evaluator.size} "
+                "images, none of them in D or R."]
 
 
 def class_slug(label: int) -> str:

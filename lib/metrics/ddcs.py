@@ -1,4 +1,4 @@
-"""DDCS — the Diversity and Distance Composite Score (PAPER.md §1).
+"""DDCS — the Diversity and Distance Composite Score (docs/method.md, "DDCS").
 
 Within each class, every reconstruction is assigned to its nearest training sample (ties go
 to the lowest index). A training sample's score is the inverse of the smallest (``best``) or

@@ -1,4 +1,4 @@
-"""LPIPS-style distances as embeddings (PAPER.md §1).
+"""LPIPS-style distances as embeddings (docs/method.md, "DDCS").
 
 LPIPS is a weighted squared L2 between channel-unit-normalised feature maps, averaged over
 space and summed over layers:

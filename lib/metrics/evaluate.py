@@ -22,7 +22,7 @@ from .distances import PerceptualDistance, pairwise_sq_distances
 from .fidelity import frechet_distance, knn_distance, per_class_prdc, restricted_accuracy, topk_accuracy
 from .membership import MembershipResult, ShiftResult, membership_gap, membership_shift
 
-# What each feature space is, and how it deviates from the paper (PROTOCOL.md).
+# What each feature space is, and how it deviates from the paper (docs/protocol.md).
 SPACES = {
     "d_P": "LPIPS-style distance on the attacker's perceptual network P (uniform layer weights); "
            "paper: LPIPS-VGG",

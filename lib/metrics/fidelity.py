@@ -1,4 +1,4 @@
-"""Fidelity and diversity metrics: PRDC, Fréchet distance, Acc@k, KNN distance (PAPER.md §2).
+"""Fidelity and diversity metrics: PRDC, Fréchet distance, Acc@k, KNN distance (docs/method.md, "The metric suite").
 
 Pure functions on numpy arrays or torch tensors (converted to float64 numpy). Each metric
 documents and enforces its minimum sample count; below it, on NaN/inf input or on

@@ -181,7 +181,7 @@ def setup(profile: str = "smoke", run_dir: str = "", seed: int = 0, device: str 
     seeding.seed_everything(seed)
     plotting.set_theme()
     if show_config:
-        print(config.format_config(cfg))
+        print(config.echo(cfg, notebook, overrides))
     return Context(cfg=cfg, run_dir=folder, device=dev, seed=seed, notebook=notebook,
                    overrides=overrides)
 

@@ -34,6 +34,15 @@ def git_dirty() -> bool:
     return bool(_git("status", "--porcelain", "--untracked-files=no"))
 
 
+def git_dirty_files(paths: tuple[str, ...] = ("lib", "notebooks", "requirements.txt")) -> list[str]:
+    """Files that differ from HEAD: tracked changes anywhere, untracked files under ``paths``
+    (what the notebooks' outputs depend on)."""
+    tracked = _git("status", "--porcelain", "--untracked-files=no") or ""
+    untracked = _git("status", "--porcelain", "--untracked-files=all", "--", *paths) or ""
+    lines = {line[3:] for line in (tracked + "\n" + untracked).splitlines() if line.strip()}
+    return sorted(lines)
+
+
 def environment_info(device: str = "") -> dict:
     """Python, package versions, git commit and state, CPU count, torch threads and GPU."""
     versions = {}

@@ -5,11 +5,15 @@ README and the docs: every number comes from the files, none is typed by hand.
 """
 from __future__ import annotations
 
+import json
+import textwrap
 from typing import Any, Mapping
 
 import pandas as pd
 
+from .. import paths
 from ..config import ATTACKS, MODES
+from ..paper import DEVIATIONS_BY_DATASET
 from .summary import source_mean, verdict
 
 ATTACK_COLUMNS = {"ddcs_best_d_P": "DDCS_best D (d_P)", "ddcs_best_R_d_P": "DDCS_best R (d_P)",
@@ -103,3 +107,25 @@ def report(summary: Mapping[str, Any]) -> str:
     head = (f"Run `{summary['run']}`, commit `{summary['git_commit'][:10]}`, "
             f"finished {summary['finished']}.")
     return "\n\n".join([head] + [f"### {title}\n\n{markdown(t)}" for title, t in parts])
+
+
+def headline(summary: Mapping[str, Any] | None = None) -> str:
+    """The published run's findings in a few lines: each claim's verdict and measurement
+    (read from ``results/summary.json`` when ``summary`` is None)."""
+    if summary is None:
+        path = paths.results_dir() / "summary.json"
+        if not path.is_file():
+            return "No published run yet (results/summary.json is missing): make reproduce, then make publish."
+        summary = json.loads(path.read_text())
+    lines = [f"Published `{summary['profile']}` run {summary['run']} (commit "
+             f"{summary['git_commit'][:7]}, {summary['finished'][:10]}):"]
+    for claim in summary["claims"]:
+        lines += textwrap.wrap(f"{claim['id']:<4} {verdict(claim):<7} {claim['claim']}: "
+                               f"{claim['measured']}", width=110, subsequent_indent=" " * 13)
+    return "\n".join(lines)
+
+
+def deviations_table(dataset: str = "fashion-mnist") -> str:
+    """The deviations from the paper as docs/protocol.md shows them (``lib.paper``)."""
+    rows = [f"| {paper} | {here} | {why} |" for paper, here, why in DEVIATIONS_BY_DATASET[dataset]]
+    return "\n".join(["| the paper | here | why |", "| --- | --- | --- |", *rows])

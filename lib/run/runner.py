@@ -27,7 +27,8 @@ from typing import Any, Callable, Mapping
 from .. import artifacts, config, paths
 from ..data import dataset
 from ..errors import DdcsMiError, RunnerError
-from .provenance import environment_info, git_commit
+from . import notebooks as nbfiles
+from .provenance import environment_info, git_commit, git_dirty_files
 from .summary import validate_summary, write_summary
 
 NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "03_gan_prior", "04_transfer", "05_attacks",
@@ -62,9 +63,7 @@ def requirements_hash() -> str:
 
 
 def code_cells(nb_path: Path) -> list[str]:
-    nb = json.loads(Path(nb_path).read_text())
-    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-            for c in nb["cells"] if c["cell_type"] == "code"]
+    return nbfiles.code_cells(nbfiles.read(nb_path))
 
 
 def fingerprint(nb_path: Path, parameters: Mapping[str, Any]) -> str:
@@ -118,18 +117,13 @@ def papermill_executor(input_path: Path, output_path: Path, parameters: dict | N
                         log_output=False, execution_timeout=timeout)
 
 
-def clean_golden(nb_path: Path) -> None:
-    """Strip papermill metadata and timings from an executed notebook, keeping outputs."""
-    nb = json.loads(nb_path.read_text())
-    nb["metadata"].pop("papermill", None)
-    for cell in nb["cells"]:
-        meta = cell.get("metadata", {})
-        meta.pop("papermill", None)
-        meta.pop("execution", None)
-        if meta.get("tags") == []:
-            meta.pop("tags")
-    artifacts.atomic_write_bytes(nb_path, (json.dumps(nb, indent=1, ensure_ascii=False)
-                                           + "\n").encode())
+def clean_golden(nb_path: Path, name: str, commit: str) -> None:
+    """Make an executed smoke notebook a golden: papermill metadata and timings stripped,
+    outputs kept, the smoke banner first, the commit of the code that ran recorded."""
+    nb = nbfiles.strip_execution_metadata(nbfiles.read(nb_path))
+    nb = nbfiles.strip_machine_paths(nb, {str(paths.repo_root()) + "/": ""})
+    nb = nbfiles.set_banner(nb, nbfiles.smoke_banner(name))
+    artifacts.atomic_write_bytes(nb_path, nbfiles.dumps(nbfiles.record_golden_commit(nb, commit)))
 
 
 def _error_text(err: BaseException) -> str:
@@ -197,6 +191,8 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
         try:
             executor(notebook_path(name), out, params, notebook_path(name).parent, timeout)
             entry = {"status": "ok", "error": None}
+            nb = nbfiles.set_banner(nbfiles.read(out), nbfiles.run_banner(profile, run_dir.name))
+            artifacts.atomic_write_bytes(out, nbfiles.dumps(nb))
         except Exception as err:  # keep going; the failure is reported and sets the exit code
             entry = {"status": "failed", "error": _error_text(err)}
         entry.update(seconds=round(time.monotonic() - t0, 2), fingerprint=fp)
@@ -218,8 +214,11 @@ PUBLISHED = ("summary.json", "summary.md", "figures/99_headline.png")
 
 
 def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Copy a finished run's summary and headline figure into ``results/`` (committed), after
-    checking the summary's schema and that every notebook succeeded."""
+    """Copy a finished run into ``results/`` (committed): its summary and headline figure,
+    every executed notebook (figures embedded, machine paths removed, a banner naming the run)
+    into ``results/notebooks/`` and the per-sample audit tables into ``results/audit/``.
+    Checks the summary's schema and that every notebook succeeded; files of an earlier
+    publication that this run does not have are removed from those two folders."""
     run_dir = Path(run_dir).resolve()
     dest = Path(dest) if dest is not None else paths.results_dir()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -228,13 +227,66 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
     if failed or [n["name"] for n in summary["notebooks"]] != NOTEBOOKS:
         raise RunnerError(f"{run_dir.name} is not a complete, successful run (failed: {failed}; "
                           f"ran {[n['name'] for n in summary['notebooks']]}); publish a full run")
+    for rel in ["figures/99_headline.png", *(f"notebooks/{n}.ipynb" for n in NOTEBOOKS)]:
+        artifacts.verify(run_dir, run_dir / rel)          # registered artefacts: sha256 first
     dest.mkdir(parents=True, exist_ok=True)
     for rel in PUBLISHED:
-        if rel.startswith("figures/"):                  # registered artefacts: verify first
-            artifacts.verify(run_dir, run_dir / rel)
         shutil.copyfile(run_dir / rel, dest / Path(rel).name)
         log(f"published {rel} → {dest.name}/{Path(rel).name}")
+    machine = {str(run_dir) + "/": f"runs/{run_dir.name}/", str(run_dir): f"runs/{run_dir.name}",
+               str(paths.repo_root()) + "/": ""}
+    _replace_folder(dest / "notebooks", {
+        f"{name}.ipynb": nbfiles.dumps(nbfiles.set_banner(nbfiles.strip_machine_paths(
+            nbfiles.strip_execution_metadata(nbfiles.read(run_dir / "notebooks" / f"{name}.ipynb")),
+            machine), nbfiles.published_banner(summary))) for name in NOTEBOOKS})
+    tables = sorted((run_dir / "audit").glob("*.csv"))
+    for path in tables:
+        artifacts.verify(run_dir, path)
+    _replace_folder(dest / "audit", {"README.md": audit_index(summary, tables).encode(),
+                                     **{p.name: p.read_bytes() for p in tables}})
+    log(f"published {len(NOTEBOOKS)} notebooks → {dest.name}/notebooks, "
+        f"{len(tables)} audit tables → {dest.name}/audit")
     return dest
+
+
+def audit_index(summary: Mapping[str, Any], tables: list[Path]) -> str:
+    """The README of ``results/audit/``: where the tables come from and what each column says."""
+    rows = "\n".join(f"| `{p.name}` | {p.stem.rsplit('_seed', 1)[0]} | {p.stem.rsplit('_seed', 1)[1]} |"
+                     for p in tables)
+    return f"""# Per-sample audit tables
+
+Which private training images (the set D of the target) each attack exposes, from the
+`{summary['profile']}` run `{summary['run']}` (commit `{summary['git_commit']}`), written by
+notebook 06. One row per training image of D; one table per attack × mode (or control) × seed.
+
+| column | meaning |
+| --- | --- |
+| `dataset_index` | the image's index in the Fashion-MNIST train split (torchvision order) |
+| `class`, `class_name` | its class |
+| `ddcs_best_<d>` | 1 / distance to the nearest reconstruction assigned to it (0 when none is) |
+| `ddcs_avg_<d>` | 1 / mean distance of the reconstructions assigned to it (0 when none is) |
+| `n_assigned_<d>` | how many reconstructions of its class have it as their nearest training image |
+| `nearest_recon_<d>`, `nearest_distance_<d>` | its nearest reconstruction of the same class (index in the attack run; −1 when there is none) and the distance |
+| `nonmember_quantile_<d>` | the mid-rank of its best score among the scores of its class's non-members (R) under the same reconstructions: near 1 = exposed more than non-members are |
+
+`<d>` is the distance: `d_P` (the attacker's perceptual distance) or `d_E` (the evaluator's
+features). `docs/method.md` explains how to read a DDCS value.
+
+| table | attack / mode or control | seed |
+| --- | --- | --- |
+{rows}
+"""
+
+
+def _replace_folder(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Write ``files`` into ``folder`` (each atomically), then remove the files it held that
+    are not among them, so the folder shows exactly one run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, payload in files.items():
+        artifacts.atomic_write_bytes(folder / name, payload)
+    for old in folder.iterdir():
+        if old.is_file() and old.name not in files:
+            old.unlink()
 
 
 def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
@@ -245,6 +297,12 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
     golden outputs come from a clean rebuild, as in CI.
     """
     executor = executor or papermill_executor
+    dirty = git_dirty_files()
+    if dirty:
+        raise RunnerError("make golden records the commit whose code made the outputs, so it "
+                          f"needs a clean tree; commit or stash first: {', '.join(dirty[:8])}"
+                          + (" ..." if len(dirty) > 8 else ""))
+    commit = git_commit(short=False)
     if kernel_check:
         check_kernel()
     paths.set_kernel_environment()
@@ -259,7 +317,7 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
         try:
             with artifacts.atomic_path(path) as tmp:     # replaced only when it succeeded
                 executor(path, tmp, None, path.parent, config.PROFILES["smoke"]["cell_timeout_s"])
-                clean_golden(tmp)
+                clean_golden(tmp, name, commit)
             log(f"{name}: golden outputs written ({time.monotonic() - t0:.1f} s)")
         except Exception as err:  # keep going; the committed notebook stays as it was
             failed.append(name)

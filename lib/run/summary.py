@@ -99,7 +99,7 @@ def validate_summary(summary: Mapping[str, Any]) -> None:
         missing = set(keys) - set(obj)
         if missing:
             raise InputError(f"summary.json: {where} lacks {sorted(missing)} (schema version "
-                             f"{SUMMARY_SCHEMA_VERSION}, README 'Where outputs go')")
+                             f"{SUMMARY_SCHEMA_VERSION}, docs/outputs.md)")
 
     need(SUMMARY_KEYS, summary, "the top level")
     if summary["schema_version"] != SUMMARY_SCHEMA_VERSION:

@@ -2,7 +2,10 @@
 
 An attack run is saved as ``attacks/<attack>_<mode>_seed<k>.safetensors`` (latents, labels,
 target confidence, loss curve) with the sha256 of the generator and target checkpoints it
-attacked, plus a PNG grid per class; its images are regenerated from the latents.
+attacked, plus a PNG grid per class; its images are regenerated from the latents. On several
+processes the classes are shared out (class i to rank i mod N), each class's part is the one
+it has in the one-process attack (``lib.attacks.parts``), and rank 0 merges and writes: the
+saved run is the one-process run, bit for bit.
 """
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ from torch import nn
 from torchvision.utils import save_image
 
 from ..artifacts import atomic_path, read_manifest, register
-from ..attacks.interface import run_attack
+from ..attacks.interface import attack_parts, finish_attack
 from ..config import ATTACKS, MODES, attack_config, attack_seeds, check_attack, mode_slug
 from ..data import dataset
+from ..distributed import SINGLE, World, gather_parts
 from ..errors import ArtifactError, InputError
 from ..inference import generate, module_device
 from ..metrics.controls import random_generator
@@ -70,6 +74,17 @@ def attack_stem(name: str, mode: str, seed: int, variant: str = "") -> str:
     """``<attack>_<mode slug>_seed<k>[_<variant>]``: the file stem of one attack run."""
     check_attack(name)
     return f"{name}_{mode_slug(mode)}_seed{seed}" + (f"_{variant}" if variant else "")
+
+
+STREAMS = "per-class"
+"""How an attack draws its random numbers (recorded in its config: a run saved when every
+class shared one stream is refused, not reused): one stream per class."""
+
+
+def attack_run_config(ctx, name: str, variant: str = "", target_file: str = TARGET_FILE) -> dict:
+    """The config an attack run is saved under (and reused only under)."""
+    return {**attack_config(ctx.cfg, name), "variant": variant, "target_file": target_file,
+            "streams": STREAMS}
 
 
 def attack_seed(ctx, name: str, seed: int) -> int:
@@ -130,23 +145,25 @@ def _load_attack(ctx, rel: str, config: dict, shas: dict, generator: nn.Module, 
 def require_attack(ctx, name: str, mode: str, seed: int,
                    transfer_inputs: TransferInputs | None = None,
                    target: nn.Module | None = None, *, variant: str = "",
-                   target_file: str = TARGET_FILE) -> tuple[AttackRun, dict]:
+                   target_file: str = TARGET_FILE,
+                   world: World = SINGLE) -> tuple[AttackRun, dict]:
     """Attack ``name`` on the generator of ``mode`` for repetition ``seed``; run now if missing.
 
     A saved run is reused only under the same config, generator and target. ``variant`` names
     an attack on another target (``target``, saved at ``target_file``), e.g. one retrained by
-    the defence. Returns (run, info) with ``reused`` and ``seconds``.
+    the defence. Returns (run, info) with ``reused`` and ``seconds``. ``world``: the classes
+    shared out over its processes, every rank returns the merged run, rank 0 writes it.
     """
     check_attack(name)
     if variant and (target is None or target_file == TARGET_FILE):
         raise InputError("an attack variant needs its own target and target_file (the "
                          "checkpoint it was loaded from)")
-    config = {**attack_config(ctx.cfg, name), "variant": variant, "target_file": target_file}
+    config = attack_run_config(ctx, name, variant, target_file)
     stem = attack_stem(name, mode, seed, variant)
     rel = f"attacks/{stem}.safetensors"
-    transfer, _ = require_transfer(ctx, mode, seed, transfer_inputs)
+    transfer, _ = require_transfer(ctx, mode, seed, transfer_inputs, world=world)
     if target is None:
-        target = require_classifier(ctx, "target")[0]
+        target = require_classifier(ctx, "target", world=world)[0]
     source = transfer_file(mode, seed)
     shas = {"generator_sha256": _checkpoint_sha(ctx, source),
             "target_sha256": _checkpoint_sha(ctx, target_file)}
@@ -157,25 +174,29 @@ def require_attack(ctx, name: str, mode: str, seed: int,
     target = target.to(ctx.device)
     classes = [int(c) for c in ctx.cfg["private_classes"]]
     start = time.perf_counter()
-    out = run_attack(name, generator, target, len(classes), ctx.cfg,
-                     attack_seed(ctx, name, seed),
-                     discriminator=transfer.discriminator.to(ctx.device))
+    labels = range(len(classes))
+    parts = attack_parts(name, generator, target, len(classes), ctx.cfg,
+                         attack_seed(ctx, name, seed), world.shard(labels),
+                         discriminator=transfer.discriminator.to(ctx.device))
+    out = finish_attack(gather_parts(parts, labels, world), generator, len(classes))
     seconds = time.perf_counter() - start
     run = AttackRun(name, mode, seed, out["latents"].cpu(), out["labels"].cpu(), classes,
                     out["images"].cpu(), out["confidence"].cpu().float(),
                     [float(v) for v in out["loss_curve"]], float(out["initial_loss"]),
                     float(out["final_loss"]), seconds, variant, out["start_latents"].cpu(),
                     regenerate(generator, out["start_latents"]).cpu())
-    ctx.save_tensors(rel, {"latents": run.latents, "labels": run.labels,
-                           "start_latents": run.start_latents,
-                           "confidence": run.confidence,
-                           "loss_curve": torch.tensor(run.loss_curve, dtype=torch.float64)},
-                     {"config": config, "attack": name, "mode": mode, "seed": seed,
-                      "attack_seed": attack_seed(ctx, name, seed), "classes": classes,
-                      "generator": source, "target": target_file, **shas,
-                      "initial_loss": run.initial_loss, "final_loss": run.final_loss})
-    ctx.record_seconds(rel, seconds)
-    save_class_grids(ctx, run)
+    if world.main:
+        ctx.save_tensors(rel, {"latents": run.latents, "labels": run.labels,
+                               "start_latents": run.start_latents,
+                               "confidence": run.confidence,
+                               "loss_curve": torch.tensor(run.loss_curve, dtype=torch.float64)},
+                         {"config": config, "attack": name, "mode": mode, "seed": seed,
+                          "attack_seed": attack_seed(ctx, name, seed), "classes": classes,
+                          "generator": source, "target": target_file, **shas,
+                          "initial_loss": run.initial_loss, "final_loss": run.final_loss})
+        ctx.record_seconds(rel, seconds)
+        save_class_grids(ctx, run)
+    world.barrier()
     return run, {"reused": False, "seconds": seconds}
 
 
@@ -183,14 +204,15 @@ def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
 
 
-def require_attacks(ctx, inputs: TransferInputs, target: nn.Module
+def require_attacks(ctx, inputs: TransferInputs, target: nn.Module, world: World = SINGLE
                     ) -> tuple[dict[tuple[str, str, int], AttackRun], pd.DataFrame]:
     """Every attack × seed × mode of the config; (runs by (attack, mode, seed), timing table)."""
     runs, timing = {}, []
     for name in ATTACKS:
         for seed in attack_seeds(ctx.cfg, name):
             for mode in MODES:
-                run, info = require_attack(ctx, name, mode, seed, inputs, target=target)
+                run, info = require_attack(ctx, name, mode, seed, inputs, target=target,
+                                           world=world)
                 runs[name, mode, seed] = run
                 timing.append({"attack": name, "mode": mode, "seed": seed,
                                "seconds": _rounded(info["seconds"]), "reused": info["reused"]})

@@ -17,6 +17,7 @@ from ..artifacts import PartialState, load_module_tensors, module_tensors
 from ..config import ROLE_KEYS, ROLES, role_config, trained_roles
 from ..data import dataset
 from ..data.images import N_FASHION_CLASSES, subset, to_private_labels
+from ..distributed import SINGLE, World
 from ..errors import InputError
 from ..inference import predict_logits
 from ..metrics.distances import PerceptualDistance, lpips_vgg
@@ -69,8 +70,10 @@ def role_classes(role: str, cfg: Mapping[str, Any], split) -> list[int]:
 
 
 def fit_classifier(role: str, cfg: Mapping[str, Any], data, split, seed: int,
-                   device: str = "cpu", partial: PartialState | None = None):
-    """Build and train the classifier of ``role``; returns (model, train_indices, history)."""
+                   device: str = "cpu", partial: PartialState | None = None,
+                   world: World = SINGLE):
+    """Build and train the classifier of ``role``; returns (model, train_indices, history).
+    ``world``: data-parallel over its processes (``lib.training.train_classifier``)."""
     key = ROLE_KEYS[role]
     if cfg[f"{key}_arch"] == "lpips-vgg":
         raise InputError(f"the {role} network is LPIPS-VGG (pretrained, not trained here); "
@@ -87,7 +90,7 @@ def fit_classifier(role: str, cfg: Mapping[str, Any], data, split, seed: int,
                                lr=cfg[f"{key}_lr"], batch_size=cfg["batch_size"], seed=seed,
                                loss=loss, gamma=cfg["focal_gamma"], device=device,
                                augment=cfg[f"{key}_augment"], amp=cfg["amp"], partial=partial,
-                               desc=f"{role} ({cfg[f'{key}_arch']})")
+                               desc=f"{role} ({cfg[f'{key}_arch']})", world=world)
     return model.cpu(), idx, history
 
 
@@ -99,11 +102,12 @@ def classifier_from(tensors: dict[str, torch.Tensor], arch: dict) -> nn.Module:
     return model.eval()
 
 
-def require_classifier(ctx, role: str, data=None, split=None):
+def require_classifier(ctx, role: str, data=None, split=None, world: World = SINGLE):
     """The trained classifier of ``role`` from the run folder, trained now if missing.
 
     Returns (model, train_indices, info) where ``info`` says whether it was reused. A
-    checkpoint made under another config is an error, never silently replaced.
+    checkpoint made under another config is an error, never silently replaced. ``world``:
+    trained data-parallel over its processes, rank 0 writes (the others wait for it).
     """
     rel = f"models/{role}.safetensors"
     wanted = role_config(role, ctx.cfg)
@@ -117,21 +121,26 @@ def require_classifier(ctx, role: str, data=None, split=None):
     seed = ctx.subseed(role)
     partial = PartialState(ctx.path(f"models/{role}.partial.safetensors"), wanted,
                            ctx.cfg["checkpoint_every_s"])
-    model, idx, history = fit_classifier(role, ctx.cfg, data, split, seed, ctx.device, partial)
+    model, idx, history = fit_classifier(role, ctx.cfg, data, split, seed, ctx.device, partial,
+                                         world)
     tensors = module_tensors({"model": model})
     tensors["train_indices"] = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-    ctx.save_tensors(rel, tensors, {"arch": model.arch_spec, "config": wanted, "role": role,
-                                    "seed": seed, "history": history,
-                                    "classes": role_classes(role, ctx.cfg, split)})
+    if world.main:
+        ctx.save_tensors(rel, tensors, {"arch": model.arch_spec, "config": wanted, "role": role,
+                                        "seed": seed, "history": history,
+                                        "classes": role_classes(role, ctx.cfg, split),
+                                        **world.record})
+    world.barrier()
     return model.eval(), idx, {"reused": False, "history": history}
 
 
-def require_classifiers(ctx, data, split) -> dict[str, nn.Module]:
+def require_classifiers(ctx, data, split, world: World = SINGLE) -> dict[str, nn.Module]:
     """Every classifier the config trains (T, E, and P unless d_P is LPIPS-VGG), by role."""
-    return {role: require_classifier(ctx, role, data, split)[0] for role in trained_roles(ctx.cfg)}
+    return {role: require_classifier(ctx, role, data, split, world)[0]
+            for role in trained_roles(ctx.cfg)}
 
 
-def require_perceptual_distance(ctx, data=None, split=None):
+def require_perceptual_distance(ctx, data=None, split=None, world: World = SINGLE):
     """The attacker's perceptual distance d_P: LPIPS-VGG from the local weights folder when
     ``perc_arch`` is ``lpips-vgg`` (the paper; a clear error when the weights are missing),
     else the LPIPS-style distance on the trained perceptual network P. Returns (distance, P
@@ -139,7 +148,7 @@ def require_perceptual_distance(ctx, data=None, split=None):
     if ctx.cfg["perc_arch"] == "lpips-vgg":
         folder = weights.require((weights.LPIPS_VGG_WEIGHTS_FILE,))
         return lpips_vgg(folder, resize=ctx.cfg["lpips_resize"] or None), None
-    perceptual, _, _ = require_classifier(ctx, "perceptual", data, split)
+    perceptual, _, _ = require_classifier(ctx, "perceptual", data, split, world)
     return PerceptualDistance(perceptual), perceptual
 
 

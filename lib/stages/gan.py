@@ -11,6 +11,7 @@ from ..artifacts import PartialState, load_module_tensors, module_tensors
 from ..config import gan_config
 from ..data import dataset
 from ..data.images import subset
+from ..distributed import SINGLE, World
 from ..models import Discriminator, Generator
 from ..seeding import global_seed
 from ..training import train_gan
@@ -46,11 +47,12 @@ def gan_from(tensors: dict[str, torch.Tensor], meta: dict) -> tuple[nn.Module, n
     return G.eval(), G_ema.eval(), D.eval()
 
 
-def require_gan(ctx, data=None, split=None):
+def require_gan(ctx, data=None, split=None, world: World = SINGLE):
     """The pretrained GAN prior from the run folder, pretrained now on the public set if missing.
 
     Returns (generator, generator_ema, discriminator, info). The EMA generator is the prior
     the attacks use; the raw generator and the discriminator are where transfer starts.
+    ``world``: pretrained data-parallel over its processes, rank 0 writes.
     """
     rel = "models/gan_prior.safetensors"
     wanted = gan_config(ctx.cfg)
@@ -70,9 +72,13 @@ def require_gan(ctx, data=None, split=None):
         G, D, images, steps=ctx.cfg["gan_steps"], batch_size=ctx.cfg["gan_batch"],
         lr=ctx.cfg["gan_lr"], seed=seed, r1_gamma=ctx.cfg["gan_r1_gamma"],
         r1_every=ctx.cfg["gan_r1_every"], ema_kimg=ctx.cfg["gan_ema_kimg"],
-        augment=ctx.cfg["gan_augment"], device=ctx.device, desc="GAN prior", partial=partial)
+        augment=ctx.cfg["gan_augment"], device=ctx.device, desc="GAN prior", partial=partial,
+        world=world)
     G, G_ema, D = G.cpu().eval(), G_ema.cpu().eval(), D.cpu().eval()
-    ctx.save_tensors(rel, module_tensors({"G": G, "G_ema": G_ema, "D": D}),
-                     {"generator": G.arch_spec, "discriminator": D.arch_spec, "config": wanted,
-                      "seed": seed, "history": history, "n_images": len(images)})
+    if world.main:
+        ctx.save_tensors(rel, module_tensors({"G": G, "G_ema": G_ema, "D": D}),
+                         {"generator": G.arch_spec, "discriminator": D.arch_spec,
+                          "config": wanted, "seed": seed, "history": history,
+                          "n_images": len(images), **world.record})
+    world.barrier()
     return G, G_ema, D, {"reused": False, "history": history}

@@ -19,6 +19,7 @@ from ..augment import target_view
 from ..config import MODES, NATURAL_GRADIENT_MODES, check_mode, mode_slug, transfer_config
 from ..data import dataset
 from ..data.images import subset
+from ..distributed import SINGLE, World, main_first
 from ..errors import ArtifactError
 from ..inference import embed, generate, predict_logits
 from ..metrics.fidelity import frechet_distance
@@ -46,13 +47,13 @@ class TransferInputs:
     public_images: torch.Tensor
 
 
-def transfer_inputs(ctx, data=None, split=None) -> TransferInputs:
+def transfer_inputs(ctx, data=None, split=None, world: World = SINGLE) -> TransferInputs:
     """Load (or build, through the same lib functions) the inputs of the transfer."""
     if data is None or split is None:
         data, split = dataset.load(ctx.cfg, data)
-    G, G_ema, D, _ = require_gan(ctx, data, split)
-    target, _, _ = require_classifier(ctx, "target", data, split)
-    distance, _ = require_perceptual_distance(ctx, data, split)
+    G, G_ema, D, _ = require_gan(ctx, data, split, world)
+    target, _, _ = require_classifier(ctx, "target", data, split, world)
+    distance, _ = require_perceptual_distance(ctx, data, split, world)
     images = gan_training_set(ctx.cfg, data, split, ctx.subseed("gan_prior"))
     return TransferInputs(G, G_ema, D, target, distance, images)
 
@@ -67,11 +68,15 @@ def metric_codes_seed(ctx, seed: int) -> int:
     return derive_seed(transfer_seed(ctx, seed), "ngd_codes")
 
 
-def require_metric(ctx, seed: int, inputs: TransferInputs):
+def require_metric(ctx, seed: int, inputs: TransferInputs, world: World = SINGLE):
     """The faithful natural-gradient metric of repetition ``seed`` (built once, saved).
 
     Returns (metric, info) with the build time in seconds and whether it was reused.
+    ``world``: rank 0 builds and saves it, the other ranks load it.
     """
+    if world.distributed:
+        with main_first(world):
+            return require_metric(ctx, seed, inputs)
     rel = f"models/ngd_metric_seed{seed}.safetensors"
     settings = TransferSettings.from_config(ctx.cfg, "entropy+ngd")
     codes_seed = metric_codes_seed(ctx, seed)
@@ -89,13 +94,14 @@ def require_metric(ctx, seed: int, inputs: TransferInputs):
     return metric, {**meta, "reused": False, "seconds": seconds}
 
 
-def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = None,
-                     **changes: Any) -> tuple[TransferResult, dict]:
+def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = None, *,
+                     world: World = SINGLE, **changes: Any) -> tuple[TransferResult, dict]:
     """The generator of ``mode`` for repetition ``seed``, fine-tuned now if missing.
 
     Saved as ``models/transfer/<mode>_seed<seed>.safetensors`` (G, G_ema and D, the GMI-style
     attack needs D) with its config, history and monitor. ``changes`` override settings
-    (the sweep uses them); such results are saved under a name that says so.
+    (the sweep uses them); such results are saved under a name that says so. ``world``:
+    fine-tuned data-parallel over its processes, rank 0 writes.
     """
     check_mode(mode)
     config = transfer_config(ctx.cfg)
@@ -110,26 +116,31 @@ def require_transfer(ctx, mode: str, seed: int, inputs: TransferInputs | None = 
         G, G_ema, D = gan_from(tensors, meta)
         return (TransferResult(mode, G, G_ema, D, meta["history"], meta["monitor"]),
                 {"reused": True, "seconds": ctx.seconds_of(rel)})
-    inputs = inputs or transfer_inputs(ctx)
+    inputs = inputs or transfer_inputs(ctx, world=world)
     settings = TransferSettings.from_config(ctx.cfg, mode, **changes)
     metric = None
     if mode in NATURAL_GRADIENT_MODES and settings.ngd_mode == "faithful":
-        metric, _ = require_metric(ctx, seed, inputs)
+        metric, _ = require_metric(ctx, seed, inputs, world)
     partial = PartialState(ctx.path(rel.replace(".safetensors", ".partial.safetensors")),
                            {"config": config, "changes": changes}, ctx.cfg["checkpoint_every_s"])
     start = time.perf_counter()
     result = fine_tune(mode, inputs.generator, inputs.discriminator, inputs.target,
                        inputs.public_images, settings, transfer_seed(ctx, seed),
                        generator_ema=inputs.generator_ema, metric=metric,
-                       distance=inputs.distance, device=ctx.device, partial=partial)
+                       distance=inputs.distance, device=ctx.device, partial=partial,
+                       world=world)
     seconds = time.perf_counter() - start
-    ctx.save_tensors(rel, module_tensors({"G": result.generator, "G_ema": result.generator_ema,
-                                          "D": result.discriminator}),
-                     {"config": config, "changes": changes, "mode": mode, "seed": seed,
-                      "generator": result.generator.arch_spec,
-                      "discriminator": result.discriminator.arch_spec,
-                      "history": result.history, "monitor": result.monitor})
-    ctx.record_seconds(rel, seconds)
+    if world.main:
+        ctx.save_tensors(rel, module_tensors({"G": result.generator,
+                                              "G_ema": result.generator_ema,
+                                              "D": result.discriminator}),
+                         {"config": config, "changes": changes, "mode": mode, "seed": seed,
+                          "generator": result.generator.arch_spec,
+                          "discriminator": result.discriminator.arch_spec,
+                          "history": result.history, "monitor": result.monitor,
+                          **world.record})
+        ctx.record_seconds(rel, seconds)
+    world.barrier()
     return result, {"reused": False, "seconds": seconds}
 
 
