@@ -15,12 +15,19 @@ Two parts, each in a fresh run folder under ``--out``:
 
 For every stage: wall seconds and throughput (images/s: training images × epochs, generated
 images × steps, or attacked latents × steps), written to ``gpu_check.json`` and a table.
+
+``--scaling N`` (``gpu_check.sh`` runs it when several GPUs are visible) runs the heavy stages
+as the ``stage`` commands do, in two fresh run folders: once in one process, once under
+``torchrun --nproc_per_node=N``, and reports each stage's seconds on both and the ratio (the
+throughput on N processes against one). On a machine with fewer than two GPUs it runs N = 2
+gloo processes on the CPU at tiny counts: a smoke of the plumbing, labelled so, not a speed-up.
 Counts are small so the whole check fits a short GPU lease; throughput, not the counts, is
 what compares across machines (``--counts cpu``: the same shapes with fewer steps for 2 CPU
 cores; ``--counts tiny`` is the test-sized run). The collapse monitor runs only at the start and
 the end of each transfer (64 samples), so transfer throughput is the fine-tuning's own.
 
     python benchmarks/gpu_check.py --out runs/gpu_check [--device auto] [--parts fashion,faces]
+    python benchmarks/gpu_check.py --out runs/gpu_check/scaling --scaling 4 [--parts fashion]
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -162,18 +170,89 @@ def lpips_shaped_timing(timer: Timer, device: str, size: int, n: int) -> None:
         images, 64, device), n)
 
 
+def face_settings(timer: Timer, out: Path, counts: dict) -> dict:
+    """The ``paper`` profile's overrides on a generated stand-in face folder (written now)."""
+    over = dict(counts["faces"])
+    ids, per, pub_ids, per_pub = over.pop("standin")
+    size = over.get("image_size", 112)
+    private, public = timer("faces", "write stand-in folder", lambda: faces.write_standin(
+        out / "standin", ids, per, pub_ids, per_pub, size=size), ids * per + pub_ids * per_pub)
+    split_path = out / "standin" / "split.json"
+    cli.main(["faces", "split", "--private", str(private), "--public", str(public),
+              "--public-layout", "folders", "--min-images", str(min(per, 30)),
+              "--identities", str(ids), "--attacked", str(ids), "--out", str(split_path)])
+    return {"perc_arch": "resnet18", **over, "face_split": str(split_path),
+            "fid_network": "evaluator"}
+
+
+SCALING_LABEL = {
+    "cuda": "multi-GPU: {n} processes (one GPU each, NCCL) against one process on one GPU",
+    "cpu": "CPU plumbing smoke: {n} gloo processes on the CPU against one process, tiny "
+           "counts; it checks the multi-process path runs, it is not a multi-GPU figure",
+}
+
+
+def stage_seconds(folder: Path, profile: str, overrides: dict, device: str,
+                  processes: int) -> list[dict]:
+    """Every heavy stage (``stage all``, repetition 0) in a fresh ``folder`` on ``processes``
+    processes; each artefact's seconds."""
+    torchrun = ([] if processes == 1 else      # torchrun, wherever python is installed
+                ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"])
+    command = [sys.executable, *torchrun, "-m", "lib.cli", "stage", "all",
+               "--run-dir", str(folder), "--profile", profile, "--device", device,
+               "--seed", "0", "--timings", str(folder.parent / f"{folder.name}.json")]
+    for key, value in overrides.items():
+        command += ["-o", f"{key}={json.dumps(value)}"]
+    env = dict(os.environ)
+    if device == "cpu":         # the smoke: one thread per process on both sides (as torchrun's)
+        env["OMP_NUM_THREADS"] = "1"
+    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1], env=env)
+    return json.loads((folder.parent / f"{folder.name}.json").read_text())
+
+
+def scaling(out: Path, n: int, device: str, counts: dict, parts: list[str]) -> dict:
+    """Each heavy stage on one process and on ``n`` (see the module); prints and returns
+    the table."""
+    label = SCALING_LABEL[device].format(n=n)
+    print(label, flush=True)
+    timer, rows = Timer(device), []
+    for part in parts:
+        profile, overrides = (("cpu", counts["fashion"]) if part == "fashion" else
+                              ("paper", face_settings(timer, out, counts)))
+        one, many = (stage_seconds(out / f"{part}_{k}", profile, overrides, device, k)
+                     for k in (1, n))
+        for a, b in zip(one, many):
+            ratio = round(a["seconds"] / b["seconds"], 2) if b["seconds"] else None
+            rows.append({"part": part, "stage": a["stage"], "one_process_s": a["seconds"],
+                         f"{n}_processes_s": b["seconds"], "throughput_ratio": ratio})
+            print(f"{part:8s} {a['stage']:34s} {a['seconds']:9.2f} s {b['seconds']:9.2f} s "
+                  f"×{ratio}", flush=True)
+    result = {"label": label, "processes": n, "device": device, "stages": rows}
+    if device != "cuda":
+        result["multi_gpu"] = "not measured: fewer than two GPUs visible"
+        print(f"multi-GPU figures: {result['multi_gpu']}", flush=True)
+    (out / "scaling.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out / 'scaling.json'}", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/gpu_check")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--parts", default="fashion,faces")
     parser.add_argument("--counts", default="check", choices=sorted(COUNTS))
+    parser.add_argument("--scaling", type=int, default=0, metavar="N",
+                        help="the heavy stages on one process and on N (torchrun)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     timer = Timer(device)
     counts = COUNTS[args.counts]
+    if args.scaling:
+        scaling(out, args.scaling, device, counts, args.parts.split(","))
+        return 0
     info = {"device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor()
             or "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "counts": args.counts}
@@ -185,21 +264,12 @@ def main(argv: list[str] | None = None) -> int:
                              "gpu_check", show_config=False)
         run_stages(ctx, timer, "fashion")
     if "faces" in parts:
-        over = dict(counts["faces"])
-        ids, per, pub_ids, per_pub = over.pop("standin")
-        size = over.get("image_size", 112)
-        private, public = timer("faces", "write stand-in folder", lambda: faces.write_standin(
-            out / "standin", ids, per, pub_ids, per_pub, size=size), ids * per + pub_ids * per_pub)
-        split_path = out / "standin" / "split.json"
-        cli.main(["faces", "split", "--private", str(private), "--public", str(public),
-                    "--public-layout", "folders", "--min-images", str(min(per, 30)),
-                    "--identities", str(ids), "--attacked", str(ids), "--out", str(split_path)])
-        over = {"perc_arch": "resnet18", **over, "face_split": str(split_path),
-                "fid_network": "evaluator"}
+        over = face_settings(timer, out, counts)
         ctx = context.setup("paper", str(out / "faces"), 0, device, over, "gpu_check",
                              show_config=False)
         run_stages(ctx, timer, "faces")
-        lpips_shaped_timing(timer, device, size, 256 if args.counts == "check" else 8)
+        lpips_shaped_timing(timer, device, over.get("image_size", 112),
+                            256 if args.counts == "check" else 8)
     info["total_seconds"] = round(time.perf_counter() - start, 1)
     (out / "gpu_check.json").write_text(json.dumps({"info": info, "stages": timer.rows},
                                                    indent=1) + "\n")

@@ -8,6 +8,12 @@
 #
 # It prints one line per stage (wall seconds, throughput) and writes OUT_DIR/gpu_check.json
 # (default runs/gpu_check). Well inside 15 minutes on one H200; see benchmarks/README.md.
+#
+# Several GPUs: then the heavy stages also run as the `stage` commands, on one process and
+# under torchrun on every visible GPU (OUT_DIR/scaling/scaling.json: seconds per stage and the
+# throughput ratio). With fewer than two GPUs the same section runs 2 gloo processes on the
+# CPU at tiny counts, labelled a plumbing smoke, and reports the multi-GPU figures as not
+# measured. GPU_CHECK_SCALING=0 skips the section.
 set -euo pipefail
 out=${1:-runs/gpu_check}
 if ! python3 -c "import kornia" 2>/dev/null; then
@@ -19,3 +25,13 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 export PYTHONUNBUFFERED=1 DDCS_MI_HEADLESS=1
 python3 benchmarks/gpu_check.py --out "$out" --counts "${GPU_CHECK_COUNTS:-check}"
+if [ "${GPU_CHECK_SCALING:-1}" != 0 ]; then
+  gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
+  if [ "$gpus" -gt 1 ]; then
+    python3 benchmarks/gpu_check.py --out "$out/scaling" --scaling "$gpus" --device cuda \
+      --counts "${GPU_CHECK_COUNTS:-check}" --parts "${GPU_CHECK_SCALING_PARTS:-fashion,faces}"
+  else
+    python3 benchmarks/gpu_check.py --out "$out/scaling" --scaling 2 --device cpu --counts tiny \
+      --parts fashion
+  fi
+fi

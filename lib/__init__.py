@@ -2,7 +2,8 @@
 
 The layout mirrors the pipeline; dependencies run one way, from top to bottom:
 
-- ``cli`` (every ``python -m`` command) and ``run`` (the notebooks' context, the runner, the
+- ``cli`` (every ``python -m`` command), ``audit`` (the ``ddcs-audit`` command: DDCS on folders of
+  images) and ``run`` (the notebooks' context, the runner, the
   summary of a run);
 - ``stages``: the only code that takes a run context, one module per notebook stage
   (``require_*``: load an artefact from the run folder or build it);
@@ -16,7 +17,7 @@ Submodules load on first use: after ``import lib``, ``lib.run.context.setup(...)
 """
 import importlib
 
-__all__ = ["artifacts", "attacks", "augment", "claims", "cli", "config", "data", "defense",
+__all__ = ["artifacts", "attacks", "audit", "augment", "claims", "cli", "config", "data", "defense",
            "errors", "inference", "metrics", "models", "ngd", "paper", "paths", "plotting",
            "run", "seeding", "stages", "training", "transfer", "weights"]
 __version__ = "0.1.0"

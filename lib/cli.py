@@ -10,7 +10,10 @@
   ``make ngd-damped``);
 - ``study regimes [--run-dir DIR]``: the committed study of the memorisation regime
   (``make regimes``);
-- ``report [--summary FILE]``: markdown tables of a run's summary (default: the published one).
+- ``report [--summary FILE]``: markdown tables of a run's summary (default: the published one);
+- ``stage classifiers|gan|transfer|attack|features|all --run-dir DIR``: a heavy stage into a run
+  folder, on one process or several (``torchrun --nproc_per_node=4 -m lib.cli stage ...``);
+  ``run_all.py --resume DIR`` then runs the notebooks, which load what it wrote.
 
 Each committed job records the commit it ran, whether the tree was dirty, the date and the
 time it took.
@@ -19,21 +22,30 @@ The notebooks' runner has its own command, ``run_all.py``.
 """
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
 import sys
-import time
-from pathlib import Path
 
-from . import config, paths, weights
-from .artifacts import atomic_write_json
-from .data import faces, fashion_mnist
-from .errors import DdcsMiError
-from .run import context, report, runner
-from .run.provenance import git_commit, git_dirty
-from .stages import damped_study, regimes
-from .stages import transfer as transfer_stage
+from . import paths
+
+if sys.argv[1:2] == ["stage"]:      # a heavy stage computes what the notebooks would: their
+    paths.set_kernel_environment()  # kernel environment (CPU kernels pinned), before torch loads
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
+
+from . import config, distributed, weights  # noqa: E402
+from .artifacts import atomic_write_json  # noqa: E402
+from .data import faces, fashion_mnist  # noqa: E402
+from .errors import DdcsMiError, RunnerError  # noqa: E402
+from .run import context, report, runner  # noqa: E402
+from .run.provenance import git_commit, git_dirty  # noqa: E402
+from .stages import damped_study, heavy, regimes  # noqa: E402
+from .stages import transfer as transfer_stage  # noqa: E402
 
 
 def data_command(action: str) -> int:
@@ -121,6 +133,71 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with a JSON value (a plain string when it is not JSON)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"override {text!r} is not KEY=VALUE")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def run_settings(args: argparse.Namespace) -> tuple[str, dict, int]:
+    """(profile, overrides, master seed) of the stage's run folder: its runner state when it
+    has one (``--profile`` and ``-o`` must then agree), else the arguments."""
+    overrides = dict(args.override)
+    if not (Path(args.run) / runner.STATE).is_file():
+        return args.profile or "cpu", overrides, args.master_seed
+    saved = runner.resume_settings(args.run)
+    if ((args.profile or saved["profile"]) != saved["profile"]
+            or {**saved["overrides"], **overrides} != saved["overrides"]):
+        raise RunnerError(f"{args.run} was started with profile {saved['profile']!r} and "
+                          f"overrides {saved['overrides']}; run its stages with the same ones")
+    return saved["profile"], saved["overrides"], saved.get("seed", 0)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM (torchrun stopping the other ranks when one fails) as an exit, so that a file
+    being written is removed, never left half-written."""
+    raise SystemExit(128 + signum)
+
+
+@record
+def stage_command(args: argparse.Namespace) -> int:
+    """A heavy stage into ``--run-dir`` on this process and any others torchrun started with it."""
+    signal.signal(signal.SIGTERM, _terminate)
+    profile, overrides, seed = run_settings(args)
+    cfg = config.resolve(profile, overrides)
+    world = distributed.init(context.resolve_device(args.device, cfg))
+    try:
+        state = Path(args.run) / runner.STATE
+        if world.main and not state.is_file():          # a folder run_all.py can resume
+            state.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(state, {"profile": profile, "overrides": overrides, "seed": seed,
+                                      "notebooks": {}})
+        world.barrier()
+        ctx = context.setup(profile, args.run, seed, args.device, overrides,
+                            notebook=f"stage_{args.stage}", show_config=False)
+        rows = heavy.run(args.stage, ctx, world, attacks=args.attack, modes=args.mode,
+                         seeds=args.seed)
+        if world.main and args.timings:
+            atomic_write_json(Path(args.timings), rows)
+        if world.main:
+            print(f"stage {args.stage}: done in {context.display_path(ctx.run_dir)} "
+                  f"({sum(r['seconds'] for r in rows):.1f} s on {world.size} process"
+                  f"{'es' if world.distributed else ''}); the notebooks: "
+                  f"python run_all.py --resume {args.run}", flush=True)
+    except BaseException as err:
+        if world.distributed:
+            print(f"error on rank {world.rank} of {world.size}: {type(err).__name__}: {err}",
+                  file=sys.stderr, flush=True)
+        raise
+    distributed.shutdown(world)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib.cli", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -157,6 +234,21 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--summary", default=str(paths.results_dir() / "summary.json"))
     rp.add_argument("--deviations", action="store_true",
                     help="print the deviations table of docs/protocol.md (from lib.paper)")
+    sg = sub.add_parser("stage", help="a heavy stage into a run folder (torchrun can launch it)")
+    sg.add_argument("stage", choices=heavy.STAGES)
+    sg.add_argument("--run-dir", required=True, dest="run",
+                    help="the run folder (made when it does not exist; then: python run_all.py "
+                         "--resume DIR). Not --run: torchrun would take it for its --run-path")
+    sg.add_argument("--profile", default=None, help="a new folder's profile (default: cpu)")
+    sg.add_argument("--override", "-o", action="append", default=[], type=_override,
+                    metavar="KEY=VALUE", help="a new folder's profile override (JSON value)")
+    sg.add_argument("--master-seed", type=int, default=0, help="a new folder's master seed")
+    sg.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    sg.add_argument("--attack", nargs="+", default=None, help="attack stage: these attacks")
+    sg.add_argument("--mode", nargs="+", default=None, help="transfer/attack: these modes")
+    sg.add_argument("--seed", type=int, nargs="+", default=None,
+                    help="transfer/attack: these repetitions (default: every one)")
+    sg.add_argument("--timings", default="", help="write each artefact's seconds here (JSON)")
     return p
 
 
@@ -173,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             return study_command(args)
         if args.command == "report":
             return report_command(args)
+        if args.command == "stage":
+            return stage_command(args)
         return sweep_command(args)
     except DdcsMiError as err:
         print(f"error: {err}", file=sys.stderr)

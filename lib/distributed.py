@@ -56,7 +56,9 @@ class World:
     @property
     def comm_device(self) -> torch.device:
         """Where tensors must be for a collective (NCCL: this process's GPU)."""
-        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+        if self.backend == "nccl":
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
 
     @property
     def record(self) -> dict:
@@ -95,16 +97,20 @@ def init(device: str = "cpu") -> World:
     none."""
     if not dist.is_available():
         return SINGLE
-    if not dist.is_initialized() and launched():
-        cuda = str(device).startswith("cuda")
-        if cuda:
-            torch.cuda.set_device(dist.get_node_local_rank(fallback_rank=0))
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
+    created = not dist.is_initialized() and launched()
+    if created:
+        if str(device).startswith("cuda"):
+            gpu = torch.device("cuda", dist.get_node_local_rank(fallback_rank=0))
+            torch.cuda.set_device(gpu)
+            dist.init_process_group("nccl", timeout=TIMEOUT, device_id=gpu)
+        else:
+            dist.init_process_group("gloo", timeout=TIMEOUT)
     if not dist.is_initialized():
         return SINGLE
     world = from_group()
     if world.size == 1:
-        dist.destroy_process_group()
+        if created:
+            dist.destroy_process_group()
         return SINGLE
     return world
 

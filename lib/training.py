@@ -290,7 +290,8 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
     G_ema.eval().requires_grad_(False)
     if world.distributed:
         G = distributed.sync_batchnorm(G, device)
-    G_net, D_net = distributed.data_parallel(G, world, device), distributed.data_parallel(D, world, device)
+    G_net = distributed.data_parallel(G, world, device)        # the modules whose gradients
+    D_net = distributed.data_parallel(D, world, device)        # are averaged over the ranks
     aug = discriminator_view(images.shape[-1]).to(device) if augment else nn.Identity()
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)

@@ -24,7 +24,8 @@ process summing over a batch of b reproduces that with λ_sum = 16·λ_authors /
 mean). On N processes (DistributedDataParallel, the global batch b split into N shares of
 b / N) each process sums over its own share with λ_sum = 16·λ_authors / (b / N): the gradient
 average over the processes then weighs each sample's entropy 16·λ_authors times its GAN loss,
-as one process does (the authors: b / N = 16, λ_sum = λ_authors). The profile keys and ``TransferSettings.entropy_weight`` hold λ_authors (the paper's:
+as one process does (the authors: b / N = 16, λ_sum = λ_authors). The profile keys and
+``TransferSettings.entropy_weight`` hold λ_authors (the paper's:
 1); the cpu profile's values come from a committed sweep (``make sweep``) with a collapse
 monitor (the target's class histogram of a fixed set of generated samples).
 """

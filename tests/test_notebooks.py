@@ -134,3 +134,10 @@ def test_every_figure_has_a_caption_below_it(path):
             below = cells[i + 1] if i + 1 < len(cells) else None
             assert below is not None and below["cell_type"] == "markdown" and \
                 source(below).startswith("*Figure — "), f"cell {i} saves a figure without a caption"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_have_unique_ids(path):
+    """nbformat 4.5 requires a unique id per cell (papermill warns, later versions refuse)."""
+    ids = [c.get("id") for c in load(path)["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids)

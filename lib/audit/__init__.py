@@ -12,148 +12,16 @@ names in every folder) or in-memory ``(images, labels)`` (uint8, or float in [-1
 The command ``ddcs-audit`` (``python -m lib.audit``) writes the result's ``save(folder)``:
 ``audit.csv``, ``summary.json``, ``most_exposed.png`` and ``report.md``.
 """
-from __future__ import annotations
+import importlib
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Union
-
-import matplotlib.figure
-import numpy as np
-import pandas as pd
-
-from .. import paths
-from ..errors import InputError
-from . import distances, report
-from .distances import Distance
-from .images import MODES, ImageSet, SizeCheck, as_signed, from_tensors, read_folder, to_channels
-from .scoring import Scores, Timings, score
-
-__all__ = ["AuditResult", "Distance", "ImageSet", "audit", "load_sets"]
-
-Source = Union[str, Path, ImageSet, tuple]
-"""A folder, a ready ``ImageSet``, or ``(images, labels)``."""
+__all__ = ["api", "cli", "distances", "example", "images", "report", "scoring"]
+API = ("audit", "AuditResult", "load_sets")
+"""Names of ``lib.audit.api`` available as ``lib.audit.<name>``."""
 
 
-@dataclass
-class AuditResult:
-    """The audit: ``table`` (one row per member, most exposed first), ``summary`` (the
-    numbers of ``summary.json``), the image sets and the per-sample scores."""
-    table: pd.DataFrame
-    summary: dict[str, Any]
-    members: ImageSet
-    reconstructions: ImageSet
-    nonmembers: ImageSet | None
-    scores: Scores
-
-    @property
-    def timings(self) -> dict[str, float]:
-        """Wall seconds per phase: reading, embedding, distances, (membership test), report."""
-        return dict(self.scores.timings)
-
-    def gallery(self, k: int = 8) -> matplotlib.figure.Figure:
-        """The ``k`` most exposed members above their nearest reconstructions."""
-        return report.gallery_figure(self.members, self.reconstructions, self.table,
-                                     self.scores, k)
-
-    def score_figure(self) -> matplotlib.figure.Figure:
-        return report.score_figure(self.scores)
-
-    def class_figure(self) -> matplotlib.figure.Figure:
-        return report.class_figure(self.summary)
-
-    def membership_figure(self) -> matplotlib.figure.Figure:
-        return report.membership_figure(self.scores)
-
-    def report(self) -> str:
-        """The text of ``report.md``."""
-        return report.report_markdown(self.summary, self.table)
-
-    def save(self, folder: str | Path) -> Path:
-        """Write audit.csv, summary.json, most_exposed.png and report.md into ``folder``
-        (refused when it exists and is not empty; all files or none)."""
-        import matplotlib.pyplot as plt
-
-        with self.scores.timings("report"):
-            fig = self.gallery()
-            try:
-                return report.save_outputs(folder, self.table, self.summary, fig)
-            finally:
-                plt.close(fig)
-
-
-def _load(source: Source, role: str, classes: list[str] | None, mode: str | None,
-          size: int | None, sizes: SizeCheck, progress: bool) -> ImageSet:
-    """One set from a folder, an ``ImageSet`` or ``(images, labels)``, in ``mode``."""
-    if isinstance(source, (str, Path)):
-        return read_folder(source, role, classes, mode, size, sizes, progress)
-    if isinstance(source, ImageSet):
-        images, labels = source.images, np.asarray(source.classes)[source.labels]
-    elif isinstance(source, (tuple, list)) and len(source) == 2:
-        images, labels = source
-    else:
-        raise InputError(f"{role}: pass a folder, an ImageSet or (images, labels); got "
-                         f"{type(source).__name__}")
-    out = from_tensors(images, labels, role, classes, size)
-    if isinstance(source, ImageSet):                  # keep where its images came from
-        out = ImageSet(out.images, out.labels, out.classes, source.files, source.root,
-                       source.skipped)
-    if mode is not None and out.mode != mode:
-        out = ImageSet(to_channels(as_signed(out.images), MODES[mode]), out.labels, out.classes,
-                       out.files, out.root, out.skipped)
-    return out
-
-
-def load_sets(members: Source, reconstructions: Source, nonmembers: Source | None = None,
-              channels: int | None = None, size: int | None = None, progress: bool = False
-              ) -> tuple[ImageSet, ImageSet, ImageSet | None]:
-    """The three sets with the members' classes, in one mode (``channels``, else the
-    members'), of one size (``size`` × ``size`` when given), checked: every member class has
-    reconstructions."""
-    mode = {1: "L", 3: "RGB"}.get(channels) if channels else None
-    sizes = SizeCheck()
-    m = _load(members, "members", None, mode, size, sizes, progress)
-    r = _load(reconstructions, "reconstructions", m.classes, m.mode, size, sizes, progress)
-    n = (_load(nonmembers, "nonmembers", m.classes, m.mode, size, sizes, progress)
-         if nonmembers is not None else None)
-    for role, x in (("reconstructions", r), ("nonmembers", n)):
-        if x is not None and x.size != m.size:
-            raise InputError(f"the {role} are {x.size[1]}×{x.size[0]} but the members are "
-                             f"{m.size[1]}×{m.size[0]}; pass size=N (--size N) to resize all "
-                             "to N×N")
-    missing = [name for name, count in zip(m.classes, r.counts()) if count == 0]
-    if missing:
-        where = f" (no folder {r.root / missing[0]})" if r.root is not None else ""
-        raise InputError(f"the member class {missing[0]!r} has no reconstructions{where}; every "
-                         "member class needs reconstructions: add them, or leave the class's "
-                         "members out")
-    return m, r, n
-
-
-def audit(members: Source, reconstructions: Source, nonmembers: Source | None = None,
-          distance: str | Distance = "lpips-vgg", size: int | None = None, *,
-          n_permutations: int = 1000, seed: int = 0, batch_size: int = 256,
-          memory_mb: int = 1024, progress: bool | None = None) -> AuditResult:
-    """DDCS of ``reconstructions`` against ``members`` under ``distance``, per member and
-    per class, and the membership test against ``nonmembers`` when given.
-
-    ``distance``: "lpips-vgg", "pixel", "perceptual:<checkpoint>" or a ``Distance``.
-    ``size``: resize every image to size × size first (bilinear, antialiased); without it all
-    images must have one size. ``memory_mb``: the bound on the embeddings held at once.
-    ``seed``: the membership test's permutations and equal-size subsample.
-    """
-    if size is not None and size < 1:
-        raise InputError(f"size must be a positive number of pixels (got {size})")
-    if n_permutations < 1 or memory_mb < 1 or batch_size < 1:
-        raise InputError("n_permutations, memory_mb and batch_size must be >= 1")
-    progress = (not paths.headless()) if progress is None else progress
-    timings = Timings()
-    dist = distances.resolve(distance, batch_size)
-    with timings("reading"):
-        m, r, n = load_sets(members, reconstructions, nonmembers, dist.channels, size, progress)
-    scores = score(m, r, n, dist, memory_mb << 20, n_permutations, seed, progress, timings)
-    with timings("report"):
-        frame = report.table(m, r, scores)
-        summary = report.summary(m, r, n, scores, dist.name, dist.note,
-                                 dist.preprocessing(m.images.shape[1], m.size))
-    return AuditResult(frame, summary, m, r, n, scores)
+def __getattr__(name: str):
+    if name in API:
+        return getattr(importlib.import_module(f"{__name__}.api"), name)
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

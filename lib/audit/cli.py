@@ -3,14 +3,19 @@
     ddcs-audit --members DIR --reconstructions DIR [--nonmembers DIR]
                [--distance lpips-vgg|pixel|perceptual:CHECKPOINT] [--size N] --out DIR
 
-A bad input is one line on stderr naming the offending path, exit status 2, nothing written.
+A bad input (or an output folder that cannot be written) is one line on stderr naming the
+offending path, exit status 2, nothing written.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+import matplotlib
+
 from ..errors import DdcsMiError
+from .api import audit
+from .report import check_out_folder
 
 EXIT_BAD_INPUT = 2
 
@@ -54,19 +59,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the audit; 0 on success, 2 (message on stderr) on bad input."""
     args = parser().parse_args(argv)
-    import matplotlib
-
     matplotlib.use("Agg")                      # files only, no display
-    from . import audit
-    from .report import check_out_folder
-
     try:
         check_out_folder(args.out)             # refuse before reading anything
         result = audit(args.members, args.reconstructions, args.nonmembers, args.distance,
                        args.size, n_permutations=args.permutations, seed=args.seed,
                        memory_mb=args.memory_mb, progress=False if args.no_progress else None)
         folder = result.save(args.out)
-    except DdcsMiError as err:
+    except (DdcsMiError, OSError) as err:     # bad input, or a folder that cannot be written
         print(f"ddcs-audit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     s = result.summary

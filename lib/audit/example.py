@@ -6,10 +6,10 @@
   audits by default (``runs/audit_example/``, git-ignored, written when missing).
 - ``tiny_checkpoint(path, data)``: a small perceptual network P trained for seconds, saved in
   the repository's checkpoint format (for tests and the benchmark).
-- ``golden()``: re-execute ``notebooks/tools/audit.ipynb`` in place (its nbval golden).
 
 ``python -m lib.audit.example [FOLDER]`` writes the example folders (default
-``runs/audit_example``); ``python -m lib.audit.example --golden`` regenerates the golden.
+``runs/audit_example``); ``make golden`` regenerates the notebook's golden
+(``lib.run.runner.golden``).
 """
 from __future__ import annotations
 
@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from .. import paths
+from ..artifacts import module_tensors, save_tensors
+from ..config import resolve, role_config
+from ..data import dataset
+from ..data.images import subset
 from ..errors import InputError
+from ..models import ConvClassifier
+from ..seeding import global_seed
+from ..training import train_classifier
 
 EXAMPLE = "audit_example"
 """The example's folder under ``runs/``."""
@@ -83,9 +90,6 @@ def example_reconstructions(data, split, seed: int = 0) -> tuple[torch.Tensor, n
 def write_example(folder: str | Path | None = None, seed: int = 0) -> Path:
     """The example folders (members = D, nonmembers = R of the smoke split, reconstructions as
     in ``example_reconstructions``) in ``folder``, written whole or not at all."""
-    from ..config import resolve
-    from ..data import dataset
-
     folder = Path(folder) if folder is not None else example_dir()
     if folder.exists():
         raise InputError(f"{folder} exists; remove it to write the example folders afresh")
@@ -129,13 +133,6 @@ def tiny_checkpoint(path: str | Path, data, n: int = 1000, epochs: int = 1, seed
     """A small perceptual network P (``mcnn``, 10 classes, 32×32 Fashion-MNIST input) trained
     on the first ``n`` train images, saved like ``lib.stages.classifiers.require_classifier``
     saves one (``model.*`` tensors, ``train_indices``, metadata with ``arch`` and ``config``)."""
-    from ..artifacts import module_tensors, save_tensors
-    from ..config import resolve, role_config
-    from ..data.images import subset
-    from ..models import ConvClassifier
-    from ..seeding import global_seed
-    from ..training import train_classifier
-
     cfg = resolve("smoke", {"perc_train_limit": n, "perc_epochs": epochs, "perc_width": width})
     idx = np.arange(n)
     images, labels = subset(data, idx, train=True, size=cfg["image_size"])
@@ -151,28 +148,5 @@ def tiny_checkpoint(path: str | Path, data, n: int = 1000, epochs: int = 1, seed
     return save_tensors(Path(path), tensors, meta)
 
 
-def golden(notebook: Path | None = None, timeout: int = 600) -> Path:
-    """Execute the tools notebook in place under the goldens' environment (pinned CPU kernels,
-    no progress bars, the ``ddcs-mi`` kernel, cwd its folder) on fresh example folders; the
-    notebook is replaced only when it ran."""
-    from ..artifacts import atomic_path
-    from ..run import notebooks as nbfiles
-    from ..run import runner
-
-    path = paths.repo_root() / (notebook or NOTEBOOK)
-    runner.check_kernel()
-    paths.set_kernel_environment()
-    shutil.rmtree(example_dir(), ignore_errors=True)      # rebuilt by the notebook
-    with atomic_path(path) as tmp:
-        runner.papermill_executor(path, tmp, None, path.parent, timeout)
-        nb = nbfiles.strip_execution_metadata(nbfiles.read(tmp))
-        nb = nbfiles.strip_machine_paths(nb, {str(paths.repo_root()) + "/": ""})
-        tmp.write_bytes(nbfiles.dumps(nb))
-    return path
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--golden"]:
-        print(f"golden outputs written: {golden()}")
-    else:
-        print(f"example folders written: {write_example(sys.argv[1] if len(sys.argv) > 1 else None)}")
+    print(f"example folders written: {write_example(sys.argv[1] if len(sys.argv) > 1 else None)}")

@@ -113,8 +113,8 @@ def scan(root: str | Path, role: str) -> tuple[dict[str, list[str]], list[str]]:
                              "WebP); remove the empty class folder or add its images")
         classes[folder.name] = files
     if not classes:
-        raise InputError(f"the {role} folder {root} has no class subfolders; the audit reads "
-                         f"the ImageFolder layout {root}/<class>/<image>")
+        raise InputError(f"the {role} folder {root} has no class subfolders, so no images; it must "
+                         f"have the ImageFolder layout {root}/<class>/<image>")
     return classes, sorted(skipped)
 
 

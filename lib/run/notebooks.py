@@ -58,7 +58,7 @@ def published_banner(summary: Mapping[str, Any]) -> str:
 def set_banner(nb: dict, text: str) -> dict:
     """Put ``text`` in the notebook's first cell, a markdown cell tagged ``banner`` (replaced
     when present, inserted otherwise)."""
-    cell = {"cell_type": "markdown", "metadata": {"tags": [BANNER_TAG]},
+    cell = {"cell_type": "markdown", "id": BANNER_TAG, "metadata": {"tags": [BANNER_TAG]},
             "source": text.splitlines(keepends=True)}
     cells = nb["cells"]
     if cells and BANNER_TAG in cells[0].get("metadata", {}).get("tags", []):

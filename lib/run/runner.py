@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .. import artifacts, config, paths
+from ..audit import example as audit_example
 from ..data import dataset
 from ..errors import DdcsMiError, RunnerError
 from . import notebooks as nbfiles
@@ -33,6 +34,8 @@ from .summary import validate_summary, write_summary
 
 NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "03_gan_prior", "04_transfer", "05_attacks",
              "06_evaluation", "07_defense", "08_memorisation", "99_summary"]
+TOOL_NOTEBOOKS = ["notebooks/tools/audit.ipynb"]
+"""Notebooks beside the pipeline (not run by ``run``), whose goldens ``golden`` also makes."""
 KERNEL_NAME = "ddcs-mi"
 STATE = "runner_state.json"
 
@@ -322,6 +325,21 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
         except Exception as err:  # keep going; the committed notebook stays as it was
             failed.append(name)
             log(f"{name}: FAILED ({_error_text(err)}); the committed notebook is unchanged")
+    if notebooks is None:                 # the tools notebooks (not pipeline stages)
+        for rel in TOOL_NOTEBOOKS:
+            path = paths.repo_root() / rel
+            shutil.rmtree(audit_example.example_dir(), ignore_errors=True)   # the notebook rebuilds it
+            t0 = time.monotonic()
+            try:
+                with artifacts.atomic_path(path) as tmp:
+                    executor(path, tmp, None, path.parent, config.PROFILES["smoke"]["cell_timeout_s"])
+                    nb = nbfiles.strip_machine_paths(nbfiles.strip_execution_metadata(
+                        nbfiles.read(tmp)), {str(paths.repo_root()) + "/": ""})
+                    tmp.write_bytes(nbfiles.dumps(nbfiles.record_golden_commit(nb, commit)))
+                log(f"{rel}: golden outputs written ({time.monotonic() - t0:.1f} s)")
+            except Exception as err:  # keep going; the committed notebook stays as it was
+                failed.append(rel)
+                log(f"{rel}: FAILED ({_error_text(err)}); the committed notebook is unchanged")
     return 1 if failed else 0
 
 

@@ -7,8 +7,8 @@ run on its own rebuilds what it is missing through the same calls. Submodules lo
 """
 import importlib
 
-__all__ = ["attacks", "classifiers", "damped_study", "defense", "evaluation", "gan", "regimes",
-           "transfer"]
+__all__ = ["attacks", "classifiers", "damped_study", "defense", "evaluation", "gan", "heavy",
+           "regimes", "transfer"]
 
 
 def __getattr__(name: str):

@@ -1,9 +1,17 @@
 """Stage 06: every attack run and every control scored by the judge, with the per-sample
-audit tables (which training images each attack exposes)."""
+audit tables (which training images each attack exposes).
+
+The judge's feature extraction (every feature space of D, R and each scored set) can run
+beforehand as its own stage (``require_features``, ``python -m lib.cli stage features``, also
+under torchrun, the judge's batches shared out over the processes): it saves each set's
+features under ``features/``, and the judge of ``build_judge`` uses a saved set when its images
+are the same bytes.
+"""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -11,43 +19,172 @@ import torch
 from torch import nn
 
 from .. import weights
-from ..artifacts import atomic_path, register
+from ..artifacts import atomic_path, read_manifest, register
 from ..config import ATTACKS, MODES
 from ..data.images import subset
+from ..distributed import SINGLE, World, gather_parts
 from ..metrics.controls import public_by_target, random_generator, real_test
 from ..metrics.distances import pairwise_sq_distances
-from ..metrics.evaluate import Evaluation, Judge
+from ..metrics.evaluate import Evaluation, Judge, SetFeatures
 from ..metrics.inception import inception_pool3
 from ..metrics.leaks import BLEND_ALPHAS, LEAK_FRACTIONS, blend, dose, project, same_class_partners
 from ..metrics.stats import format_ci
 from ..seeding import derive_seed
 from .attacks import require_attacks
-from .transfer import TransferInputs
+from .classifiers import require_classifiers, require_perceptual_distance
+from .gan import require_gan
+from .transfer import TransferInputs, transfer_inputs
 
 Sets = dict[tuple[str, int], tuple[torch.Tensor, np.ndarray, torch.Tensor | None]]
 """(source, seed) → (images, original labels, each image's starting point or None)."""
 
 
-def build_judge(ctx, data, split, evaluator: nn.Module, perceptual) -> Judge:
+FEATURES = "features"
+
+
+def images_digest(images: torch.Tensor) -> str:
+    """The sha256 of a tensor of images (its dtype, shape and bytes): the key of its features."""
+    x = images.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{x.dtype}{tuple(x.shape)}".encode())
+    h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class StoredJudge(Judge):
+    """The judge, with two additions to its feature extraction (``features`` and ``embed``):
+    a set whose features were saved (``store``: images digest → every feature space) is not
+    extracted again, and on several processes (``world``) a set's batches (the judge's own
+    batches of ``batch_size``, batch j to rank j mod N) are shared out, every rank getting the
+    whole set's features: the same batches as in one process, so the same numbers."""
+
+    def __init__(self, *args, store: Mapping[str, dict] | None = None,
+                 world: World = SINGLE, **kwargs) -> None:
+        self.store, self.world = dict(store or {}), world
+        super().__init__(*args, **kwargs)
+
+    def _extract(self, images: torch.Tensor, labels) -> dict[str, torch.Tensor]:
+        found = super().features(images, labels)
+        return {**found.embeddings, "penultimate": found.penultimate}
+
+    def set_features(self, images: torch.Tensor, labels) -> dict[str, torch.Tensor]:
+        """Every feature space of ``images`` as a flat dict (embeddings and ``penultimate``)."""
+        digest = images_digest(images)
+        if digest in self.store:
+            return self.store[digest]
+        if not self.world.distributed:
+            return self._extract(images, labels)
+        labels = np.asarray(labels, dtype=np.int64)
+        starts = list(range(0, len(images), self.batch_size))
+        parts = {j: self._extract(images[starts[j]:starts[j] + self.batch_size],
+                                  labels[starts[j]:starts[j] + self.batch_size])
+                 for j in self.world.shard(range(len(starts)))}
+        parts = gather_parts(parts, range(len(starts)), self.world)
+        return {key: torch.cat([parts[j][key] for j in range(len(starts))]) for key in parts[0]}
+
+    def features(self, images: torch.Tensor, labels, indices=None) -> SetFeatures:
+        found = self.set_features(images, labels)
+        labels = np.asarray(labels, dtype=np.int64)
+        return SetFeatures(labels,
+                           np.arange(len(labels)) if indices is None else np.asarray(indices),
+                           {k: v for k, v in found.items() if k != "penultimate"},
+                           found["penultimate"], images)
+
+    def embed(self, images: torch.Tensor, space: str) -> torch.Tensor:
+        found = self.store.get(images_digest(images))
+        if found is not None and space in found:
+            return found[space]
+        return super().embed(images, space)
+
+
+def features_config(ctx) -> dict:
+    """What saved features depend on: the checkpoints of E and P (their sha256; LPIPS-VGG:
+    its input size) and the FID network."""
+    manifest = read_manifest(ctx.run_dir)
+    sha = {role: manifest.get(f"models/{role}.safetensors", {}).get("sha256")
+           for role in ("evaluator", "perceptual")}
+    return {"evaluator": sha["evaluator"], "fid_network": ctx.cfg["fid_network"],
+            "perceptual": ({"lpips-vgg": ctx.cfg["lpips_resize"]}
+                           if ctx.cfg["perc_arch"] == "lpips-vgg" else sha["perceptual"])}
+
+
+def stored_features(ctx) -> dict[str, dict]:
+    """Every set's saved features in the run folder (images digest → feature spaces); one
+    saved under other networks is an error naming the file (``ctx.load_current``)."""
+    store, config = {}, features_config(ctx)
+    folder = ctx.path(FEATURES)
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+        tensors, meta = ctx.load_current(f"{FEATURES}/{path.name}", config)
+        for name, digest in meta["sets"].items():
+            store[digest] = {k.split("/", 1)[1]: v for k, v in tensors.items()
+                             if k.startswith(name + "/")}
+    return store
+
+
+def build_judge(ctx, data, split, evaluator: nn.Module, perceptual,
+                world: World = SINGLE) -> StoredJudge:
     """The judge of a run: E and P (or LPIPS-VGG), the private set D and R, with the
     profile's PRDC k and permutation count; smoke allows "not computed" for metrics with too
-    few samples; the Inception FID when the profile asks for it."""
+    few samples; the Inception FID when the profile asks for it. It uses the features saved
+    under ``features/`` (``require_features``) and shares its extraction out over ``world``."""
     inception = None
     if ctx.cfg["fid_network"] == "inception":
         inception = inception_pool3(weights.require((weights.INCEPTION_WEIGHTS_FILE,)))
     x_d, y_d = subset(data, split.private)
     x_r, y_r = subset(data, split.reference)
-    return Judge(evaluator, perceptual, (x_d, y_d.numpy(), split.private),
-                 (x_r, y_r.numpy(), split.reference), ctx.cfg["private_classes"],
-                 k=ctx.cfg["prdc_k"], n_permutations=ctx.cfg["n_permutations"],
-                 seed=ctx.subseed("permutations"), allow_not_computed=ctx.profile == "smoke",
-                 inception=inception, class_names=list(data.class_names))
+    return StoredJudge(evaluator, perceptual, (x_d, y_d.numpy(), split.private),
+                       (x_r, y_r.numpy(), split.reference), ctx.cfg["private_classes"],
+                       k=ctx.cfg["prdc_k"], n_permutations=ctx.cfg["n_permutations"],
+                       seed=ctx.subseed("permutations"),
+                       allow_not_computed=ctx.profile == "smoke", inception=inception,
+                       class_names=list(data.class_names), store=stored_features(ctx),
+                       world=world)
 
 
-def attack_sets(ctx, inputs: TransferInputs, target: nn.Module) -> Sets:
+def _save_features(ctx, name: str, sets: dict[str, tuple[torch.Tensor, dict]]) -> None:
+    """Save the features of ``sets`` (set name → (images, features)) as one file."""
+    tensors = {f"{key}/{space}": value for key, (_, found) in sets.items()
+               for space, value in found.items()}
+    ctx.save_tensors(f"{FEATURES}/{name}.safetensors", tensors,
+                     {"config": features_config(ctx),
+                      "sets": {key: images_digest(images) for key, (images, _) in sets.items()}})
+
+
+def require_features(ctx, data, split, world: World = SINGLE) -> bool:
+    """The judge's features of D, R, every attack run (its reconstructions and starting
+    points) and every control, as notebook 06 scores them, saved under ``features/`` (one
+    file per set; rank 0 writes). Returns whether every one was already saved."""
+    nets = require_classifiers(ctx, data, split, world)
+    distance, _ = require_perceptual_distance(ctx, data, split, world)
+    judge = build_judge(ctx, data, split, nets["evaluator"], distance, world)
+    prior = require_gan(ctx, data, split, world)[1]
+    inputs = transfer_inputs(ctx, data, split, world)
+    sets = {**attack_sets(ctx, inputs, nets["target"], world),
+            **control_sets(ctx, control_draws(ctx, data, split, nets["target"], prior))}
+    wanted = {"judge": {"private": (judge.private.images, judge.private),
+                        "reference": (judge.reference.images, judge.reference)}}
+    for (source, seed), (images, labels, starts) in sets.items():
+        members = {"images": (images, labels)}
+        if starts is not None:
+            members["starts"] = (starts, labels)
+        wanted[f"{source.replace('/', '-').replace('+', '-')}_seed{seed}"] = members
+    reused = True
+    for name, members in wanted.items():
+        if all(images_digest(x) in judge.store for x, _ in members.values()):
+            continue
+        reused = False
+        found = {key: (x, {**y.embeddings, "penultimate": y.penultimate}
+                       if isinstance(y, SetFeatures) else judge.set_features(x, y))
+                 for key, (x, y) in members.items()}     # D and R: the judge has them
+        if world.main:
+            _save_features(ctx, name, found)
+        world.barrier()
+    return reused
+
+
+def attack_sets(ctx, inputs: TransferInputs, target: nn.Module, world: World = SINGLE) -> Sets:
     """The reconstructions of every attack × seed × mode and their starting points, keyed
     ("<attack>/<mode>", seed)."""
-    runs, _ = require_attacks(ctx, inputs, target)
+    runs, _ = require_attacks(ctx, inputs, target, world)
     return {(f"{name}/{mode}", seed): (run.images, run.original_labels, run.start_images)
             for (name, mode, seed), run in runs.items()}
 
