@@ -26,8 +26,8 @@ from lib.inference import embed, generate  # noqa: E402
 from lib.metrics.fidelity import frechet_distance  # noqa: E402
 from lib.run import context, runner  # noqa: E402
 from lib.stages.classifiers import require_classifier  # noqa: E402
-from lib.stages.gan import require_gan  # noqa: E402
-from lib.stages.transfer import public_features, require_transfer  # noqa: E402
+from lib.stages.gan import gan_from, require_gan  # noqa: E402
+from lib.stages.transfer import public_features, transfer_file  # noqa: E402
 from lib.training import standing_statistics  # noqa: E402
 
 
@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     z = torch.randn(ctx.cfg["fid_samples"], ctx.cfg["gan_z_dim"],
                     generator=torch.Generator().manual_seed(ctx.subseed("eval")))
     generators = {"prior": require_gan(ctx, data, split)[1]}
-    generators |= {mode: require_transfer(ctx, mode, args.seed)[0].generator_ema for mode in MODES}
+    for mode in MODES:      # as saved, whatever config made them (a run from before the fix)
+        rel = transfer_file(mode, args.seed)
+        if ctx.exists(rel):
+            generators[mode] = gan_from(*ctx.load_tensors(rel))[1]
     print(f"FID-E vs public ({len(z)} samples at fixed codes; {len(public)} public images)")
     print(f"{'generator':12s} {'as saved':>9s} {'standing':>9s}   standing statistics took")
     for name, G in generators.items():

@@ -108,6 +108,17 @@ def test_fingerprint_changes_with_parameters_and_code(tmp_path):
     assert a != runner.fingerprint(runner.notebook_path("01_data"), {"PROFILE": "smoke"})
 
 
+def test_fingerprint_changes_when_a_committed_study_it_reads_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.paths, "results_dir", lambda: tmp_path)
+    reader, other = runner.notebook_path("08_memorisation"), runner.notebook_path("02_classifiers")
+    before = runner.fingerprint(reader, {}), runner.fingerprint(other, {})
+    (tmp_path / "regimes.json").write_text('{"regimes": []}')
+    after = runner.fingerprint(reader, {}), runner.fingerprint(other, {})
+    assert before[0] != after[0] and before[1] == after[1]
+    (tmp_path / "regimes.json").write_text('{"regimes": [1]}')
+    assert runner.fingerprint(reader, {}) != after[0]
+
+
 def test_never_reuses_a_run_folder(tmp_runs):
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     a, b = runner.new_run_dir("cpu", now), runner.new_run_dir("cpu", now)

@@ -3,8 +3,8 @@
 ``python run_all.py --profile cpu`` executes the ordered ``NOTEBOOKS`` into
 ``runs/<UTC>_<profile>_<git>/`` with their parameters, keeps going past a failed notebook
 (and exits non-zero), and writes ``env.json``, ``summary.json`` and ``summary.md``.
-``--resume RUN_DIR`` skips notebooks whose fingerprint (code cells, parameters, lib/ and
-requirements) is unchanged since they last succeeded there, with the run's own profile and
+``--resume RUN_DIR`` skips notebooks whose fingerprint (code cells, parameters, lib/,
+requirements and the committed results files they read) is unchanged since they last succeeded there, with the run's own profile and
 overrides when ``--profile`` is not given; inside a notebook, every expensive stage reuses
 its saved result and continues from its partial state (``checkpoint_every_s``), so a paper
 run carries on across GPU sessions. ``--golden`` re-executes the
@@ -36,6 +36,11 @@ NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "03_gan_prior", "04_tra
              "06_evaluation", "07_defense", "08_memorisation", "99_summary"]
 TOOL_NOTEBOOKS = ["notebooks/tools/audit.ipynb"]
 """Notebooks beside the pipeline (not run by ``run``), whose goldens ``golden`` also makes."""
+COMMITTED_INPUTS = {"00_overview": ["summary.json"],
+                    "04_transfer": ["entropy_sweep.json", "ngd_damped_study.json"],
+                    "08_memorisation": ["regimes.json"],
+                    "99_summary": ["ngd_damped_study.json"]}
+"""The committed files under ``results/`` that a notebook reads (part of its fingerprint)."""
 KERNEL_NAME = "ddcs-mi"
 STATE = "runner_state.json"
 
@@ -69,10 +74,22 @@ def code_cells(nb_path: Path) -> list[str]:
     return nbfiles.code_cells(nbfiles.read(nb_path))
 
 
+def committed_inputs_hash(name: str) -> str:
+    """The committed results files notebook ``name`` reads (``COMMITTED_INPUTS``), hashed;
+    a missing file counts as its absence, so committing a study re-runs its readers."""
+    h = hashlib.sha256()
+    for file in COMMITTED_INPUTS.get(name, []):
+        path = paths.results_dir() / file
+        h.update(file.encode() + (path.read_bytes() if path.is_file() else b"<absent>"))
+    return h.hexdigest()
+
+
 def fingerprint(nb_path: Path, parameters: Mapping[str, Any]) -> str:
-    """What a notebook's result depends on: code cells, parameters, lib/, requirements."""
+    """What a notebook's result depends on: code cells, parameters, lib/, requirements and the
+    committed results files it reads."""
     blob = json.dumps({"code": code_cells(nb_path), "parameters": dict(parameters),
-                       "lib": lib_hash(), "requirements": requirements_hash()},
+                       "lib": lib_hash(), "requirements": requirements_hash(),
+                       "committed": committed_inputs_hash(nb_path.stem)},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
