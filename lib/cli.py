@@ -26,8 +26,9 @@ import sys
 
 from . import paths
 
-if sys.argv[1:2] == ["stage"]:      # a heavy stage computes what the notebooks would: their
-    paths.set_kernel_environment()  # kernel environment (CPU kernels pinned), before torch loads
+# Every command computes as the notebooks do: their kernel environment (CPU kernels pinned, so
+# a committed sweep or study gives the same numbers on any x86-64 machine), before torch loads.
+paths.set_kernel_environment()
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402

@@ -287,3 +287,18 @@ def test_cli_resume_continues_with_the_runs_own_profile(tmp_runs, monkeypatch):
     assert runner.main(["--resume", str(run_dir)]) == 0
     assert seen == {"profile": "smoke", "overrides": {"target_epochs": 2}, "resume": str(run_dir)}
     assert runner.main(["--resume", str(run_dir.parent / "nope")]) == 2
+
+
+def test_every_command_line_job_runs_with_the_pinned_cpu_kernels():
+    """The sweep and the studies compute as the notebooks do, even from a bare shell."""
+    import subprocess
+    import sys
+
+    from lib import paths
+
+    env = {k: v for k, v in os.environ.items() if k not in paths.CPU_KERNELS}
+    code = ("import lib.cli, os, torch; print(torch.backends.cpu.get_cpu_capability(), "
+            "os.environ['OPENBLAS_CORETYPE'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=paths.repo_root(),
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["AVX2", paths.CPU_KERNELS["OPENBLAS_CORETYPE"]]
