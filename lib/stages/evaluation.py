@@ -121,10 +121,11 @@ def stored_features(ctx) -> dict[str, dict]:
 
 
 def build_judge(ctx, data, split, evaluator: nn.Module, perceptual,
-                world: World = SINGLE) -> StoredJudge:
+                world: World = SINGLE, allow_not_computed: bool | None = None) -> StoredJudge:
     """The judge of a run: E and P (or LPIPS-VGG), the private set D and R, with the
-    profile's PRDC k and permutation count; smoke allows "not computed" for metrics with too
-    few samples; the Inception FID when the profile asks for it. It uses the features saved
+    profile's PRDC k and permutation count; a metric with too few samples is recorded as not
+    computed (with the reason) when ``allow_not_computed`` (default: the smoke profile only;
+    the memorisation study's small D′ too), else an error; the Inception FID when the profile asks for it. It uses the features saved
     under ``features/`` (``require_features``) and shares its extraction out over ``world``."""
     inception = None
     if ctx.cfg["fid_network"] == "inception":
@@ -135,7 +136,8 @@ def build_judge(ctx, data, split, evaluator: nn.Module, perceptual,
                        (x_r, y_r.numpy(), split.reference), ctx.cfg["private_classes"],
                        k=ctx.cfg["prdc_k"], n_permutations=ctx.cfg["n_permutations"],
                        seed=ctx.subseed("permutations"),
-                       allow_not_computed=ctx.profile == "smoke", inception=inception,
+                       allow_not_computed=(ctx.profile == "smoke" if allow_not_computed is None
+                                           else allow_not_computed), inception=inception,
                        class_names=list(data.class_names), store=stored_features(ctx),
                        world=world)
 
