@@ -5,7 +5,7 @@ For each regime size n (``REGIME_SIZES`` per private class), D′ and R′ are s
 the committed D and R (so the prior, P and E, which never saw D or R, stay valid and are
 reused), and a target is trained on D′ without augmentation until its training accuracy is 1.0
 (the epochs double from ``EPOCH_LADDER[0]`` until it is; the train/test gap is reported). The
-PPA-style attack runs on ``vanilla`` (its generator does not depend on the target) and on
+PPA-style attack (as many reconstructions per class as D′ has) runs on ``vanilla`` (its generator does not depend on the target) and on
 ``entropy+ngd`` (fine-tuned against the regime's target), for the first two profile seeds; its
 reconstructions are scored against D′ and R′ with the main run's definitions: C1b, C1c and
 their detection limit. Results go to ``results/regimes.json``, which notebook 08 reads.
@@ -89,10 +89,12 @@ def memorising_target(cfg, data, split: Split, seed: int) -> tuple[torch.nn.Modu
                    "gap": train_acc - test_acc, "reached_1": train_acc == 1.0}
 
 
-def regime_sets(ctx, inputs, target: torch.nn.Module, seeds: list[int]) -> Sets:
+def regime_sets(ctx, inputs, target: torch.nn.Module, seeds: list[int], per_class: int) -> Sets:
     """The PPA-style attack on ``vanilla`` and on ``entropy+ngd`` fine-tuned against
-    ``target``, per seed: (images, original labels, starting points)."""
+    ``target``, per seed: (images, original labels, starting points); ``per_class``
+    reconstructions per class, as many as D′ has (the main run's rule: as many as D has)."""
     classes = list(ctx.cfg["private_classes"])
+    attack_cfg = {**ctx.cfg, "recon_per_class": per_class}
     settings = TransferSettings.from_config(ctx.cfg, "entropy+ngd")
     sets: Sets = {}
     for seed in seeds:
@@ -104,7 +106,7 @@ def regime_sets(ctx, inputs, target: torch.nn.Module, seeds: list[int]) -> Sets:
             metric=metric, device=ctx.device).generator_ema
         for mode, generator in generators.items():
             out = run_attack("ppa", generator.to(ctx.device), target.to(ctx.device), len(classes),
-                             ctx.cfg, attack_seed(ctx, "ppa", seed))
+                             attack_cfg, attack_seed(ctx, "ppa", seed))
             labels = np.asarray(classes)[out["labels"].numpy()]
             sets[f"ppa/{mode}", seed] = (out["images"].cpu(), labels,
                                          generate(generator, out["start_latents"]))
@@ -123,7 +125,7 @@ def run_regime(ctx, data, split: Split, per_class: int, inputs) -> dict[str, Any
     evaluator = require_classifier(ctx, "evaluator", data, split)[0]
     # D′ has 10 or 20 images per class: FID-E and per-class PRDC need more, and say so
     judge = build_judge(ctx, data, regime, evaluator, inputs.distance, allow_not_computed=True)
-    sets = regime_sets(ctx, inputs, target, seeds)
+    sets = regime_sets(ctx, inputs, target, seeds, per_class)
     rows = []
     for (source, seed), (images, set_labels, starts) in sets.items():
         ev = judge.evaluate(images, set_labels, starts)
