@@ -62,3 +62,26 @@ def test_c2d_is_not_run_where_its_committed_study_does_not_apply(tmp_path, monke
     other = damped_study.committed_claim(resolve("smoke"))
     assert other["passed"] is None and "cpu profile" in other["status"]
     assert "measured: m" in other["details"]
+
+
+def test_the_memorisation_study_runs_end_to_end_at_smoke_size(tmp_path, monkeypatch):
+    """The whole study on a tiny run: a regime of 4 per class, its target, attacks, doses."""
+    from lib.artifacts import atomic_write_json
+    from lib.metrics.leaks import BLEND_ALPHAS, LEAK_FRACTIONS
+    from lib.run import context
+
+    tiny = {"target_epochs": 2, "perc_train_limit": 500, "gan_steps": 20, "gan_train_limit": 500,
+            "transfer_steps": 4, "monitor_every": 2, "monitor_samples": 32, "ngd_rank": 2,
+            "ngd_codes": 2, "attack_steps": 2, "attack_pool": 100, "reach_per_class": 2,
+            "projection_steps": 2}
+    monkeypatch.setattr(regimes, "REGIME_SIZES", (4,))
+    ctx = context.setup("smoke", str(tmp_path / "run"), 0, "cpu", tiny, notebook="test",
+                        show_config=False)
+    study = regimes.run_study(ctx)
+    (regime,) = study["regimes"]
+    assert regime["per_class"] == 4 and regime["target"]["reached_1"]
+    assert set(regime["detection_limit"]) == {"C1b", "C1c"}
+    kinds = {(d["kind"], d["fraction"]) for d in regime["doses"]}
+    assert len(kinds) == len(LEAK_FRACTIONS) * (len(BLEND_ALPHAS) + 1)
+    atomic_write_json(tmp_path / "regimes.json", study)      # what make regimes commits
+    assert regimes.reading(study)
