@@ -134,17 +134,6 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _override(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with a JSON value (a plain string when it is not JSON)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"override {text!r} is not KEY=VALUE")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def run_settings(args: argparse.Namespace) -> tuple[str, dict, int]:
     """(profile, overrides, master seed) of the stage's run folder: its runner state when it
     has one (``--profile`` and ``-o`` must then agree), else the arguments."""
@@ -241,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
                     help="the run folder (made when it does not exist; then: python run_all.py "
                          "--resume DIR). Not --run: torchrun would take it for its --run-path")
     sg.add_argument("--profile", default=None, help="a new folder's profile (default: cpu)")
-    sg.add_argument("--override", "-o", action="append", default=[], type=_override,
+    sg.add_argument("--override", "-o", action="append", default=[], type=runner.parse_override,
                     metavar="KEY=VALUE", help="a new folder's profile override (JSON value)")
     sg.add_argument("--master-seed", type=int, default=0, help="a new folder's master seed")
     sg.add_argument("--device", default="auto", help="auto | cpu | cuda")

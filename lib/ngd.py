@@ -175,10 +175,11 @@ def precondition(grad: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tenso
         eigvals, eigvecs = eigvals[None], eigvecs[None]
     vecs = eigvecs.to(g.device, g.dtype)
     scale = 1.0 / (eigvals.to(g.device, g.dtype) + float(damping))     # (1 or B, k)
-    coeffs = (g.unsqueeze(1) @ vecs).squeeze(1) * scale                # (B, k)
+    projected = g.unsqueeze(1) @ vecs                                  # (B, 1, k): Vᵀ g
+    coeffs = projected.squeeze(1) * scale                              # (B, k)
     out = (coeffs.unsqueeze(1) @ vecs.transpose(-1, -2)).squeeze(1)    # (B, dim)
     if form == "damped":
-        inside = ((g.unsqueeze(1) @ vecs) @ vecs.transpose(-1, -2)).squeeze(1)   # V Vᵀ g
+        inside = (projected @ vecs.transpose(-1, -2)).squeeze(1)       # V Vᵀ g
         out = out + (g - inside) / float(damping)
     return out.reshape(grad.shape)
 

@@ -82,7 +82,7 @@ def _epoch_order(epoch: int, n: int, shuffle: torch.Generator,
     return torch.tensor(list(sampler), dtype=torch.long)
 
 
-def _summed(values: tuple[float, float, int], world: World, device: str) -> tuple[float, float]:
+def _summed(values: tuple[float, float, int], world: World) -> tuple[float, float]:
     """(mean loss, accuracy) over every rank's share of an epoch."""
     total, correct, seen = values
     if world.distributed:
@@ -144,9 +144,9 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         for epoch in range(first, epochs):
             order = _epoch_order(epoch, len(images), shuffle, sampler)
             sums = _classifier_epoch(net, opt, sched, images, labels, order, aug, loss_fn,
-                                     local if world.distributed else batch_size, device,
+                                     local, device,
                                      gpu_fast, bar)
-            mean_loss, accuracy = _summed(sums, world, device)
+            mean_loss, accuracy = _summed(sums, world)
             history["loss"].append(mean_loss)
             history["train_acc"].append(accuracy)
             loop.checkpoint(epoch + 1, epochs, history=history)

@@ -144,9 +144,9 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_runs, capsys):
 
 
 def test_override_parsing():
-    assert runner._parse_override("target_epochs=3") == ("target_epochs", 3)
-    assert runner._parse_override("split=class-disjoint") == ("split", "class-disjoint")
-    assert runner._parse_override("seeds=[1,2]") == ("seeds", [1, 2])
+    assert runner.parse_override("target_epochs=3") == ("target_epochs", 3)
+    assert runner.parse_override("split=class-disjoint") == ("split", "class-disjoint")
+    assert runner.parse_override("seeds=[1,2]") == ("seeds", [1, 2])
 
 
 def test_kernel_check(monkeypatch):

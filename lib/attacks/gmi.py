@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import InputError
 from ..inference import class_probabilities, frozen, generate, module_device
 from ..seeding import class_seed, derive_seed
-from .parts import merge_parts, scalar
+from .parts import check_classes, finish_attack, scalar
 
 LATENT_BOUND = 3.0
 
@@ -121,9 +121,7 @@ def gmi_attack_parts(generator: nn.Module, discriminator: nn.Module, target: nn.
     """The parts (``lib.attacks.parts``) of ``classes`` (labels in 0..n_classes−1) of the
     GMI-style attack: each class's result, the same whichever other classes are attacked."""
     _check(n_classes, per_class, steps, lr, restarts, batch_size)
-    classes = [int(c) for c in classes]
-    if any(not 0 <= c < n_classes for c in classes):
-        raise InputError(f"classes must lie in 0..{n_classes - 1}; got {classes}")
+    classes = check_classes(classes, n_classes)
     device = module_device(generator)
     with frozen(generator, discriminator, target):
         out_dim = target(generator(torch.zeros(1, generator.z_dim, device=device))).shape[1]
@@ -152,8 +150,4 @@ def gmi_attack(generator: nn.Module, discriminator: nn.Module, target: nn.Module
     parts = gmi_attack_parts(generator, discriminator, target, n_classes, range(n_classes),
                              per_class=per_class, steps=steps, lr=lr, restarts=restarts,
                              lambda_id=lambda_id, seed=seed, batch_size=batch_size)
-    out = merge_parts(parts, n_classes)
-    with frozen(generator):
-        out["images"] = generate(generator, out["latents"], batch_size,
-                                 module_device(generator)).detach()
-    return out
+    return finish_attack(parts, generator, n_classes, batch_size)

@@ -13,9 +13,8 @@ from torch import nn
 
 from ..config import ATTACKS, check_attack
 from ..errors import InputError
-from ..inference import frozen, generate, module_device
 from .gmi import gmi_attack_parts
-from .parts import merge_parts
+from .parts import finish_attack
 from .ppa import ppa_attack_parts
 
 __all__ = ["ATTACKS", "attack_parts", "finish_attack", "run_attack"]
@@ -49,16 +48,6 @@ def attack_parts(name: str, generator: nn.Module, target: nn.Module, n_classes: 
                             per_class=per_class, steps=cfg["gmi_steps"], lr=cfg["gmi_lr"],
                             restarts=cfg["gmi_restarts"], lambda_id=cfg["gmi_lambda_id"],
                             seed=seed)
-
-
-def finish_attack(parts: Mapping[int, Mapping[str, torch.Tensor]], generator: nn.Module,
-                  n_classes: int, batch_size: int = 256) -> dict[str, Any]:
-    """The attack's result from the parts of every class, with ``images`` G(latents)."""
-    out = merge_parts(parts, n_classes)
-    with frozen(generator):
-        out["images"] = generate(generator, out["latents"], batch_size,
-                                 module_device(generator)).detach()
-    return out
 
 
 def run_attack(name: str, generator: nn.Module, target: nn.Module, n_classes: int,

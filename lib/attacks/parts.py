@@ -14,11 +14,13 @@ A part is a dict of tensors (``PART_KEYS``): ``latents`` and ``start_latents`` (
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
+from torch import nn
 
 from ..errors import InputError
+from ..inference import frozen, generate, module_device
 
 PART_KEYS = ("latents", "start_latents", "confidence", "loss_curve", "initial_loss",
              "final_loss")
@@ -54,3 +56,21 @@ def merge_parts(parts: Mapping[int, Mapping[str, torch.Tensor]], n_classes: int)
             "loss_curve": curves.mean(dim=0).tolist(),
             "initial_loss": torch.stack([p["initial_loss"] for p in ordered]).mean().item(),
             "final_loss": torch.stack([p["final_loss"] for p in ordered]).mean().item()}
+
+
+def check_classes(classes: Iterable[int], n_classes: int) -> list[int]:
+    """``classes`` as ints, each a label in 0..n_classes−1 (else an ``InputError``)."""
+    classes = [int(c) for c in classes]
+    if any(not 0 <= c < n_classes for c in classes):
+        raise InputError(f"classes must lie in 0..{n_classes - 1}; got {classes}")
+    return classes
+
+
+def finish_attack(parts: Mapping[int, Mapping[str, torch.Tensor]], generator: nn.Module,
+                  n_classes: int, batch_size: int = 256) -> dict[str, Any]:
+    """The attack's result from the parts of every class, with ``images`` G(latents)."""
+    out = merge_parts(parts, n_classes)
+    with frozen(generator):
+        out["images"] = generate(generator, out["latents"], batch_size,
+                                 module_device(generator)).detach()
+    return out

@@ -27,7 +27,7 @@ from ..augment import attack_view
 from ..errors import InputError
 from ..inference import class_probabilities, frozen, generate, module_device
 from ..seeding import class_seed, derive_seed, seeded_rng
-from .parts import merge_parts, scalar
+from .parts import check_classes, finish_attack, scalar
 
 
 # ----------------------------------------------------------------------------- loss
@@ -189,9 +189,7 @@ def ppa_attack_parts(generator: nn.Module, target: nn.Module, n_classes: int,
     """The parts (``lib.attacks.parts``) of ``classes`` (labels in 0..n_classes−1) of the
     PPA-style attack: each class's result, the same whichever other classes are attacked."""
     _check_counts(n_classes, pool, candidates_per_class, final_per_class, steps, lr, batch_size)
-    classes = [int(c) for c in classes]
-    if any(not 0 <= c < n_classes for c in classes):
-        raise InputError(f"classes must lie in 0..{n_classes - 1}; got {classes}")
+    classes = check_classes(classes, n_classes)
     pool_z, chosen, size = ppa_pool(generator, target, n_classes, pool=pool,
                                     candidates_per_class=candidates_per_class,
                                     truncation=truncation, seed=seed, batch_size=batch_size)
@@ -222,8 +220,4 @@ def ppa_attack(generator: nn.Module, target: nn.Module, n_classes: int, *, pool:
                              final_per_class=final_per_class, steps=steps, lr=lr,
                              truncation=truncation, n_aug_final=n_aug_final, seed=seed,
                              batch_size=batch_size)
-    out = merge_parts(parts, n_classes)
-    with frozen(generator):
-        out["images"] = generate(generator, out["latents"], batch_size,
-                                 module_device(generator)).detach()
-    return out
+    return finish_attack(parts, generator, n_classes, batch_size)

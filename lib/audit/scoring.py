@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..metrics.ddcs import DEFAULT_EPS, DDCSResult, ddcs
 from ..metrics.distances import pairwise_sq_distances
-from ..metrics.membership import REL_TOL, gaps_for_masks, permutation_masks
+from ..metrics.membership import permutation_test
 from .distances import Distance
 from .images import ImageSet
 
@@ -140,14 +140,11 @@ def membership_test(blocks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, 
             for c in classes]
     stat_d = float(np.concatenate([r.per_sample_best for r in on_d]).mean())
     stat_r = float(np.concatenate([r.per_sample_best for r in on_r]).mean())
-    observed = stat_d - stat_r
     torch_blocks = [(torch.from_numpy(np.concatenate(blocks[c][:2], axis=1)), blocks[c][0].shape[1])
                     for c in classes]
-    masks = permutation_masks([n for _, n in torch_blocks], n_permutations, seed)
     n_members = sum(n for _, n in torch_blocks)
-    null = gaps_for_masks(torch_blocks, masks, "best", n_members, n_members, eps)
-    tol = REL_TOL * max(1.0, abs(stat_d), abs(stat_r))
-    p_value = (1 + np.sum(null >= observed - tol)) / (1 + n_permutations)
+    observed, p_value, null = permutation_test(torch_blocks, stat_d, stat_r, "best", n_members,
+                                               n_members, n_permutations, seed, eps)
     return MembershipTest(classes, np.concatenate([blocks[c][2] for c in classes]),
                           np.concatenate([blocks[c][3] for c in classes]), stat_d, stat_r,
                           float(observed), float(p_value), null, n_permutations, subsampled, seed)

@@ -209,6 +209,19 @@ def _mid_rank_quantiles(scores: np.ndarray, labels: np.ndarray, ref_scores: np.n
     return quantile
 
 
+def permutation_test(blocks: list, stat_d: float, stat_r: float, statistic: str,
+                     n_members: int, n_nonmembers: int, n_permutations: int, seed: int,
+                     eps: float = DEFAULT_EPS, chunk: int = 100) -> tuple[float, float, np.ndarray]:
+    """(observed gap, one-sided p, null gaps) of the D-vs-R gap ``stat_d − stat_r`` from the
+    per-class ``blocks`` (distances to D ∪ R, number of members), reshuffling membership
+    within each class: p = (1 + #{null ≥ observed − tolerance}) / (1 + n_permutations)."""
+    observed = stat_d - stat_r
+    masks = permutation_masks([n for _, n in blocks], n_permutations, seed)
+    null = gaps_for_masks(blocks, masks, statistic, n_members, n_nonmembers, eps, chunk)
+    tol = REL_TOL * max(1.0, abs(stat_d), abs(stat_r))
+    return observed, (1 + np.sum(null >= observed - tol)) / (1 + n_permutations), null
+
+
 def membership_gap(dist_members, dist_nonmembers, recon_labels, member_labels,
                    nonmember_labels, statistic: str = "best", n_permutations: int = 1000,
                    seed: int = 0, eps: float = DEFAULT_EPS, chunk: int = 100) -> MembershipResult:
@@ -235,13 +248,9 @@ def membership_gap(dist_members, dist_nonmembers, recon_labels, member_labels,
     on_d = ddcs(dist_m, recon_labels, member_labels, eps)
     on_r = ddcs(dist_n, recon_labels, nonmember_labels, eps)
     stat_d, stat_r = getattr(on_d, statistic), getattr(on_r, statistic)
-    observed = stat_d - stat_r
-
-    masks = permutation_masks([n for _, n in blocks], n_permutations, seed)
-    null = gaps_for_masks(blocks, masks, statistic, len(member_labels), len(nonmember_labels),
-                          eps, chunk)
-    tol = REL_TOL * max(1.0, abs(stat_d), abs(stat_r))
-    p_value = (1 + np.sum(null >= observed - tol)) / (1 + n_permutations)
+    observed, p_value, null = permutation_test(blocks, stat_d, stat_r, statistic,
+                                               len(member_labels), len(nonmember_labels),
+                                               n_permutations, seed, eps, chunk)
 
     score_d = getattr(on_d, f"per_sample_{statistic}")
     score_r = getattr(on_r, f"per_sample_{statistic}")

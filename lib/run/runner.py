@@ -360,7 +360,8 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
     return 1 if failed else 0
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``-o`` with a JSON value (a plain string when it is not JSON)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"override {text!r} is not KEY=VALUE")
     key, value = text.split("=", 1)
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--resume: the run's own)")
     parser.add_argument("--seed", type=int, default=0, help="master seed")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--override", "-o", action="append", default=[], type=_parse_override,
+    parser.add_argument("--override", "-o", action="append", default=[], type=parse_override,
                         metavar="KEY=VALUE", help="override a profile key (JSON value)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run folder")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run these notebooks")

@@ -168,7 +168,7 @@ def require_features(ctx, data, split, world: World = SINGLE) -> bool:
         members = {"images": (images, labels)}
         if starts is not None:
             members["starts"] = (starts, labels)
-        wanted[f"{source.replace('/', '-').replace('+', '-')}_seed{seed}"] = members
+        wanted[source_stem(source, seed)] = members
     reused = True
     for name, members in wanted.items():
         if all(images_digest(x) in judge.store for x, _ in members.values()):
@@ -213,9 +213,14 @@ def control_sets(ctx, draws: dict[str, Callable]) -> Sets:
             for source, draw in draws.items() for seed in ctx.cfg["seeds"]}
 
 
+def source_stem(source: str, seed: int) -> str:
+    """The file name of one source and seed (``ppa/entropy+ngd``, 0 → ``ppa-entropy-ngd_seed0``)."""
+    return f"{source.replace('/', '-').replace('+', '-')}_seed{seed}"
+
+
 def audit_file(source: str, seed: int) -> str:
-    """The run-folder path of one audit table (``ppa/entropy+ngd`` → ``ppa-entropy-ngd``)."""
-    return f"audit/{source.replace('/', '-').replace('+', '-')}_seed{seed}.csv"
+    """The run-folder path of one audit table."""
+    return f"audit/{source_stem(source, seed)}.csv"
 
 
 @dataclass

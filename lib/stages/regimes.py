@@ -40,7 +40,6 @@ from .transfer import require_metric, require_transfer, transfer_inputs, transfe
 
 REGIME_SIZES = (10, 20)
 EPOCH_LADDER = (50, 100, 200, 400, 800, 1600)
-MODES = ("vanilla", "entropy+ngd")
 
 
 def results_file() -> Path:
