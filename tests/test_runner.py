@@ -304,3 +304,24 @@ def test_every_command_line_job_runs_with_the_pinned_cpu_kernels():
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=paths.repo_root(),
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["AVX2", paths.CPU_KERNELS["OPENBLAS_CORETYPE"]]
+
+
+def test_golden_writes_the_notebooks_only_after_executing_them_all(tmp_path, tmp_runs, monkeypatch):
+    """Every golden's provenance cell sees the clean tree of its commit."""
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    for n in ("00_overview", "01_data"):
+        (folder / f"{n}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
+    monkeypatch.setattr(runner, "notebook_path", lambda n: folder / f"{n}.ipynb")
+    monkeypatch.setattr(runner, "git_dirty_files", lambda: [])
+    seen = []
+
+    def executor(input_path, output_path, parameters, cwd, timeout):
+        seen.append(sorted(p.read_text() for p in folder.iterdir()))
+        output_path.write_text(json.dumps({"metadata": {}, "cells": []}))
+
+    assert runner.golden(["00_overview", "01_data"], executor, kernel_check=False,
+                         log=lambda s: None) == 0
+    untouched = json.dumps({"cells": [], "metadata": {}})
+    assert seen == [[untouched, untouched]] * 2
+    assert json.loads((folder / "00_overview.ipynb").read_text())["metadata"]["ddcs_mi"]

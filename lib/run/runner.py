@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -330,33 +331,34 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
     if shared.exists():
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         shared.rename(shared.with_name(f"smoke.replaced-{stamp}"))
-    failed = []
-    for name in notebooks or NOTEBOOKS:
-        path = notebook_path(name)
-        t0 = time.monotonic()
-        try:
-            with artifacts.atomic_path(path) as tmp:     # replaced only when it succeeded
-                executor(path, tmp, None, path.parent, config.PROFILES["smoke"]["cell_timeout_s"])
-                clean_golden(tmp, name, commit)
-            log(f"{name}: golden outputs written ({time.monotonic() - t0:.1f} s)")
-        except Exception as err:  # keep going; the committed notebook stays as it was
-            failed.append(name)
-            log(f"{name}: FAILED ({_error_text(err)}); the committed notebook is unchanged")
-    if notebooks is None:                 # the tools notebooks (not pipeline stages)
-        for rel in TOOL_NOTEBOOKS:
-            path = paths.repo_root() / rel
-            shutil.rmtree(audit_example.example_dir(), ignore_errors=True)   # the notebook rebuilds it
+    # Executed into a staging folder and written into notebooks/ only at the end, so that every
+    # notebook's provenance sees the clean tree of ``commit``, not the goldens written before it.
+    failed, staged = [], []
+    with tempfile.TemporaryDirectory(prefix="golden-") as staging:
+        jobs = [(notebook_path(name), name) for name in notebooks or NOTEBOOKS]
+        if notebooks is None:             # the tools notebooks (not pipeline stages)
+            jobs += [(paths.repo_root() / rel, rel) for rel in TOOL_NOTEBOOKS]
+        for path, label in jobs:
+            out = Path(staging) / f"{len(staged) + len(failed)}_{path.name}"
+            if label in TOOL_NOTEBOOKS:
+                shutil.rmtree(audit_example.example_dir(), ignore_errors=True)   # it rebuilds it
             t0 = time.monotonic()
             try:
-                with artifacts.atomic_path(path) as tmp:
-                    executor(path, tmp, None, path.parent, config.PROFILES["smoke"]["cell_timeout_s"])
+                executor(path, out, None, path.parent, config.PROFILES["smoke"]["cell_timeout_s"])
+                if label in TOOL_NOTEBOOKS:
                     nb = nbfiles.strip_machine_paths(nbfiles.strip_execution_metadata(
-                        nbfiles.read(tmp)), {str(paths.repo_root()) + "/": ""})
-                    tmp.write_bytes(nbfiles.dumps(nbfiles.record_golden_commit(nb, commit)))
-                log(f"{rel}: golden outputs written ({time.monotonic() - t0:.1f} s)")
+                        nbfiles.read(out)), {str(paths.repo_root()) + "/": ""})
+                    out.write_bytes(nbfiles.dumps(nbfiles.record_golden_commit(nb, commit)))
+                else:
+                    clean_golden(out, label, commit)
+                staged.append((path, out))
+                log(f"{label}: golden outputs executed ({time.monotonic() - t0:.1f} s)")
             except Exception as err:  # keep going; the committed notebook stays as it was
-                failed.append(rel)
-                log(f"{rel}: FAILED ({_error_text(err)}); the committed notebook is unchanged")
+                failed.append(label)
+                log(f"{label}: FAILED ({_error_text(err)}); the committed notebook is unchanged")
+        for path, out in staged:
+            artifacts.atomic_write_bytes(path, out.read_bytes())
+        log(f"golden outputs written: {len(staged)} notebooks")
     return 1 if failed else 0
 
 
