@@ -62,21 +62,22 @@ test: unit nbval
 golden: data
 	$(PY) run_all.py --golden
 
-# The entropy-weight sweep of the transfer (its own job, ~45 min on 2 cores, not part of
-# reproduce): writes results/entropy_sweep.json; commit it and set the cpu profile's
+# The entropy-weight sweep of the transfer (its own job, not part of reproduce; 16 min on 2 cores
+# on the run folder of a `make reproduce`, RUN=runs/<folder>, whose models it reuses): writes
+# results/entropy_sweep.json; commit it and set the cpu profile's
 # entropy_weight / ngd_entropy_weight / ngd_damped_entropy_weight (authors' units) to the
-# chosen values (a test checks they agree). RUN=runs/<folder> reuses that folder's models.
+# chosen values (a test checks they agree).
 sweep: data
 	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli sweep --profile cpu $(if $(RUN),--run-dir $(RUN))
 
-# The committed study of the fourth mode, entropy+ngd-damped (claim C2d; ~10 min on a run
+# The committed study of the fourth mode, entropy+ngd-damped (claim C2d; 5 min on a run
 # folder of `make reproduce`, RUN=runs/<folder>; from scratch without RUN): writes
 # results/ngd_damped_study.json, which notebooks 04 and 99 read.
 ngd-damped: data
 	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study ngd-damped --profile cpu $(if $(RUN),--run-dir $(RUN))
 
-# The committed study of the memorisation regime (≤ 45 min on 2 cores; on a run folder of
-# `make reproduce`, RUN=runs/<folder>, it reuses E, P, the prior and the vanilla transfers):
+# The committed study of the memorisation regime (6 min on 2 cores on a run folder of
+# `make reproduce`, RUN=runs/<folder>, whose E, P, prior and vanilla transfers it reuses):
 # writes results/regimes.json, which notebook 08 reads.
 regimes: data
 	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study regimes --profile cpu $(if $(RUN),--run-dir $(RUN))
