@@ -167,13 +167,21 @@ def test_kernel_check(monkeypatch):
         runner.check_kernel()
 
 
-def test_golden_cleans_in_place_and_keeps_notebook_on_failure(tmp_runs, tmp_path, monkeypatch):
+@pytest.fixture
+def golden_folder(tmp_path, monkeypatch):
+    """Two empty notebooks standing in for the repository's, on a clean tree."""
     folder = tmp_path / "nbs"
     folder.mkdir()
     for name in ("00_overview", "01_data"):
         (folder / f"{name}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
     monkeypatch.setattr(runner, "notebook_path", lambda n: folder / f"{n}.ipynb")
     monkeypatch.setattr(runner, "git_dirty_files", lambda: [])
+    return folder
+
+
+def test_golden_cleans_in_place_and_keeps_notebook_on_failure(tmp_runs, golden_folder,
+                                                              monkeypatch):
+    folder = golden_folder
     monkeypatch.setattr(runner, "git_commit", lambda short=True: "c0ffee" * 6 + "c0ff")
     shared = tmp_runs / "interactive" / "smoke"
     shared.mkdir(parents=True)
@@ -306,14 +314,9 @@ def test_every_command_line_job_runs_with_the_pinned_cpu_kernels():
     assert out.stdout.split() == ["AVX2", paths.CPU_KERNELS["OPENBLAS_CORETYPE"]]
 
 
-def test_golden_writes_the_notebooks_only_after_executing_them_all(tmp_path, tmp_runs, monkeypatch):
+def test_golden_writes_the_notebooks_only_after_executing_them_all(tmp_runs, golden_folder):
     """Every golden's provenance cell sees the clean tree of its commit."""
-    folder = tmp_path / "nb"
-    folder.mkdir()
-    for n in ("00_overview", "01_data"):
-        (folder / f"{n}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
-    monkeypatch.setattr(runner, "notebook_path", lambda n: folder / f"{n}.ipynb")
-    monkeypatch.setattr(runner, "git_dirty_files", lambda: [])
+    folder = golden_folder
     seen = []
 
     def executor(input_path, output_path, parameters, cwd, timeout):
