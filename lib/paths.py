@@ -9,7 +9,9 @@ this package reads — and nothing else reads them:
 - ``DDCS_MI_FACE_SPLIT``: the face split file of the ``paper`` profile;
 - ``DDCS_MI_FACES_PRIVATE`` / ``DDCS_MI_FACES_PUBLIC``: where the face folders are now, when they
   moved since the split file was written;
-- ``DDCS_MI_WEIGHTS``: the folder of pretrained weights (default ``weights/``).
+- ``DDCS_MI_WEIGHTS``: the folder of pretrained weights (default ``weights/``);
+- ``DDCS_MI_CPROFILE``: a folder where each notebook kernel writes its cProfile statistics
+  (``benchmarks/profile_run.py``; off when unset).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ ENV_FASHION_MNIST = "DDCS_MI_FASHION_MNIST"
 ENV_FACE_SPLIT = "DDCS_MI_FACE_SPLIT"
 ENV_FACES = {"private": "DDCS_MI_FACES_PRIVATE", "public": "DDCS_MI_FACES_PUBLIC"}
 ENV_WEIGHTS = "DDCS_MI_WEIGHTS"
+ENV_CPROFILE = "DDCS_MI_CPROFILE"
 
 
 def _env(name: str) -> str | None:
@@ -93,6 +96,12 @@ def face_folder_override(role: str) -> Path | None:
     """Where the ``private`` or ``public`` face folder is now, if its variable is set."""
     env = _env(ENV_FACES[role])
     return Path(env) if env else None
+
+
+def profile_dir() -> Path | None:
+    """The folder named by ``DDCS_MI_CPROFILE`` (per-notebook cProfile statistics), if any."""
+    env = _env(ENV_CPROFILE)
+    return Path(env).resolve() if env else None
 
 
 def weights_dir() -> Path:

@@ -17,6 +17,7 @@ import torch
 from .. import artifacts, config, paths, plotting, seeding
 from ..data import dataset
 from ..errors import ArtifactError, ConfigError
+from .profiling import start_if_requested
 from .provenance import provenance_text
 
 INTERACTIVE = "interactive"
@@ -173,6 +174,7 @@ def setup(profile: str = "smoke", run_dir: str = "", seed: int = 0, device: str 
           show_config: bool = True) -> Context:
     """Resolve the profile, seed everything, pick the device and the run folder."""
     overrides = dict(overrides or {})
+    start_if_requested(notebook)          # only when DDCS_MI_CPROFILE is set
     cfg = config.resolve(profile, overrides)
     dataset.check_inputs(cfg)   # the paper profile's face data and weights, with the fix
     dev = resolve_device(device, cfg)
