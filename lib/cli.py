@@ -11,6 +11,9 @@
 - ``study regimes [--run-dir DIR]``: the committed study of the memorisation regime
   (``make regimes``);
 - ``report [--summary FILE]``: markdown tables of a run's summary (default: the published one);
+- ``compare A B [--rtol R]``: did two runs (run folders or ``results/``-style folders) give
+  the same results? Each difference, then the count; exit 0 when none, 1 otherwise, 2 on bad
+  input (``lib.run.compare``);
 - ``stage classifiers|gan|transfer|attack|features|all --run-dir DIR``: a heavy stage into a run
   folder, on one process or several (``torchrun --nproc_per_node=4 -m lib.cli stage ...``);
   ``run_all.py --resume DIR`` then runs the notebooks, which load what it wrote.
@@ -43,7 +46,7 @@ from . import config, distributed, weights  # noqa: E402
 from .artifacts import atomic_write_json  # noqa: E402
 from .data import faces, fashion_mnist  # noqa: E402
 from .errors import DdcsMiError, RunnerError  # noqa: E402
-from .run import context, report, runner  # noqa: E402
+from .run import compare, context, report, runner  # noqa: E402
 from .run.provenance import git_commit, git_dirty  # noqa: E402
 from .stages import damped_study, heavy, regimes  # noqa: E402
 from .stages import transfer as transfer_stage  # noqa: E402
@@ -224,6 +227,11 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--summary", default=str(paths.results_dir() / "summary.json"))
     rp.add_argument("--deviations", action="store_true",
                     help="print the deviations table of docs/protocol.md (from lib.paper)")
+    cp = sub.add_parser("compare", help="did two runs give the same results? (exit 0: yes)")
+    cp.add_argument("a", help="a run folder (runs/<folder>) or a results folder (results/)")
+    cp.add_argument("b", help="the other one")
+    cp.add_argument("--rtol", type=float, default=1e-6,
+                    help="numbers match when |a - b| <= rtol * max(|a|, |b|) (default 1e-6)")
     sg = sub.add_parser("stage", help="a heavy stage into a run folder (torchrun can launch it)")
     sg.add_argument("stage", choices=heavy.STAGES)
     sg.add_argument("--run-dir", required=True, dest="run",
@@ -257,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             return report_command(args)
         if args.command == "stage":
             return stage_command(args)
+        if args.command == "compare":
+            try:
+                return compare.main(args.a, args.b, args.rtol)
+            except DdcsMiError as err:          # a folder that is neither: bad input
+                print(f"error: {err}", file=sys.stderr)
+                return 2
         return sweep_command(args)
     except DdcsMiError as err:
         print(f"error: {err}", file=sys.stderr)

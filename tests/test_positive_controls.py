@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lib.claims import detection_limit, membership_exposure_claim, shift_claim
+from lib.errors import InputError
 from lib.metrics.leaks import blend, dose, project, same_class_partners
 from lib.metrics.membership import membership_gap, membership_shift
 from lib.metrics.stats import holm, sign_flip_p
@@ -149,3 +150,22 @@ def test_c3b_fails_for_a_random_ranking():
     """Flags unrelated to membership: removing them does no more than removing random ones."""
     claim = membership_exposure_claim(_drops(0.0, 5))
     assert not claim["passed"]
+
+
+def test_the_starting_points_half_of_the_shift_null_is_reused_bit_for_bit():
+    """The dose-response loop computes the starts' half of C1c's null once (``StartTerms``):
+    every dose then gives exactly what a call computing it afresh gives."""
+    from lib.metrics.membership import shift_start_terms
+    members, nonmembers, starts, labels, _ = world()
+    terms = shift_start_terms(sq(starts, members), sq(starts, nonmembers), labels, labels, labels,
+                              n_permutations=300, seed=1, chunk=70)
+    for fraction in (0.0, 0.5, 1.0):
+        final = dosed(starts, members, labels, fraction)
+        args = (sq(final, members), sq(final, nonmembers), sq(starts, members),
+                sq(starts, nonmembers), labels, labels, labels)
+        fresh = membership_shift(*args, n_permutations=300, seed=1, chunk=70)
+        reused = membership_shift(*args, n_permutations=300, seed=1, chunk=70, start_terms=terms)
+        assert fresh.mean_shift == reused.mean_shift and fresh.p_value == reused.p_value
+        assert np.array_equal(fresh.null, reused.null) and np.array_equal(fresh.shifts, reused.shifts)
+    with pytest.raises(InputError, match="other permutations"):
+        membership_shift(*args, n_permutations=300, seed=2, chunk=70, start_terms=terms)

@@ -328,3 +328,22 @@ def test_golden_writes_the_notebooks_only_after_executing_them_all(tmp_runs, gol
     untouched = json.dumps({"cells": [], "metadata": {}})
     assert seen == [[untouched, untouched]] * 2
     assert json.loads((folder / "00_overview.ipynb").read_text())["metadata"]["ddcs_mi"]
+
+
+def test_the_log_prints_each_notebooks_time_against_its_budget(tmp_runs, monkeypatch):
+    table = {"smoke": {"00_overview": 1e6, "01_data": 1e-9}}
+    monkeypatch.setattr(runner, "budgets", lambda protocol=None: table)
+    lines = []
+    run(profile="smoke", executor=FakeExecutor(), notebooks=["00_overview", "01_data"],
+        log=lines.append)
+    assert any("00_overview: ok in" in line and "(budget 1e+06 s)" in line for line in lines)
+    assert any("01_data: ok in" in line and "OVER its budget" in line for line in lines)
+    assert runner.budget_note("paper", "01_data", 5.0, table) == ""
+
+
+def test_every_notebook_has_a_budget_in_the_protocol(tmp_path):
+    table = runner.budgets()
+    for profile in ("smoke", "cpu"):
+        assert set(table[profile]) == set(runner.NOTEBOOKS), profile
+        assert all(v > 0 for v in table[profile].values())
+    assert runner.budgets(tmp_path / "absent.md") == {}

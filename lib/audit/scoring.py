@@ -102,18 +102,30 @@ class Scores:
     timings: Timings = field(default_factory=Timings)
 
 
+def _embed_chunks(distance: Distance, images: torch.Tensor, chunk: int,
+                  timings: Timings) -> list[torch.Tensor]:
+    with timings("embedding"):
+        return [distance.embed(images[j:j + chunk]) for j in range(0, len(images), chunk)]
+
+
 def distance_blocks(distance: Distance, rows: torch.Tensor, column_sets: list[torch.Tensor],
                     chunk: int, timings: Timings) -> list[np.ndarray]:
     """Float64 distance blocks (len(rows), len(cols)) for each of ``column_sets``, embedding
-    ``chunk`` images at a time (columns are embedded again for each chunk of rows)."""
+    ``chunk`` images at a time. Every image is embedded once when the columns of the class
+    fit in one chunk's memory (then they are kept while the rows stream past); otherwise the
+    columns are embedded again for each chunk of rows, so memory stays bounded."""
     out = [np.empty((len(rows), len(cols))) for cols in column_sets]
+    kept = (_embed_chunks(distance, torch.cat(column_sets), chunk, timings)
+            if sum(len(cols) for cols in column_sets) <= chunk else None)
     for i in range(0, len(rows), chunk):
         with timings("embedding"):
             a = distance.embed(rows[i:i + chunk]).to(torch.float64)
+        offset = 0
         for block, cols in zip(out, column_sets):
-            for j in range(0, len(cols), chunk):
-                with timings("embedding"):
-                    b = distance.embed(cols[j:j + chunk])
+            parts = ([kept[0][offset:offset + len(cols)]] if kept is not None
+                     else _embed_chunks(distance, cols, chunk, timings))
+            offset += len(cols)
+            for j, b in zip(range(0, len(cols), chunk), parts):
                 with timings("distances"):
                     block[i:i + chunk, j:j + chunk] = pairwise_sq_distances(a, b).numpy()
     return out

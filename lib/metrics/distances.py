@@ -130,7 +130,11 @@ class PerceptualDistance(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) vectors e(x) with d(x, y) = ||e(x) − e(y)||² exactly."""
-        maps = self.feature_maps(x)
+        return self.embed_maps(self.feature_maps(x))
+
+    def embed_maps(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """``embed`` from the selected feature maps already computed (``feature_maps``)."""
+        x = maps[0]
         sizes = [f[0].numel() for f in maps]
         out = maps[0].new_empty((len(x), sum(sizes)))
         offset = 0

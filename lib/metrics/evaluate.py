@@ -9,6 +9,7 @@ nearest reconstruction — which training images an attack leaks.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -16,11 +17,14 @@ import pandas as pd
 import torch
 
 from ..errors import InputError, TooFewSamplesError
-from ..inference import apply, embed as penultimate, predict_logits
+from ..models import StagedClassifier
+from ..inference import apply, batched, embed as penultimate, predict_logits
 from .ddcs import DDCSResult, ddcs
 from .distances import PerceptualDistance, pairwise_sq_distances
+from .store import ScoreStore, SetScores, module_digest, score_key, tensor_digest
 from .fidelity import frechet_distance, knn_distance, per_class_prdc, restricted_accuracy, topk_accuracy
-from .membership import MembershipResult, ShiftResult, membership_gap, membership_shift
+from .membership import (MembershipResult, ShiftResult, StartTerms, membership_gap,
+                         membership_shift, shift_start_terms)
 
 # What each feature space is, and how it deviates from the paper (docs/protocol.md).
 SPACES = {
@@ -45,16 +49,35 @@ class SetFeatures:
     images: torch.Tensor
 
 
+def class_blocks(emb_a: torch.Tensor, labels_a: np.ndarray, emb_b: torch.Tensor,
+                 labels_b: np.ndarray) -> dict[int, np.ndarray]:
+    """Per class c of ``labels_a``: the (a's rows of c) × (b's rows of c) squared embedding
+    distances (float64), rows and columns in their sets' order."""
+    blocks = {}
+    for c in np.unique(labels_a):
+        rows, cols = np.flatnonzero(labels_a == c), np.flatnonzero(labels_b == c)
+        blocks[int(c)] = (pairwise_sq_distances(emb_a[rows], emb_b[cols]).numpy() if cols.size
+                          else np.zeros((rows.size, 0)))
+    return blocks
+
+
+def assemble(blocks: dict[int, np.ndarray], labels_a: np.ndarray,
+             labels_b: np.ndarray) -> np.ndarray:
+    """The (len(a), len(b)) matrix of ``class_blocks``: same-class entries from the blocks,
+    other entries 0 (never read by DDCS)."""
+    dist = np.zeros((len(labels_a), len(labels_b)))
+    for c, block in blocks.items():
+        rows, cols = np.flatnonzero(labels_a == c), np.flatnonzero(labels_b == c)
+        if cols.size:
+            dist[np.ix_(rows, cols)] = block
+    return dist
+
+
 def class_block_distances(emb_a: torch.Tensor, labels_a: np.ndarray, emb_b: torch.Tensor,
                           labels_b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) squared embedding distances for same-class pairs (float64); other
     entries are 0 and are never read by DDCS."""
-    dist = np.zeros((len(labels_a), len(labels_b)))
-    for c in np.unique(labels_a):
-        rows, cols = np.flatnonzero(labels_a == c), np.flatnonzero(labels_b == c)
-        if cols.size:
-            dist[np.ix_(rows, cols)] = pairwise_sq_distances(emb_a[rows], emb_b[cols]).numpy()
-    return dist
+    return assemble(class_blocks(emb_a, labels_a, emb_b, labels_b), labels_a, labels_b)
 
 
 @dataclass
@@ -75,19 +98,25 @@ class Evaluation:
 
 
 class Judge:
-    """Evaluates reconstructions against D (and R) with the judge's and attacker's networks."""
+    """Evaluates reconstructions against D (and R) with the judge's and attacker's networks.
+
+    Every scored set goes through ``scores``: class by class, its distance blocks to D and R
+    and E's small per-image features, computed once and kept in the judge's ``ScoreStore``
+    (``lib.metrics.store``), so scoring a set again — in another method, another notebook of
+    the run, a dose of the positive controls — reuses them."""
 
     def __init__(self, evaluator: torch.nn.Module, perceptual: torch.nn.Module,
                  private: tuple, reference: tuple, private_classes, k: int = 3,
                  n_permutations: int = 1000, seed: int = 0, allow_not_computed: bool = False,
                  batch_size: int = 256, inception: torch.nn.Module | None = None,
-                 class_names: list[str] | None = None) -> None:
+                 class_names: list[str] | None = None, store: ScoreStore | None = None) -> None:
         """``private`` and ``reference`` are (images, original labels, dataset indices).
         ``perceptual``: a network with ``feature_maps`` or a ready ``PerceptualDistance``
         (LPIPS-VGG); ``inception``: images → pool3 features, for the Inception FID;
         ``class_names``: the data set's class names for the audit table (default: the ids).
         ``allow_not_computed``: a metric with too few samples is reported as not computed
-        (smoke sizes) instead of raising."""
+        (smoke sizes) instead of raising. ``store``: where scored sets are kept (default: in
+        memory only)."""
         self.evaluator, self.batch_size = evaluator.eval(), batch_size
         self.inception = inception
         self.class_names = class_names
@@ -97,6 +126,10 @@ class Judge:
         self.private_classes = [int(c) for c in private_classes]
         self.k, self.n_permutations, self.seed = k, n_permutations, seed
         self.allow_not_computed = allow_not_computed
+        self.store = store if store is not None else ScoreStore()
+        self._parent: Judge | None = None        # set by ``restricted``
+        self._keep: np.ndarray | None = None
+        self._producer: str | None = None
         self.private = self.features(*private)
         self.reference = self.features(*reference)
 
@@ -105,19 +138,115 @@ class Judge:
         if space not in self.distances:
             raise InputError(f"unknown distance {space!r}; valid: {', '.join(self.distances)}")
         emb = self.distances[space].embed_batched(images, self.batch_size)
+        return self._finite(emb, space)
+
+    @staticmethod
+    def _finite(emb: torch.Tensor, space: str) -> torch.Tensor:
         if not torch.isfinite(emb).all():
             raise InputError(f"NaN or inf in the {space} features of the images; check the "
                              "images (range [-1, 1]) and the network")
         return emb
 
+    def _one_evaluator_pass(self) -> bool:
+        """Whether d_E, E's penultimate features and its logits come from one pass of E (its
+        stages' maps): a ``StagedClassifier`` whose ``embed`` is the global average of its last
+        stage and a d_E on all its maps, untransformed."""
+        d_e = self.distances["d_E"]
+        return (isinstance(self.evaluator, StagedClassifier)
+                and type(self.evaluator).embed is StagedClassifier.embed
+                and d_e.input_transform is None and d_e.layers is None)
+
+    def extract(self, images: torch.Tensor, spaces: tuple[str, ...],
+                small: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(embeddings in ``spaces``, small features: E's ``penultimate`` and ``logits``, and
+        ``Inception-pool3`` when the judge has it — only when ``small``). E runs once per
+        batch for its three outputs when it can (``_one_evaluator_pass``); the numbers are
+        those of separate passes over the same batches."""
+        emb, feats = {}, {}
+        fused = small and "d_E" in spaces and self._one_evaluator_pass()
+        if fused:
+            d_e, E = self.distances["d_E"], self.evaluator
+            net_dtype = next(p.dtype for p in E.parameters() if p.is_floating_point())
+
+            def one_pass(x: torch.Tensor) -> torch.Tensor:
+                maps = E.feature_maps(x)
+                pen = maps[-1].mean(dim=(2, 3))
+                return torch.cat([d_e.embed_maps(maps), pen, E.head(pen)], dim=1)
+
+            E.eval()
+            out = batched(one_pass, images, self.batch_size, input_dtype=net_dtype,
+                          output_dtype=torch.float32)
+            n_emb = out.shape[1] - E.embed_dim - E.head.out_features
+            emb["d_E"] = self._finite(out[:, :n_emb].contiguous(), "d_E")
+            feats["penultimate"] = out[:, n_emb:n_emb + E.embed_dim].contiguous()
+            feats["logits"] = out[:, n_emb + E.embed_dim:].contiguous()
+        for space in spaces:
+            if space not in emb:
+                emb[space] = self.embed(images, space)
+        if small and not fused:
+            feats["penultimate"] = penultimate(self.evaluator, images, self.batch_size)
+            feats["logits"] = predict_logits(self.evaluator, images, self.batch_size)
+        if small and self.inception is not None:
+            feats["Inception-pool3"] = apply(self.inception, images, self.batch_size)
+        return emb, feats
+
     def features(self, images: torch.Tensor, labels, indices=None) -> SetFeatures:
-        """Every feature space of ``images`` (one pass per network)."""
+        """Every feature space of a fixed set (D or R), embeddings kept: the columns of every
+        distance block."""
         labels = np.asarray(labels, dtype=np.int64)
-        emb = {name: self.embed(images, name) for name in self.distances}
+        emb, feats = self.extract(images, tuple(self.distances), small=True)
         if self.inception is not None:
-            emb["Inception-pool3"] = apply(self.inception, images, self.batch_size)
+            emb["Inception-pool3"] = feats["Inception-pool3"]
         return SetFeatures(labels, np.arange(len(labels)) if indices is None else np.asarray(indices),
-                           emb, penultimate(self.evaluator, images, self.batch_size), images)
+                           emb, feats["penultimate"], images)
+
+    def producer(self) -> str:
+        """The digest of what this judge's scores depend on: its networks, batch size, and D
+        and R (images, labels, indices); part of every store key."""
+        if self._producer is None:
+            parts = {"evaluator": module_digest(self.evaluator),
+                     "inception": module_digest(self.inception), "batch_size": self.batch_size,
+                     **{space: module_digest(d) for space, d in self.distances.items()},
+                     **{f"{name}/{what}": tensor_digest(value)
+                        for name, fs in (("D", self.private), ("R", self.reference))
+                        for what, value in (("images", fs.images), ("labels", fs.labels),
+                                            ("indices", np.asarray(fs.indices, np.int64)))}}
+            self._producer = hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()
+        return self._producer
+
+    def scores(self, images: torch.Tensor, labels, spaces: tuple[str, ...] = DISTANCES,
+               small: bool = True) -> SetScores:
+        """A set's distance blocks to D and R in ``spaces`` and (``small``) its small
+        features, class by class: from the store, else computed (and stored)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if self._parent is not None:
+            return self._restrict(self._parent.scores(images, labels, spaces, small))
+        key = score_key(self.producer(), images, labels, tuple(spaces) + (("small",) if small else ()))
+        found = self.store.get(key)
+        if found is not None:
+            return found
+        emb, feats = self.extract(images, tuple(spaces), small)
+        priv, ref = self.private, self.reference
+        result = SetScores(labels,
+                           {s: class_blocks(emb[s], labels, priv.embeddings[s], priv.labels)
+                            for s in spaces},
+                           {s: class_blocks(emb[s], labels, ref.embeddings[s], ref.labels)
+                            for s in spaces}, feats)
+        self.store.put(key, result, {"images": len(labels), "spaces": list(spaces),
+                                     "small": small})
+        return result
+
+    def _restrict(self, scores: SetScores) -> SetScores:
+        """A parent judge's scores with D's columns cut to this judge's (``restricted``)."""
+        parent_labels = self._parent.private.labels
+        cut = {s: {c: block[:, self._keep[parent_labels == c]] for c, block in per_class.items()}
+               for s, per_class in scores.to_private.items()}
+        return SetScores(scores.labels, cut, scores.to_reference, scores.small)
+
+    def matrices(self, scores: SetScores, space: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (M, |D|) and (M, |R|) distance matrices of a scored set in ``space``."""
+        return (assemble(scores.to_private[space], scores.labels, self.private.labels),
+                assemble(scores.to_reference[space], scores.labels, self.reference.labels))
 
     def _metric(self, metrics: dict, name: str, space: str, compute) -> None:
         try:
@@ -127,39 +256,56 @@ class Judge:
                 raise
             metrics[name] = {"value": None, "space": space, "not_computed": str(err)}
 
-    def _distances(self, embeddings: torch.Tensor, labels: np.ndarray,
-                   space: str) -> tuple[np.ndarray, np.ndarray]:
-        """Same-class distances of embeddings (in ``space``) to D and to R."""
-        return (class_block_distances(embeddings, labels, self.private.embeddings[space],
-                                      self.private.labels),
-                class_block_distances(embeddings, labels, self.reference.embeddings[space],
-                                      self.reference.labels))
-
-    def membership_tests(self, labels, embeddings: torch.Tensor,
-                         start_embeddings: torch.Tensor | None = None, space: str = "d_P"
+    def membership_tests(self, labels, d_private: np.ndarray, d_reference: np.ndarray,
+                         start_private: np.ndarray | None = None,
+                         start_reference: np.ndarray | None = None
                          ) -> tuple[MembershipResult, ShiftResult | None]:
-        """C1b's test (DDCS on D vs R) of reconstructions given their ``embeddings`` in
-        ``space``, and C1c's (``membership_shift``) when their starting points' embeddings
-        are given; nothing else (the detection limit calls it many times)."""
-        return self._tests(self._check_labels(labels), embeddings, start_embeddings, space)[:2]
+        """C1b's test (DDCS on D vs R) of reconstructions given their distance matrices to D
+        and R, and C1c's (``membership_shift``) when their starting points' are given;
+        nothing else (the detection limit calls it many times)."""
+        starts = None if start_private is None else (start_private, start_reference)
+        return self._tests(self._check_labels(labels), d_private, d_reference, starts)
 
-    def _tests(self, labels: np.ndarray, embeddings: torch.Tensor,
-               start_embeddings: torch.Tensor | None, space: str):
-        """(MembershipResult, ShiftResult or None, the distances to D)."""
-        d_priv, d_ref = self._distances(embeddings, labels, space)
+    def _tests(self, labels: np.ndarray, d_priv: np.ndarray, d_ref: np.ndarray,
+               starts: tuple[np.ndarray, np.ndarray] | None):
+        """(MembershipResult, ShiftResult or None)."""
         mem = self._membership(d_priv, d_ref, labels)
-        if start_embeddings is None:
-            return mem, None, d_priv
-        s_priv, s_ref = self._distances(start_embeddings, labels, space)
+        if starts is None:
+            return mem, None
+        s_priv, s_ref = starts
         rows = self.balanced_members()        # as many members as non-members per class
         if rows is None:
             d_members, s_members, member_labels = d_priv, s_priv, self.private.labels
         else:
             d_members, s_members = np.asarray(d_priv)[:, rows], np.asarray(s_priv)[:, rows]
             member_labels = self.private.labels[rows]
+        terms = self._start_terms(s_members, s_ref, labels, member_labels)
         shift = membership_shift(d_members, d_ref, s_members, s_ref, labels, member_labels,
-                                 self.reference.labels, self.n_permutations, self.seed)
-        return mem, shift, d_priv
+                                 self.reference.labels, self.n_permutations, self.seed,
+                                 start_terms=terms)
+        return mem, shift
+
+    START_TERMS_KEPT = 8
+    """How many starting-point halves of C1c's null a judge keeps (``_start_terms``)."""
+
+    def _start_terms(self, s_members, s_ref, labels: np.ndarray,
+                     member_labels: np.ndarray) -> StartTerms:
+        """The starting points' half of C1c's null, computed once per set of starting points
+        (the dose-response loop tests the same starts under every dose and leak kind); keyed
+        by the bytes of the distances and labels, so it never serves other starts."""
+        h = hashlib.sha256()
+        for part in (s_members, s_ref, labels, member_labels, self.reference.labels):
+            part = np.ascontiguousarray(part)
+            h.update(f"{part.dtype}{part.shape}".encode() + part.tobytes())
+        key = h.hexdigest()
+        cache = self.__dict__.setdefault("_start_cache", {})
+        if key not in cache:
+            if len(cache) >= self.START_TERMS_KEPT:
+                cache.pop(next(iter(cache)))
+            cache[key] = shift_start_terms(s_members, s_ref, labels, member_labels,
+                                           self.reference.labels, self.n_permutations,
+                                           self.seed)
+        return cache[key]
 
     def _check_labels(self, labels) -> np.ndarray:
         labels = np.asarray(labels, dtype=np.int64)
@@ -175,14 +321,16 @@ class Judge:
         with ``start_images`` (each reconstruction's starting point) also C1c's statistic
         under d_P (``shift_*``)."""
         labels = self._check_labels(labels)
-        rec = self.features(images, labels)
+        rec = self.scores(images, labels)
+        start = (self.scores(start_images, labels, ("d_P",), small=False)
+                 if start_images is not None else None)
         priv = self.private
         metrics: dict = {}
         results, members, to_private = {}, {}, {}
         for name in DISTANCES:
-            start = (self.embed(start_images, name)
-                     if start_images is not None and name == "d_P" else None)
-            mem, shift, d_priv = self._tests(labels, rec.embeddings[name], start, name)
+            d_priv, d_ref = self.matrices(rec, name)
+            starts = self.matrices(start, name) if start is not None and name == "d_P" else None
+            mem, shift = self._tests(labels, d_priv, d_ref, starts)
             results[name], members[name], to_private[name] = mem.ddcs_members, mem, d_priv
             metrics[f"ddcs_best_{name}"] = {"value": mem.ddcs_members.best, "space": name}
             metrics[f"ddcs_avg_{name}"] = {"value": mem.ddcs_members.avg, "space": name}
@@ -195,23 +343,23 @@ class Judge:
                 metrics[f"shift_{name}"] = {"value": shift.mean_shift, "space": name}
                 metrics[f"shift_p_{name}"] = {"value": shift.p_value, "space": name}
                 metrics[f"shift_flip_p_{name}"] = {"value": shift.sign_flip_p, "space": name}
-        logits = predict_logits(self.evaluator, images, self.batch_size)
+        logits, rec_penultimate = rec.small["logits"], rec.small["penultimate"]
         target = torch.as_tensor(labels)
         metrics["acc1_strict"] = {"value": topk_accuracy(logits, target, 1), "space": "E-logits"}
         metrics["acc5_strict"] = {"value": topk_accuracy(logits, target, 5), "space": "E-logits"}
         metrics["acc1_restricted"] = {"value": restricted_accuracy(logits, labels,
                                                                    self.private_classes),
                                       "space": "E-logits"}
-        metrics["knn_dist"] = {"value": knn_distance(rec.penultimate, labels, priv.penultimate,
+        metrics["knn_dist"] = {"value": knn_distance(rec_penultimate, labels, priv.penultimate,
                                                      priv.labels), "space": "E-penultimate"}
         self._metric(metrics, "fid_e", "E-penultimate",
-                     lambda: frechet_distance(rec.penultimate, priv.penultimate, strict=True))
-        if "Inception-pool3" in rec.embeddings:
+                     lambda: frechet_distance(rec_penultimate, priv.penultimate, strict=True))
+        if "Inception-pool3" in rec.small:
             self._metric(metrics, "fid", "Inception-pool3",
-                         lambda: frechet_distance(rec.embeddings["Inception-pool3"],
+                         lambda: frechet_distance(rec.small["Inception-pool3"],
                                                   priv.embeddings["Inception-pool3"], strict=True))
         try:
-            pr = per_class_prdc(priv.penultimate, priv.labels, rec.penultimate, labels, self.k)
+            pr = per_class_prdc(priv.penultimate, priv.labels, rec_penultimate, labels, self.k)
             for key, value in pr["mean"].items():
                 metrics[key] = {"value": value, "space": "E-penultimate"}
         except TooFewSamplesError as err:
@@ -260,8 +408,8 @@ class Judge:
 
     def restricted(self, private_indices) -> "Judge":
         """This judge with D cut down to the dataset indices ``private_indices`` (e.g. what a
-        defence kept); the features are sliced, not extracted again. For ``ddcs_of``: the
-        membership test of ``evaluate`` needs |D| = |R| per class."""
+        defence kept); features and scored sets are sliced, not computed again. For
+        ``ddcs_of``: the membership test of ``evaluate`` needs |D| = |R| per class."""
         wanted = np.asarray(private_indices)
         missing = np.setdiff1d(wanted, self.private.indices)
         if missing.size:
@@ -274,15 +422,19 @@ class Judge:
         sub.private = SetFeatures(p.labels[keep], p.indices[keep],
                                   {k: v[rows] for k, v in p.embeddings.items()},
                                   p.penultimate[rows], p.images[rows])
+        sub._parent, sub._keep, sub._producer = self, keep, None
         return sub
 
     def ddcs_of(self, images: torch.Tensor, labels, space: str = "d_P") -> DDCSResult:
         """DDCS of reconstructions against the judge's private set under ``space`` only: no
-        membership test, no other metric (the defence's cheap per-sample scores)."""
+        membership test, no other metric (the defence's cheap per-sample scores). The set's
+        scores come from the store when it was scored before."""
         labels = np.asarray(labels, dtype=np.int64)
-        dist = class_block_distances(self.embed(images, space), labels, self.private.embeddings[space],
-                                     self.private.labels)
-        return ddcs(dist, labels, self.private.labels)
+        if space not in self.distances:
+            raise InputError(f"unknown distance {space!r}; valid: {', '.join(self.distances)}")
+        scores = self.scores(images, labels)
+        return ddcs(assemble(scores.to_private[space], labels, self.private.labels), labels,
+                    self.private.labels)
 
     def audit_table(self, labels: np.ndarray, to_private: dict, results: dict,
                     members: dict) -> pd.DataFrame:

@@ -150,41 +150,87 @@ def _nearest_pair(block: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.
     return inside, outside
 
 
+@dataclass(frozen=True)
+class StartTerms:
+    """The starting points' half of C1c's statistic, which no dose or leak changes: per class,
+    [d(r₀, nearest R) − d(r₀, nearest D)] under the observed membership (Mc,) and under each
+    chunk of the permutation masks ((chunk, Mc) arrays). ``membership_shift`` computes it, or
+    takes it from an earlier call on the same starting points (the dose-response loop)."""
+    observed: tuple[np.ndarray, ...]
+    null_chunks: tuple[tuple[np.ndarray, ...], ...]
+    n_permutations: int
+    seed: int
+    chunk: int
+
+
+def shift_start_terms(start_members, start_nonmembers, recon_labels, member_labels,
+                      nonmember_labels, n_permutations: int, seed: int,
+                      chunk: int = 100) -> StartTerms:
+    """``StartTerms`` of starting-point distances (M, N_D) and (M, N_R), with the masks of
+    ``permutation_masks(…, n_permutations, seed)``."""
+    recon_labels = as_labels(recon_labels, "reconstruction labels")
+    member_labels = as_labels(member_labels, "member labels")
+    nonmember_labels = as_labels(nonmember_labels, "non-member labels")
+    mats = [as_numpy(d, np.float64) for d in (start_members, start_nonmembers)]
+    for d, labels in zip(mats, (member_labels, nonmember_labels)):
+        check_distances(d, len(recon_labels), len(labels))
+    start = _class_blocks(mats[0], mats[1], recon_labels, member_labels, nonmember_labels)
+    masks = permutation_masks([n for _, n in start], n_permutations, seed)
+    observed, null_chunks = [], []
+    for (sta, n), mask in zip(start, masks):
+        sta, mask = sta.numpy(), mask.numpy()
+        d_sta, r_sta = _nearest_pair(sta, np.r_[np.ones(n, bool), np.zeros(n, bool)][None])
+        observed.append((r_sta - d_sta)[0])
+        parts = []
+        for lo in range(0, n_permutations, chunk):
+            d_sta, r_sta = _nearest_pair(sta, mask[lo:lo + chunk])
+            parts.append(r_sta - d_sta)
+        null_chunks.append(tuple(parts))
+    return StartTerms(tuple(observed), tuple(null_chunks), n_permutations, seed, chunk)
+
+
 def membership_shift(final_members, final_nonmembers, start_members, start_nonmembers,
                      recon_labels, member_labels, nonmember_labels, n_permutations: int = 1000,
-                     seed: int = 0, n_flips: int = 10000, chunk: int = 100) -> ShiftResult:
+                     seed: int = 0, n_flips: int = 10000, chunk: int = 100,
+                     start_terms: StartTerms | None = None) -> ShiftResult:
     """The attack-induced statistic of C1c (see the module) and its two p-values.
 
     ``final_*`` are (M, N_D) and (M, N_R) distances of the final reconstructions to the
     members and the non-members, ``start_*`` the same for their starting points (row i of
     both is reconstruction i); every class needs as many members as non-members. The
     membership permutation draws its masks like ``membership_gap`` (the same ``seed`` gives
-    the same reshuffles)."""
+    the same reshuffles). ``start_terms``: the starting points' half from an earlier call
+    (``shift_start_terms`` of the same ``start_*``, permutations, seed and chunk); the result
+    is the same to the last bit."""
     if n_permutations < 1 or n_flips < 1:
         raise InputError(f"n_permutations and n_flips must be >= 1 (got {n_permutations}, "
                          f"{n_flips})")
     recon_labels = as_labels(recon_labels, "reconstruction labels")
     member_labels = as_labels(member_labels, "member labels")
     nonmember_labels = as_labels(nonmember_labels, "non-member labels")
-    mats = [as_numpy(d, np.float64) for d in (final_members, final_nonmembers, start_members,
-                                              start_nonmembers)]
-    for d, labels in zip(mats, (member_labels, nonmember_labels) * 2):
+    mats = [as_numpy(d, np.float64) for d in (final_members, final_nonmembers)]
+    for d, labels in zip(mats, (member_labels, nonmember_labels)):
         check_distances(d, len(recon_labels), len(labels))
+    if start_terms is None:
+        start_terms = shift_start_terms(start_members, start_nonmembers, recon_labels,
+                                        member_labels, nonmember_labels, n_permutations, seed,
+                                        chunk)
+    elif (start_terms.n_permutations, start_terms.seed, start_terms.chunk) != (
+            n_permutations, seed, chunk):
+        raise InputError("start_terms were computed with other permutations (count, seed or "
+                         "chunk); compute them with this call's")
     final = _class_blocks(mats[0], mats[1], recon_labels, member_labels, nonmember_labels)
-    start = _class_blocks(mats[2], mats[3], recon_labels, member_labels, nonmember_labels)
     masks = permutation_masks([n for _, n in final], n_permutations, seed)
     shifts, null = [], np.zeros(n_permutations)
-    for (fin, n), (sta, _), mask in zip(final, start, masks):
-        fin, sta, mask = fin.numpy(), sta.numpy(), mask.numpy()
+    for (fin, n), mask, start_observed, start_null in zip(final, masks, start_terms.observed,
+                                                          start_terms.null_chunks):
+        fin, mask = fin.numpy(), mask.numpy()
         observed = np.r_[np.ones(n, bool), np.zeros(n, bool)][None]
         d_fin, r_fin = _nearest_pair(fin, observed)
-        d_sta, r_sta = _nearest_pair(sta, observed)
-        shifts.append(((r_fin - d_fin) - (r_sta - d_sta))[0])
-        for lo in range(0, n_permutations, chunk):
-            part = mask[lo:lo + chunk]
-            d_fin, r_fin = _nearest_pair(fin, part)
-            d_sta, r_sta = _nearest_pair(sta, part)
-            null[lo:lo + chunk] += ((r_fin - d_fin) - (r_sta - d_sta)).sum(axis=1)
+        shifts.append(((r_fin - d_fin) - start_observed[None])[0])
+        for i, lo in enumerate(range(0, n_permutations, chunk)):
+            d_fin, r_fin = _nearest_pair(fin, mask[lo:lo + chunk])
+            null[lo:lo + chunk] += ((r_fin - d_fin) - start_null[i]).sum(axis=1)
     shifts = np.concatenate(shifts)
     null /= len(shifts)
     mean = float(shifts.mean())

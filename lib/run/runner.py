@@ -42,6 +42,8 @@ COMMITTED_INPUTS = {"00_overview": ["summary.json"],
                     "08_memorisation": ["regimes.json"],
                     "99_summary": ["ngd_damped_study.json"]}
 """The committed files under ``results/`` that a notebook reads (part of its fingerprint)."""
+BUDGET_SECTION = "## Budgets"
+"""The section of docs/protocol.md whose table gives each notebook's wall-time budget."""
 KERNEL_NAME = "ddcs-mi"
 STATE = "runner_state.json"
 
@@ -147,6 +149,40 @@ def clean_golden(nb_path: Path, name: str, commit: str) -> None:
     artifacts.atomic_write_bytes(nb_path, nbfiles.dumps(nbfiles.record_golden_commit(nb, commit)))
 
 
+def budgets(protocol: Path | None = None) -> dict[str, dict[str, float]]:
+    """Each notebook's wall-time budget in seconds per profile, from the table of
+    docs/protocol.md's "Budgets" section (``| `name` | smoke | cpu |``): the protocol is where
+    they are fixed, and the runner's log prints every notebook's time against them. Empty
+    when the file or the section is absent."""
+    path = protocol or paths.repo_root() / "docs" / "protocol.md"
+    if not path.is_file() or BUDGET_SECTION not in path.read_text():
+        return {}
+    section = path.read_text().split(BUDGET_SECTION, 1)[1].split("\n## ", 1)[0]
+    out: dict[str, dict[str, float]] = {"smoke": {}, "cpu": {}}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`") and cells[0].endswith("`"):
+            name = cells[0].strip("`")
+            for profile, cell in zip(("smoke", "cpu"), cells[1:3]):
+                try:
+                    out[profile][name] = float(cell)
+                except ValueError:
+                    continue
+    return out
+
+
+def budget_note(profile: str, name: str, seconds: float,
+                table: Mapping[str, Mapping[str, float]] | None = None) -> str:
+    """`` (budget 300 s)`` or `` (OVER its budget of 300 s: 1.25×)`` for the runner's log; ""
+    when the profile has no budget for ``name`` (the paper profile has none)."""
+    budget = (budgets() if table is None else table).get(profile, {}).get(name)
+    if budget is None:
+        return ""
+    if seconds <= budget:
+        return f" (budget {budget:g} s)"
+    return f" (OVER its budget of {budget:g} s: {seconds / budget:.2f}×)"
+
+
 def _error_text(err: BaseException) -> str:
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
     text = f"{ename}: {evalue}" if ename else f"{type(err).__name__}: {err}"
@@ -222,6 +258,7 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
             artifacts.register(run_dir, out, producer="runner", kind="executed-notebook")
         artifacts.atomic_write_json(run_dir / STATE, state_all)
         log(f"[{i}/{len(selected)}] {name}: {entry['status']} in {entry['seconds']:.1f} s"
+            + budget_note(profile, name, entry["seconds"])
             + (f" — {entry['error']}" if entry["error"] else ""))
     ordered = {n: state[n] for n in NOTEBOOKS if n in state}
     write_summary(run_dir, profile, overrides, seed, ordered, started)

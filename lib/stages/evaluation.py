@@ -9,7 +9,6 @@ are the same bytes.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -25,7 +24,9 @@ from ..data.images import subset
 from ..distributed import SINGLE, World, gather_parts
 from ..metrics.controls import public_by_target, random_generator, real_test
 from ..metrics.distances import pairwise_sq_distances
+from ..inference import predict_logits
 from ..metrics.evaluate import Evaluation, Judge, SetFeatures
+from ..metrics.store import ScoreStore, SetScores, tensor_digest
 from ..metrics.inception import inception_pool3
 from ..metrics.leaks import BLEND_ALPHAS, LEAK_FRACTIONS, blend, dose, project, same_class_partners
 from ..metrics.stats import format_ci
@@ -40,60 +41,58 @@ Sets = dict[tuple[str, int], tuple[torch.Tensor, np.ndarray, torch.Tensor | None
 
 
 FEATURES = "features"
+SCORES = "scores"
 
 
 def images_digest(images: torch.Tensor) -> str:
     """The sha256 of a tensor of images (its dtype, shape and bytes): the key of its features."""
-    x = images.detach().cpu().contiguous()
-    h = hashlib.sha256(f"{x.dtype}{tuple(x.shape)}".encode())
-    h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return tensor_digest(images)
+
+
+FLAT_SMALL = ("penultimate", "logits", "Inception-pool3")
 
 
 class StoredJudge(Judge):
-    """The judge, with two additions to its feature extraction (``features`` and ``embed``):
-    a set whose features were saved (``store``: images digest → every feature space) is not
+    """The judge, with two additions to its feature extraction (``extract``): a set whose
+    features were saved (``saved``: images digest → every feature space, ``features/``) is not
     extracted again, and on several processes (``world``) a set's batches (the judge's own
     batches of ``batch_size``, batch j to rank j mod N) are shared out, every rank getting the
     whole set's features: the same batches as in one process, so the same numbers."""
 
-    def __init__(self, *args, store: Mapping[str, dict] | None = None,
+    def __init__(self, *args, saved: Mapping[str, dict] | None = None,
                  world: World = SINGLE, **kwargs) -> None:
-        self.store, self.world = dict(store or {}), world
+        self.saved, self.world = dict(saved or {}), world
         super().__init__(*args, **kwargs)
 
-    def _extract(self, images: torch.Tensor, labels) -> dict[str, torch.Tensor]:
-        found = super().features(images, labels)
-        return {**found.embeddings, "penultimate": found.penultimate}
-
-    def set_features(self, images: torch.Tensor, labels) -> dict[str, torch.Tensor]:
-        """Every feature space of ``images`` as a flat dict (embeddings and ``penultimate``)."""
-        digest = images_digest(images)
-        if digest in self.store:
-            return self.store[digest]
+    def extract(self, images: torch.Tensor, spaces: tuple[str, ...], small: bool):
+        found = self.saved.get(images_digest(images))
+        if found is not None and all(s in found for s in spaces) and (
+                not small or "penultimate" in found):
+            feats = {}
+            if small:
+                feats = {k: found[k] for k in FLAT_SMALL if k in found}
+                if "logits" not in feats:
+                    feats["logits"] = predict_logits(self.evaluator, images, self.batch_size)
+            return {s: found[s] for s in spaces}, feats
         if not self.world.distributed:
-            return self._extract(images, labels)
-        labels = np.asarray(labels, dtype=np.int64)
+            return super().extract(images, spaces, small)
         starts = list(range(0, len(images), self.batch_size))
-        parts = {j: self._extract(images[starts[j]:starts[j] + self.batch_size],
-                                  labels[starts[j]:starts[j] + self.batch_size])
-                 for j in self.world.shard(range(len(starts)))}
+
+        def flat(j: int) -> dict[str, torch.Tensor]:
+            emb, feats = super(StoredJudge, self).extract(
+                images[starts[j]:starts[j] + self.batch_size], spaces, small)
+            return {**emb, **feats}
+
+        parts = {j: flat(j) for j in self.world.shard(range(len(starts)))}
         parts = gather_parts(parts, range(len(starts)), self.world)
-        return {key: torch.cat([parts[j][key] for j in range(len(starts))]) for key in parts[0]}
+        joined = {key: torch.cat([parts[j][key] for j in range(len(starts))]) for key in parts[0]}
+        return ({s: joined[s] for s in spaces},
+                {k: joined[k] for k in FLAT_SMALL if k in joined and small})
 
-    def features(self, images: torch.Tensor, labels, indices=None) -> SetFeatures:
-        found = self.set_features(images, labels)
-        labels = np.asarray(labels, dtype=np.int64)
-        return SetFeatures(labels,
-                           np.arange(len(labels)) if indices is None else np.asarray(indices),
-                           {k: v for k, v in found.items() if k != "penultimate"},
-                           found["penultimate"], images)
-
-    def embed(self, images: torch.Tensor, space: str) -> torch.Tensor:
-        found = self.store.get(images_digest(images))
-        if found is not None and space in found:
-            return found[space]
-        return super().embed(images, space)
+    def set_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every feature space of ``images`` as a flat dict (embeddings and small features)."""
+        emb, feats = self.extract(images, tuple(self.distances), small=True)
+        return {**emb, **feats}
 
 
 def features_config(ctx) -> dict:
@@ -107,7 +106,7 @@ def features_config(ctx) -> dict:
                            if ctx.cfg["perc_arch"] == "lpips-vgg" else sha["perceptual"])}
 
 
-def stored_features(ctx) -> dict[str, dict]:
+def stored_features(ctx) -> dict[str, dict]:  # the features/ stage's files
     """Every set's saved features in the run folder (images digest → feature spaces); one
     saved under other networks is an error naming the file (``ctx.load_current``)."""
     store, config = {}, features_config(ctx)
@@ -138,8 +137,14 @@ def build_judge(ctx, data, split, evaluator: nn.Module, perceptual,
                        seed=ctx.subseed("permutations"),
                        allow_not_computed=(ctx.profile == "smoke" if allow_not_computed is None
                                            else allow_not_computed), inception=inception,
-                       class_names=list(data.class_names), store=stored_features(ctx),
-                       world=world)
+                       class_names=list(data.class_names), saved=stored_features(ctx),
+                       store=score_store(ctx), world=world)
+
+
+def score_store(ctx) -> ScoreStore:
+    """The run's store of scored sets (``lib.metrics.store``): ``scores/`` in the run folder,
+    each file registered and verified, so the notebooks after 06 reuse what it scored."""
+    return ScoreStore(ctx.path(SCORES), ctx.run_dir, producer=ctx.notebook)
 
 
 def _save_features(ctx, name: str, sets: dict[str, tuple[torch.Tensor, dict]]) -> None:
@@ -171,11 +176,11 @@ def require_features(ctx, data, split, world: World = SINGLE) -> bool:
         wanted[source_stem(source, seed)] = members
     reused = True
     for name, members in wanted.items():
-        if all(images_digest(x) in judge.store for x, _ in members.values()):
+        if all(images_digest(x) in judge.saved for x, _ in members.values()):
             continue
         reused = False
         found = {key: (x, {**y.embeddings, "penultimate": y.penultimate}
-                       if isinstance(y, SetFeatures) else judge.set_features(x, y))
+                       if isinstance(y, SetFeatures) else judge.set_features(x))
                  for key, (x, y) in members.items()}     # D and R: the judge has them
         if world.main:
             _save_features(ctx, name, found)
@@ -240,17 +245,20 @@ class Scores:
         return r[(r.source == source) & (r.metric == metric)]["value"].mean()
 
 
-def score_sets(ctx, judge: Judge, sets: Sets) -> Scores:
-    """Score every set with the judge; write each audit table (registered) on the way."""
+def score_sets(ctx, judge: Judge, sets: Sets, audit: bool = True) -> Scores:
+    """Score every set with the judge; write each audit table (registered) on the way unless
+    ``audit`` is False (the studies' sets)."""
     evaluations, rows = {}, []
     for (source, seed), (images, labels, starts) in sets.items():
         ev = judge.evaluate(images, labels, starts)
         evaluations[source, seed] = (ev, images, labels)
+        rows += [{"source": source, "seed": seed, "metric": k, **v} for k, v in ev.metrics.items()]
+        if not audit:
+            continue
         path = ctx.path(audit_file(source, seed))
         with atomic_path(path) as tmp:
             ev.audit.to_csv(tmp, index=False)
         register(ctx.run_dir, path, producer=ctx.notebook, kind="audit")
-        rows += [{"source": source, "seed": seed, "metric": k, **v} for k, v in ev.metrics.items()]
     return Scores(pd.DataFrame(rows), evaluations)
 
 
@@ -321,10 +329,11 @@ def prior_reach(ctx, judge: Judge, generator: nn.Module) -> pd.DataFrame:
     return table
 
 
-def leak_embeddings(ctx, data, split, judge: Judge, prior: nn.Module) -> dict[str, torch.Tensor]:
-    """d_P embeddings of one leak of every member of D, per kind (rows in D's order): its
-    oracle projection onto the prior, and its blends α·member + (1 − α)·a same-class public
-    image for every α of ``BLEND_ALPHAS`` (never an exact copy)."""
+def leak_scores(ctx, data, split, judge: Judge, prior: nn.Module) -> dict[str, SetScores]:
+    """d_P distance blocks (to D and R, class by class) of one leak of every member of D, per
+    kind (rows in D's order): its oracle projection onto the prior, and its blends
+    α·member + (1 − α)·a same-class public image for every α of ``BLEND_ALPHAS`` (never an
+    exact copy)."""
     members, labels = judge.private.images, judge.private.labels
     _, projected, _ = _project(ctx, prior, judge, members, "leaks/project")
     rng = np.random.default_rng(ctx.subseed("leaks/public"))
@@ -335,18 +344,22 @@ def leak_embeddings(ctx, data, split, judge: Judge, prior: nn.Module) -> dict[st
                                           ctx.subseed("leaks/partners"))]
     kinds = {"oracle projection": projected}
     kinds |= {f"blend α={alpha}": blend(members, partners, alpha) for alpha in BLEND_ALPHAS}
-    return {kind: judge.embed(images, "d_P") for kind, images in kinds.items()}
+    return {kind: judge.scores(images, labels, ("d_P",), small=False)
+            for kind, images in kinds.items()}
 
 
-def dose_response(ctx, judge: Judge, base: Sets, leaks: dict[str, torch.Tensor]) -> pd.DataFrame:
+def dose_response(ctx, judge: Judge, base: Sets, leaks: dict[str, SetScores]) -> pd.DataFrame:
     """C1b's and C1c's tests (under d_P) on the base reconstructions of every seed with a dose
     f of ``LEAK_FRACTIONS`` of them replaced by leaks of each kind (``lib.metrics.leaks.dose``:
     a leak keeps the starting point of the reconstruction it replaces). One row per
-    (statistic, kind, fraction, seed) with ``value`` (gap or mean Δ) and ``p``."""
+    (statistic, kind, fraction, seed) with ``value`` (gap or mean Δ) and ``p``. The base sets'
+    distances come from the judge's store (notebook 06 scored them), and the starting points'
+    half of C1c's null is computed once per seed."""
     rows = []
     for (source, seed), (images, labels, starts) in base.items():
-        embeddings, start_embeddings = judge.embed(images, "d_P"), judge.embed(starts, "d_P")
-        undosed = judge.membership_tests(labels, embeddings, start_embeddings)
+        d_priv, d_ref = judge.matrices(judge.scores(images, labels), "d_P")
+        s_priv, s_ref = judge.matrices(judge.scores(starts, labels, ("d_P",), small=False), "d_P")
+        undosed = judge.membership_tests(labels, d_priv, d_ref, s_priv, s_ref)
         for fraction in LEAK_FRACTIONS:
             replaced, members = dose(labels, judge.private.labels, fraction,
                                      derive_seed(seed, "dose"))
@@ -354,9 +367,12 @@ def dose_response(ctx, judge: Judge, base: Sets, leaks: dict[str, torch.Tensor])
                 if fraction == 0:
                     mem, shift = undosed                    # no leak: the same for every kind
                 else:
-                    dosed = embeddings.clone()
-                    dosed[torch.as_tensor(replaced)] = leak[torch.as_tensor(members)]
-                    mem, shift = judge.membership_tests(labels, dosed, start_embeddings)
+                    leak_priv, leak_ref = judge.matrices(leak, "d_P")
+                    dosed_priv, dosed_ref = d_priv.copy(), d_ref.copy()
+                    dosed_priv[replaced] = leak_priv[members]
+                    dosed_ref[replaced] = leak_ref[members]
+                    mem, shift = judge.membership_tests(labels, dosed_priv, dosed_ref,
+                                                        s_priv, s_ref)
                 common = {"kind": kind, "fraction": fraction, "seed": seed, "source": source}
                 rows += [{"statistic": "C1b", **common, "value": mem.gap, "p": mem.p_value},
                          {"statistic": "C1c", **common, "value": shift.mean_shift,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .. import paths
@@ -35,7 +34,7 @@ from ..seeding import derive_seed
 from ..transfer import TransferSettings, fine_tune
 from .attacks import attack_seed
 from .classifiers import fit_classifier, require_classifier
-from .evaluation import Sets, build_judge, dose_response, leak_embeddings, strongest_attack
+from .evaluation import Sets, build_judge, dose_response, leak_scores, score_sets, strongest_attack
 from .transfer import require_metric, require_transfer, transfer_inputs, transfer_seed
 
 REGIME_SIZES = (10, 20)
@@ -125,13 +124,9 @@ def run_regime(ctx, data, split: Split, per_class: int, inputs) -> dict[str, Any
     # D′ has 10 or 20 images per class: FID-E and per-class PRDC need more, and say so
     judge = build_judge(ctx, data, regime, evaluator, inputs.distance, allow_not_computed=True)
     sets = regime_sets(ctx, inputs, target, seeds, per_class)
-    rows = []
-    for (source, seed), (images, set_labels, starts) in sets.items():
-        ev = judge.evaluate(images, set_labels, starts)
-        rows += [{"source": source, "seed": seed, "metric": k, **v} for k, v in ev.metrics.items()]
-    results = pd.DataFrame(rows)
+    results = score_sets(ctx, judge, sets, audit=False).results
     strongest = strongest_attack(results)
-    leaks = leak_embeddings(ctx, data, regime, judge, inputs.generator_ema)
+    leaks = leak_scores(ctx, data, regime, judge, inputs.generator_ema)
     doses = dose_response(ctx, judge, {k: v for k, v in sets.items() if k[0] == strongest}, leaks)
     c1b, c1c = membership_claim(results), shift_claim(results)
     return {"per_class": per_class, "seeds": seeds, "target": facts, "strongest": strongest,
