@@ -15,6 +15,7 @@ are listed with a floor of 0.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import statistics
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 import lib.paths
 from lib import config
+from lib.inference import frozen
 from lib.augment import attack_view, classifier_shifts, target_view
 from lib.metrics.distances import PerceptualDistance
 from lib.metrics.membership import membership_gap, membership_shift
@@ -107,20 +109,23 @@ def gan_step(G, D, batch: int, size: int, r1: bool, extra: Callable | None = Non
     return step
 
 
-def latent_step(G, T, n: int, view, extra: Callable | None = None) -> Callable:
-    """One Adam step on ``n`` codes through G, the view and T (PPA's inner step; GMI adds D)."""
+def latent_step(G, T, n: int, view, extra: Callable | None = None, nets: tuple = ()) -> Callable:
+    """One Adam step on ``n`` codes through G, the view and T (PPA's inner step; GMI adds D),
+    the networks frozen (``nets``: any more of them)."""
+    nets = (G, T, *nets)
     z = torch.randn(n, G.z_dim, requires_grad=True)
     opt = torch.optim.Adam([z], lr=0.05)
     labels = torch.zeros(n, dtype=torch.long)
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        x = G(z)
-        loss = F.cross_entropy(T(view(x)), labels)
-        if extra is not None:
-            loss = loss + extra(x)
-        loss.backward()
-        opt.step()
+        with frozen(*nets):                    # as the attacks run them: only z is trained
+            opt.zero_grad(set_to_none=True)
+            x = G(z)
+            loss = F.cross_entropy(T(view(x)), labels)
+            if extra is not None:
+                loss = loss + extra(x)
+            loss.backward()
+            opt.step()
     return step
 
 
@@ -134,7 +139,8 @@ def floors(profile: str) -> dict[str, dict[str, float]]:
     T, E, P = classifier(cfg, "target", k), classifier(cfg, "evaluator", 10), classifier(cfg, "perceptual", 10)
     G = Generator(cfg["gan_z_dim"], cfg["gan_width"], 1, s)
     D = Discriminator(cfg["gan_d_width"], 1, s)
-    d_p, d_e = PerceptualDistance(P, name="d_P"), PerceptualDistance(E, name="d_E")
+    d_p = PerceptualDistance(copy.deepcopy(P), name="d_P")       # frozen copies: P and E
+    d_e = PerceptualDistance(copy.deepcopy(E), name="d_E")       # are also trained below
     x1024 = torch.randn(1024, 1, s, s)
     per_image = lambda fn: timed(forward(fn, x1024)) / 1024          # noqa: E731
     T.eval(), E.eval(), P.eval()
@@ -188,7 +194,7 @@ def floors(profile: str) -> dict[str, dict[str, float]]:
     ppa = (cfg["attack_pool"] * (fwd["G"] + fwd["T"])
            + k * (cfg["attack_steps"] * ppa_step + (cfg["attack_final_aug"] + 2) * ppa_views))
     gmi_d = lambda x: F.softplus(-D(x)).mean()                                    # noqa: E731
-    gmi_step = timed(latent_step(G, T, per * k, torch.nn.Identity(), gmi_d))
+    gmi_step = timed(latent_step(G, T, per * k, torch.nn.Identity(), gmi_d, (D,)))
     gmi = cfg["gmi_restarts"] * cfg["gmi_steps"] * gmi_step
     n_ppa, n_gmi = 3 * seeds, 3 * cfg["gmi_seeds"]
     out["05_attacks"] = {"PPA-style": n_ppa * ppa, "GMI-style": n_gmi * gmi}

@@ -40,8 +40,20 @@ def global_seed(seed: int) -> Iterator[None]:
     """Torch's CPU global RNG forked and seeded with ``seed`` inside the block (for weight
     initialisation and kornia's draws); the caller's own stream is restored on exit."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        seed_torch(seed)
         yield
+
+
+def seed_torch(seed: int) -> None:
+    """``torch.manual_seed(seed)`` without its cost where no accelerator is in use: with CUDA
+    not initialised it queues a seeding of every device type (cuda, mtia, xpu), each with a
+    formatted stack trace (about 1 ms per call, paid at every seeded view of an attack); only
+    the CPU generator is seeded then, which gives the same CPU stream. Once CUDA is
+    initialised it is ``torch.manual_seed`` itself."""
+    if torch.cuda.is_initialized():
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(int(seed))
 
 
 @contextmanager

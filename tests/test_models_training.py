@@ -166,3 +166,15 @@ def test_vgg16_bn_with_the_papers_head():
         TorchvisionClassifier("resnet18", 7, head="flatten-bn", image_size=64)
     with pytest.raises(ValueError, match="valid heads"):
         TorchvisionClassifier("vgg16_bn", 7, head="mlp")
+
+
+def test_a_seeded_stream_is_torch_manual_seeds_cpu_stream_and_leaves_the_callers_alone():
+    """``lib.seeding.global_seed`` seeds only the CPU generator while CUDA is not initialised
+    (torch.manual_seed would queue a traced seeding of every device type): the same draws."""
+    from lib.seeding import global_seed
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    before = torch.get_rng_state()
+    with global_seed(123):
+        assert torch.equal(torch.rand(5), expected)
+    assert torch.equal(torch.get_rng_state(), before)
