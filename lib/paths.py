@@ -111,11 +111,13 @@ def weights_dir() -> Path:
 
 
 CPU_KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-               "OPENBLAS_CORETYPE": "Haswell"}
+               "OPENBLAS_CORETYPE": "Haswell", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 """The CPU kernels torch and numpy/scipy may use, pinned so that a CPU run gives the same
 numbers on every x86-64 machine with AVX2. Otherwise each picks its kernels by CPU type at
 run time: torch's AVX-512 kernels (oneDNN's convolutions, ATen's vectorised loops) sum in
-another order than its AVX2 ones, and OpenBLAS's kernel families (Haswell, Zen, SkylakeX, ...)
+another order than its AVX2 ones, MKL's (torch's BLAS: linear layers, matrix products)
+pick AVX-512 paths on CPUs that have them (on one such machine E's smoke test accuracy moved
+0.83 → 0.82 without this pin), and OpenBLAS's kernel families (Haswell, Zen, SkylakeX, ...)
 give eigenpairs of the natural-gradient metric (scipy's Lanczos) that differ in the last bits;
 training amplifies both into different rounded results. A value already set is kept."""
 
