@@ -108,3 +108,21 @@ def test_a_file_holding_another_key_is_an_error(tmp_path):
     with pytest.raises(ArtifactError, match="holds the scores of key"):
         ScoreStore(tmp_path / "scores", tmp_path).get(other)
     assert artifacts.load_tensors(path)[1]["key"] == key
+
+
+def test_the_starts_half_of_the_null_is_computed_once_per_set_of_starts_and_seed():
+    judge, labels = make_judge()
+    rng = np.random.default_rng(0)
+    d_priv, d_ref = rng.random((12, 12)), rng.random((12, 12))
+    s_priv, s_ref = rng.random((12, 12)), rng.random((12, 12))
+    _, first = judge.membership_tests(labels, d_priv, d_ref, s_priv, s_ref)
+    _, again = judge.membership_tests(labels, d_priv * 0.5, d_ref, s_priv, s_ref)
+    assert len(judge._start_cache) == 1            # other doses, the same starts
+    judge.seed = 1                                 # another null: never served the old one
+    _, reseeded = judge.membership_tests(labels, d_priv, d_ref, s_priv, s_ref)
+    assert len(judge._start_cache) == 2
+    judge.seed = 0
+    _, back = judge.membership_tests(labels, d_priv, d_ref, s_priv, s_ref)
+    assert len(judge._start_cache) == 2
+    assert back.p_value == first.p_value and np.array_equal(back.shifts, first.shifts)
+    assert again.mean_shift != first.mean_shift

@@ -130,6 +130,7 @@ class Judge:
         self._parent: Judge | None = None        # set by ``restricted``
         self._keep: np.ndarray | None = None
         self._producer: str | None = None
+        self._start_cache: dict[str, StartTerms] = {}   # ``_start_terms``, shared by restrictions
         self.private = self.features(*private)
         self.reference = self.features(*reference)
 
@@ -292,13 +293,13 @@ class Judge:
                      member_labels: np.ndarray) -> StartTerms:
         """The starting points' half of C1c's null, computed once per set of starting points
         (the dose-response loop tests the same starts under every dose and leak kind); keyed
-        by the bytes of the distances and labels, so it never serves other starts."""
-        h = hashlib.sha256()
-        for part in (s_members, s_ref, labels, member_labels, self.reference.labels):
-            part = np.ascontiguousarray(part)
-            h.update(f"{part.dtype}{part.shape}".encode() + part.tobytes())
-        key = h.hexdigest()
-        cache = self.__dict__.setdefault("_start_cache", {})
+        by the digests of the distances and labels and by the null's size and seed, so it
+        never serves other starts."""
+        key = hashlib.sha256(repr((
+            [tensor_digest(part) for part in (s_members, s_ref, labels, member_labels,
+                                               self.reference.labels)],
+            self.n_permutations, self.seed)).encode()).hexdigest()
+        cache = self._start_cache
         if key not in cache:
             if len(cache) >= self.START_TERMS_KEPT:
                 cache.pop(next(iter(cache)))
