@@ -40,7 +40,10 @@ def documents() -> dict[str, str]:
 
 
 def ignored(rel: str) -> bool:
-    return subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", rel]).returncode == 0
+    """Git-ignored, as a file or (a pattern like ``data/cache/`` matches only those) a folder
+    that does not exist yet."""
+    return any(subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", p]).returncode == 0
+               for p in (rel, rel + "/"))
 
 
 def mentioned_paths(text: str) -> set[str]:

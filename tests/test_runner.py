@@ -349,3 +349,47 @@ def test_every_notebook_has_a_budget_in_the_protocol(tmp_path):
         assert set(table[profile]) == set(runner.NOTEBOOKS), profile
         assert all(v > 0 for v in table[profile].values())
     assert runner.budgets(tmp_path / "absent.md") == {}
+
+
+def test_one_provenance_first_complete_executions_and_reexecutions(tmp_runs, monkeypatch):
+    """A constructed resume: a failed first attempt, a success, then a re-execution at another
+    commit. The summary keeps each notebook's first complete execution, lists the others,
+    keeps the run's first start, and its wall time is the sum of the first executions."""
+    from lib.run import notebooks as nbfiles
+    monkeypatch.setattr(runner, "git_commit", lambda short=True: "a" * 40)
+    _, run_dir = run(profile="smoke", executor=FakeExecutor(fail={"01_data"}))
+    first_start = json.loads((run_dir / "summary.json").read_text())["started"]
+    run(profile="smoke", executor=FakeExecutor(), resume=run_dir)          # 01_data completes
+    monkeypatch.setattr(runner, "git_commit", lambda short=True: "b" * 40)
+    real = runner.fingerprint
+    monkeypatch.setattr(runner, "fingerprint", lambda path, params: (
+        "changed" if path.stem == "04_transfer" else real(path, params)))
+    run(profile="smoke", executor=FakeExecutor(), resume=run_dir)          # 04 re-executed
+    summary = json.loads((run_dir / "summary.json").read_text())
+    by_name = {nb["name"]: nb for nb in summary["notebooks"]}
+    assert summary["started"] == first_start
+    data, transfer, other = by_name["01_data"], by_name["04_transfer"], by_name["02_classifiers"]
+    assert data["status"] == "ok" and data["commit"] == "a" * 40
+    assert [e["status"] for e in data["reexecutions"]] == ["failed"]      # the attempt before
+    assert transfer["commit"] == "a" * 40 and other["reexecutions"] == []
+    assert [(e["commit"], e["status"]) for e in transfer["reexecutions"]] == [("b" * 40, "ok")]
+    assert summary["git_commit"] == "b" * 40                               # the newest execution
+    assert run_summary.wall_seconds(summary) == pytest.approx(
+        sum(nb["seconds"] for nb in summary["notebooks"]))
+    assert run_summary.outputs_commit(transfer) == "b" * 40
+    banner = nbfiles.published_banner(summary, "04_transfer")
+    assert "`bbbbbbb`" in banner and "first executed at commit `aaaaaaa`" in banner
+    assert "re-executed" not in nbfiles.published_banner(summary, "02_classifiers")
+    md = (run_dir / "summary.md").read_text()
+    assert "| 04_transfer | ok | aaaaaaa |" in md and "bbbbbbb" in md
+
+
+def test_a_run_cut_in_its_first_notebook_can_be_resumed(tmp_runs):
+    class Cut(FakeExecutor):
+        def __call__(self, input_path, *args):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run(profile="smoke", executor=Cut())
+    (run_dir,) = tmp_runs.iterdir()
+    code, again = run(profile="smoke", executor=FakeExecutor(), resume=run_dir)
+    assert code == 0 and again == run_dir

@@ -29,7 +29,8 @@ MANIFEST = "manifest.json"
 STUDY_FILES = ("entropy_sweep.json", "ngd_damped_study.json", "regimes.json")
 """The committed study files (``results/``); a run folder has none of them at its top."""
 IGNORED_KEYS = frozenset({"run", "git_commit", "git_dirty", "started", "finished", "seconds",
-                          "date", "run_dir", "timings", "written", "error"})
+                          "date", "run_dir", "timings", "written", "error", "commit",
+                          "reexecutions"})
 """Provenance and timing: never compared (``error`` is a failed notebook's traceback line;
 its ``status`` is compared)."""
 IGNORED_ARTEFACTS = ("notebooks/", "metrics/timings.json", "runner_state.json", "env.json")

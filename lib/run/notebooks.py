@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import config
+from .summary import outputs_commit, wall_seconds
 
 BANNER_TAG = "banner"
 METADATA_KEY = "ddcs_mi"
@@ -47,12 +48,21 @@ def run_banner(profile: str, run_name: str) -> str:
             "`run_all.py`; its outputs come from that run folder.")
 
 
-def published_banner(summary: Mapping[str, Any]) -> str:
-    """The banner of a published notebook: the run its outputs come from."""
+def published_banner(summary: Mapping[str, Any], name: str) -> str:
+    """The banner of a published notebook: the run its outputs come from and the commit and
+    date of the execution that wrote them (``summary.json``'s record of the notebook)."""
+    record = next(nb for nb in summary["notebooks"] if nb["name"] == name)
+    later = record.get("reexecutions") or []
+    executed = later[-1] if later else record
+    commit = outputs_commit(record) or summary["git_commit"]
+    when = (executed.get("started") or summary["finished"])[:10]
+    again = (f"; first executed at commit `{(record.get('commit') or '?')[:7]}`, "
+             f"re-executed {len(later)}× by a resume" if later else "")
     return (f"> **Published results.** These are the outputs of the `{summary['profile']}` run "
-            f"`{summary['run']}` (code at commit `{summary['git_commit']}`, finished "
-            f"{summary['finished'][:10]}), the run `results/summary.json` comes from. Re-run it "
-            "with `make reproduce`; the copy in `notebooks/` holds the smoke profile's outputs.")
+            f"`{summary['run']}`, the run `results/summary.json` comes from: this notebook was "
+            f"executed at commit `{commit[:7]}` on {when}{again} (the whole run: "
+            f"{wall_seconds(summary) / 60:.1f} minutes of notebooks). Re-run it with "
+            "`make reproduce`; the copy in `notebooks/` holds the smoke profile's outputs.")
 
 
 def set_banner(nb: dict, text: str) -> dict:

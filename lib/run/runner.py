@@ -31,7 +31,7 @@ from ..data import dataset
 from ..errors import DdcsMiError, RunnerError
 from . import notebooks as nbfiles
 from .provenance import environment_info, git_commit, git_dirty_files
-from .summary import validate_summary, write_summary
+from .summary import record_execution, validate_summary, write_summary
 
 NOTEBOOKS = ["00_overview", "01_data", "02_classifiers", "03_gan_prior", "04_transfer", "05_attacks",
              "06_evaluation", "07_defense", "08_memorisation", "99_summary"]
@@ -183,6 +183,10 @@ def budget_note(profile: str, name: str, seconds: float,
     return f" (OVER its budget of {budget:g} s: {seconds / budget:.2f}×)"
 
 
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _error_text(err: BaseException) -> str:
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
     text = f"{ename}: {evalue}" if ename else f"{type(err).__name__}: {err}"
@@ -228,7 +232,11 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
     else:
         run_dir = new_run_dir(profile)
         state_all = {"profile": profile, "overrides": overrides, "seed": seed, "notebooks": {}}
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    # the run started when its folder did: a resume keeps that start (a state file written
+    # before starts were kept gets this resume's)
+    started = state_all.setdefault("started", _now())
+    commit = git_commit(short=False)
+    artifacts.atomic_write_json(run_dir / STATE, state_all)    # resumable from its first notebook
     artifacts.atomic_write_json(run_dir / "env.json", environment_info(device))
     (run_dir / "notebooks").mkdir(exist_ok=True)
     timeout = timeout or int(cfg["cell_timeout_s"])
@@ -244,7 +252,7 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
             continue
         log(f"[{i}/{len(selected)}] {name}: running ...")
         out = run_dir / "notebooks" / f"{name}.ipynb"
-        t0 = time.monotonic()
+        execution_started, t0 = _now(), time.monotonic()
         try:
             executor(notebook_path(name), out, params, notebook_path(name).parent, timeout)
             entry = {"status": "ok", "error": None}
@@ -252,8 +260,9 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
             artifacts.atomic_write_bytes(out, nbfiles.dumps(nb))
         except Exception as err:  # keep going; the failure is reported and sets the exit code
             entry = {"status": "failed", "error": _error_text(err)}
-        entry.update(seconds=round(time.monotonic() - t0, 2), fingerprint=fp)
-        state[name] = entry
+        entry.update(seconds=round(time.monotonic() - t0, 2), commit=commit,
+                     started=execution_started)
+        state[name] = entry = record_execution(prev, entry, fp)
         if out.is_file():
             artifacts.register(run_dir, out, producer="runner", kind="executed-notebook")
         artifacts.atomic_write_json(run_dir / STATE, state_all)
@@ -296,7 +305,7 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
     _replace_folder(dest / "notebooks", {
         f"{name}.ipynb": nbfiles.dumps(nbfiles.set_banner(nbfiles.strip_machine_paths(
             nbfiles.strip_execution_metadata(nbfiles.read(run_dir / "notebooks" / f"{name}.ipynb")),
-            machine), nbfiles.published_banner(summary))) for name in NOTEBOOKS})
+            machine), nbfiles.published_banner(summary, name))) for name in NOTEBOOKS})
     tables = sorted((run_dir / "audit").glob("*.csv"))
     for path in tables:
         artifacts.verify(run_dir, path)

@@ -45,6 +45,69 @@ def source_mean(by_source: Mapping[str, Any], source: str, metric: str) -> float
     return sum(values) / len(values) if values else float("nan")
 
 
+def record_execution(previous: Mapping[str, Any] | None, execution: Mapping[str, Any],
+                     fingerprint: str) -> dict:
+    """A notebook's runner-state entry after one more ``execution`` ({commit, started,
+    seconds, status, error}): its first complete execution (``first``: commit, started,
+    seconds) is kept for good; every other execution, before or after it, is appended to
+    ``reexecutions`` ({commit, started, seconds, status}). ``status`` and ``error`` are the
+    latest execution's: they describe the outputs the run folder now holds."""
+    previous = dict(previous or {})
+    first = first_execution(previous)
+    attempt = {k: execution[k] for k in ("commit", "started", "seconds")}
+    later = list(previous.get("reexecutions", []))
+    if first is None and execution["status"] == "ok":
+        first = attempt
+    else:
+        later.append({**attempt, "status": execution["status"]})
+    return {"status": execution["status"], "error": execution["error"],
+            "fingerprint": fingerprint, "seconds": execution["seconds"], "first": first,
+            "reexecutions": later}
+
+
+def first_execution(entry: Mapping[str, Any]) -> dict | None:
+    """A runner-state entry's first complete execution; an entry written before executions
+    were recorded (no ``first`` key) that succeeded counts as one of unknown commit."""
+    if "first" in entry:
+        return entry["first"]
+    if entry.get("status") == "ok":
+        return {"commit": None, "started": None, "seconds": entry.get("seconds")}
+    return None
+
+
+def notebook_record(name: str, entry: Mapping[str, Any]) -> dict:
+    """A notebook's line of ``summary.json``: status and error of its outputs, the commit,
+    start and seconds of its first complete execution (of its latest attempt while none is
+    complete) and every other execution."""
+    first = first_execution(entry)
+    later = list(entry.get("reexecutions", []))
+    shown = first or (later[-1] if later else {"commit": None, "started": None,
+                                               "seconds": entry.get("seconds")})
+    return {"name": name, "status": entry["status"], "error": entry.get("error"),
+            "commit": shown["commit"], "started": shown["started"], "seconds": shown["seconds"],
+            "reexecutions": later}
+
+
+def outputs_commit(record: Mapping[str, Any]) -> str | None:
+    """The commit a notebook's current outputs were executed at: its latest execution's."""
+    later = record.get("reexecutions") or []
+    return later[-1]["commit"] if later else record.get("commit")
+
+
+def newest_commit(records: list[Mapping[str, Any]]) -> str | None:
+    """The commit of the newest execution among notebook records (None when none is known):
+    the summary's ``git_commit``, the code the run's outputs stand at."""
+    latest = [(r["reexecutions"][-1] if r.get("reexecutions") else r) for r in records]
+    known = [(e["started"], e["commit"]) for e in latest if e.get("started") and e.get("commit")]
+    return max(known)[1] if known else None
+
+
+def wall_seconds(summary: Mapping[str, Any]) -> float:
+    """The run's wall time: the sum of each notebook's first complete execution (re-executions
+    by a resume are listed, not added)."""
+    return float(sum(nb["seconds"] or 0.0 for nb in summary["notebooks"]))
+
+
 def collect_metrics(run_dir: Path) -> tuple[list, dict]:
     """(claims as a list, other metrics by notebook) from ``<run>/metrics``."""
     folder = run_dir / "metrics"
@@ -129,18 +192,17 @@ def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
     claims, metrics = collect_metrics(run_dir)
     claims = [{"feature_space": "", "details": "", "status": "", **c,
                "paper_says": PAPER_SAYS.get(c["id"], "")} for c in claims]
+    records = [notebook_record(n, state[n]) for n in state]
     summary = {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "run": run_dir.name,
         "profile": profile,
         "overrides": dict(overrides),
         "seed": seed,
-        "git_commit": git_commit(short=False),
+        "git_commit": newest_commit(records) or git_commit(short=False),
         "started": started,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "notebooks": [{"name": n, "status": state[n]["status"],
-                       "seconds": state[n].get("seconds"), "error": state[n].get("error")}
-                      for n in state],
+        "notebooks": records,
         "claims": claims,
         "detection_limit": metrics.get("06_evaluation", {}).get("detection_limit"),
         "attacks": attack_table(metrics),
@@ -150,11 +212,17 @@ def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
     artifacts.atomic_write_json(run_dir / "summary.json", summary)
     lines = [f"# Run {run_dir.name}", "", f"profile `{profile}`, seed {seed}, overrides "
              f"`{json.dumps(dict(overrides))}`, commit `{summary['git_commit'][:10]}`", "",
-             "| notebook | status | seconds |", "| --- | --- | --- |"]
+             "| notebook | status | commit | seconds (first complete execution) | re-executed |",
+             "| --- | --- | --- | --- | --- |"]
     for nb in summary["notebooks"]:
         secs = "" if nb["seconds"] is None else f"{nb['seconds']:.1f}"
         status = nb["status"] + (f" ({nb['error']})" if nb["error"] else "")
-        lines.append(f"| {nb['name']} | {status} | {secs} |")
+        again = "; ".join(f"{(e['commit'] or '?')[:7]}, {e['seconds']:.1f} s, {e['status']}"
+                          for e in nb.get("reexecutions", []))
+        lines.append(f"| {nb['name']} | {status} | {(nb.get('commit') or '?')[:7]} | {secs} "
+                     f"| {again} |")
+    lines += ["", f"Wall time {wall_seconds(summary):.0f} s: the sum of the first complete "
+              "executions."]
     lines += ["", "## Claims", ""]
     if claims:
         lines += ["| id | claim | criterion | measured | result |", "| --- | --- | --- | --- | --- |"]
