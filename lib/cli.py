@@ -132,6 +132,7 @@ def study_command(args: argparse.Namespace) -> int:
 def report_command(args: argparse.Namespace) -> int:
     if args.deviations:
         print(report.deviations_table())
+        print(f"\nDifferences from the authors' code:\n\n{report.code_differences_table()}")
     else:
         print(report.report(json.loads(Path(args.summary).read_text())))
     return 0
@@ -226,7 +227,8 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="markdown tables of a run's summary.json")
     rp.add_argument("--summary", default=str(paths.results_dir() / "summary.json"))
     rp.add_argument("--deviations", action="store_true",
-                    help="print the deviations table of docs/protocol.md (from lib.paper)")
+                    help="print docs/protocol.md's deviations from the paper and differences "
+                         "from the authors' code (from lib.paper)")
     cp = sub.add_parser("compare", help="did two runs give the same results? (exit 0: yes)")
     cp.add_argument("a", help="a run folder (runs/<folder>) or a results folder (results/)")
     cp.add_argument("b", help="the other one")

@@ -81,6 +81,58 @@ PAPER_PROFILE_DEVIATIONS = [
 ]
 
 
+AUTHORS_COMMIT = "2b16694"
+"""The commit of the authors' code (github.com/haoyangliASTAPLE/DDCS_MI) the differences below
+were checked at (its files are unchanged since f5a2442; evaluate.py since 3d8d245)."""
+
+CHANGES_RESULTS, COSMETIC = "changes results", "cosmetic"
+
+# Where this repository's code differs from the authors' (numbered as in docs/protocol.md; each
+# was read at AUTHORS_COMMIT): (the authors' code, file:line there, ours, the mark).
+CODE_DIFFERENCES = [
+    ("precision and recall: a sample counts when it lies in the k-NN ball of its *nearest* "
+     "point of the other set only", "evaluate.py:458-467",
+     "inside any point's ball (Naeem et al. 2020, the `prdc` package)", CHANGES_RESULTS),
+    ("density divides by k and the number of real samples", "evaluate.py:470-473",
+     "by k and the number of generated samples (Naeem et al., `prdc`); coverage is the same "
+     "formula in both", CHANGES_RESULTS),
+    ("fine-tuning latent codes uniform in [0, 1) (the style-mixing code normal)",
+     "transfer.py:207,235", "normal codes", CHANGES_RESULTS),
+    ("the Hessian's reference codes uniform in [0, 1), while the attack starts from normal "
+     "codes", "util/attack.py:92; util/ppa.py:58", "normal codes throughout", CHANGES_RESULTS),
+    ("the target sees the discriminator's ADA-augmented image, centre-cropped 200 → 112 px",
+     "util/attack.py:69-78,112", "an independent random resized crop (80–100%) and flip of the "
+     "un-augmented image (`lib.augment.target_view`)", CHANGES_RESULTS),
+    ("Adam betas (0, 0.99^0.8) for G and (0, 0.99^(16/17)) for D", "transfer.py:134-145",
+     "(0.5, 0.99) for both", CHANGES_RESULTS),
+    ("R1 with γ = 10 every 16 steps as its own optimiser step, its gradient taken through the "
+     "augmentation with respect to the un-augmented reals", "transfer.py:222-229",
+     "lazy R1 (γ = 1 at cpu, 10 in `paper`, weight γ/2 × 16 every 16 steps) added to a regular "
+     "D step, its gradient with respect to D's (augmented, when augmentation is on) input",
+     CHANGES_RESULTS),
+    ("adaptive discriminator augmentation (target 0.6, updated every 8 steps)",
+     "transfer.py:28-29,209-210,224,237", "a fixed-probability augmentation of D's inputs "
+     "(DiffAugment-style translation and cutout, `lib.augment.discriminator_view`) when "
+     "`gan_augment` is on "
+     "(`paper`), none at cpu", CHANGES_RESULTS),
+    ("path-length regularisation every 4 steps", "transfer.py:27,30,33,249-261", "none",
+     CHANGES_RESULTS),
+    ("style mixing with probability 0.9", "transfer.py:32", "none (a DCGAN has no styles)",
+     CHANGES_RESULTS),
+    ("the Hessian taken at a small perturbation δ = G(z + 1e-4·ε) − G(z)", "util/hvp.py:133-143",
+     "at δ = 0 (`lib.ngd`)", CHANGES_RESULTS),
+    ("KNN distance on flattened, un-pooled Inception Mixed_7c features (131,072-d)",
+     "evaluate.py:45-65", "on E's penultimate (pooled) features", CHANGES_RESULTS),
+    ("LPIPS inputs resized to 256 px with align_corners=True", "evaluate.py:68",
+     "align_corners=False (only the `paper` profile resizes; at cpu the distances are taken at "
+     "the images' size)", CHANGES_RESULTS),
+    ("the EMA generator: a 10-kimg half-life over about 300 kimg (10 epochs of 30,000 images) "
+     "leaves nothing of the pretrained weights", "transfer.py:115,129-131,264",
+     "the same half-life over 19.2 kimg (300 steps of 64) keeps about 26% of them",
+     CHANGES_RESULTS),
+]
+
+
 DEVIATIONS_BY_DATASET = {"fashion-mnist": DEVIATIONS, "faces": PAPER_PROFILE_DEVIATIONS}
 
 

@@ -259,3 +259,37 @@ def test_membership_errors():
         membership_gap(dm, dn, rl, ml, nl, eps=0.0)
     with pytest.raises(ValueError, match="chunk must be"):
         membership_gap(dm, dn, rl, ml, nl, chunk=0)
+
+
+def _authors_ddcs(dist, recon_labels, train_labels):
+    """DDCS as the authors' get_ddcs computes it (evaluate.py:212-268 at 2b16694, written here
+    from its description, not copied): per class, each reconstruction goes to its nearest
+    training image; a training image scores 1 / its smallest and 1 / the mean of its assigned
+    distances, 0 when none is assigned; both sums are divided by the number of training images.
+    No distance floor."""
+    n = len(train_labels)
+    best = avg = 0.0
+    for c in np.unique(train_labels):
+        rows, cols = np.flatnonzero(recon_labels == c), np.flatnonzero(train_labels == c)
+        if not rows.size:
+            continue
+        block = dist[np.ix_(rows, cols)]
+        nearest = block.argmin(1)
+        for j in range(len(cols)):
+            mine = block[nearest == j, j]
+            if mine.size:
+                best += 1.0 / mine.min()
+                avg += 1.0 / mine.mean()
+    return best / n, avg / n
+
+
+def test_equals_the_authors_formula_in_float64():
+    """docs/method.md: ours equals the authors' DDCS where theirs is defined (no zero distance,
+    classes contiguous, ≥ 2 training images per class)."""
+    rng = np.random.default_rng(3)
+    train_labels, recon_labels = np.repeat([0, 1, 2], [7, 5, 9]), rng.integers(0, 3, 40)
+    dist = rng.random((40, 21)) + 0.05
+    ours = ddcs(dist, recon_labels, train_labels)
+    theirs = _authors_ddcs(dist, recon_labels, train_labels)
+    assert abs(ours.best - theirs[0]) <= 1e-12 * theirs[0]
+    assert abs(ours.avg - theirs[1]) <= 1e-12 * theirs[1]

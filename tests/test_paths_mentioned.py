@@ -76,3 +76,16 @@ def test_the_protocol_lists_the_deviations_notebook_99_prints():
     assert deviations_table() in (ROOT / "docs" / "protocol.md").read_text(), (
         "docs/protocol.md's deviations differ from lib.paper.DEVIATIONS: paste "
         "`python -m lib.cli report --deviations` into it")
+
+
+def test_the_protocol_lists_the_differences_from_the_authors_code():
+    """docs/protocol.md's table of differences from the authors' code is
+    lib.paper.CODE_DIFFERENCES: fourteen, numbered, each marked."""
+    from lib.paper import CHANGES_RESULTS, CODE_DIFFERENCES, COSMETIC
+    from lib.run.report import code_differences_table
+
+    assert len(CODE_DIFFERENCES) == 14
+    assert all(mark in (CHANGES_RESULTS, COSMETIC) for *_, mark in CODE_DIFFERENCES)
+    assert code_differences_table() in (ROOT / "docs" / "protocol.md").read_text(), (
+        "docs/protocol.md's differences from the authors' code differ from "
+        "lib.paper.CODE_DIFFERENCES: paste `python -m lib.cli report --deviations` into it")

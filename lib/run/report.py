@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import paths
 from ..config import ATTACKS, MODES
-from ..paper import DEVIATIONS_BY_DATASET
+from ..paper import AUTHORS_COMMIT, CODE_DIFFERENCES, DEVIATIONS_BY_DATASET
 from .summary import source_mean, verdict
 
 ATTACK_COLUMNS = {"ddcs_best_d_P": "DDCS_best D (d_P)", "ddcs_best_R_d_P": "DDCS_best R (d_P)",
@@ -129,3 +129,12 @@ def deviations_table(dataset: str = "fashion-mnist") -> str:
     """The deviations from the paper as docs/protocol.md shows them (``lib.paper``)."""
     rows = [f"| {paper} | {here} | {why} |" for paper, here, why in DEVIATIONS_BY_DATASET[dataset]]
     return "\n".join(["| the paper | here | why |", "| --- | --- | --- |", *rows])
+
+
+def code_differences_table() -> str:
+    """Where this repository's code differs from the authors' (``lib.paper.CODE_DIFFERENCES``),
+    numbered and marked, as docs/protocol.md shows it."""
+    rows = [f"| {i} | {theirs} | `{where}` | {ours} | {mark} |"
+            for i, (theirs, where, ours, mark) in enumerate(CODE_DIFFERENCES, 1)]
+    return "\n".join([f"| # | the authors' code ({AUTHORS_COMMIT}) | where | here | effect |",
+                      "| --- | --- | --- | --- | --- |", *rows])
