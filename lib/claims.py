@@ -10,11 +10,73 @@ the per-mode numbers behind the verdict. The criteria are docs/protocol.md's, fi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Iterable
 
 import pandas as pd
 
 from .errors import InputError
 from .metrics.stats import combined_p_value, holm, mean_ci, paired_bootstrap_ci, sign_flip_p
+
+
+# ------------------------------------------------------------------------- wording rules
+DETECTED, OPPOSITE, NOT_DETECTED = "detected", "opposite direction", "not detected"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a result may be stated (docs/protocol.md, "Wording"): ``kind`` is DETECTED,
+    OPPOSITE or NOT_DETECTED; ``interval`` the estimate and its interval; ``note`` why a
+    result against the claim's direction is not read as one (controls sharing its sign) and
+    the detection limit, when given."""
+    kind: str
+    what: str
+    interval: str
+    note: str = ""
+    controls_share_sign: bool = False
+
+    @property
+    def text(self) -> str:
+        if self.kind == DETECTED:
+            return f"{self.what} detected, {self.interval}"
+        if self.kind == OPPOSITE:
+            return f"{self.what} in the opposite direction, {self.interval}"
+        return f"{self.what} not detected ({self.interval}" + (f"; {self.note}" if self.note else "") + ")"
+
+
+def interval_text(estimate: float, low: float, high: float, digits: int = 3) -> str:
+    """'+e [low, high]', or '+e (no interval)' (one value)."""
+    def f(x):
+        return f"{x:+.{digits}g}"
+    if math.isnan(estimate):
+        return "not computed"
+    if math.isnan(low) or math.isnan(high):
+        return f"{f(estimate)} (no interval)"
+    return f"{f(estimate)} [{f(low)}, {f(high)}]"
+
+
+def read_result(what: str, estimate: float, low: float, high: float, rejected: bool,
+                expected_sign: int = 1, controls: Iterable[float] = (),
+                limit: str = "") -> Reading:
+    """The wording rules, applied in one place. ``rejected``: the registered test (with its
+    Holm family) rejected in the expected direction → stated in that direction with its
+    interval. Otherwise a result is stated as in the opposite direction only when its
+    two-sided 95% interval [``low``, ``high``] excludes 0 on the other side *and* none of the
+    ``controls`` (the same statistic on sets without the effect) shares its sign. Anything
+    else is "not detected", with the interval and, when given, the detection ``limit``."""
+    interval = interval_text(estimate, low, high)
+    if rejected:
+        return Reading(DETECTED, what, interval)
+    excludes_0 = not (math.isnan(low) or math.isnan(high)) and (low > 0 or high < 0)
+    opposite = excludes_0 and expected_sign * estimate < 0
+    shared = [c for c in controls if not math.isnan(c) and c != 0
+              and math.copysign(1, c) == math.copysign(1, estimate)]
+    if opposite and not shared:
+        return Reading(OPPOSITE, what, interval)
+    why = [f"the controls share its sign ({', '.join(f'{c:+.3g}' for c in shared)})"] \
+        if opposite and shared else []
+    return Reading(NOT_DETECTED, what, interval, "; ".join(why + ([limit] if limit else [])),
+                   controls_share_sign=bool(opposite and shared))
 
 
 def soundness_claim(target_acc: float, evaluator_acc: float, profile: str,
@@ -257,8 +319,9 @@ def membership_exposure_claim(drops: pd.DataFrame, alpha: float = 0.05,
     rows = []
     for retrain_seed, part in drops.groupby("retrain_seed", sort=True):
         diff = (part["drop_without_flagged"] - part["drop_without_random"]).to_numpy()
+        mean, low, high = mean_ci(diff)
         rows.append({"retrain_seed": retrain_seed, "flagged": len(diff),
-                     "mean_difference": float(diff.mean()),
+                     "mean_difference": mean, "low": low, "high": high,
                      "p": sign_flip_p(diff, n_flips, seed + int(retrain_seed))})
     table = pd.DataFrame(rows).set_index("retrain_seed")
     combined = combined_p_value(table["p"].tolist())
@@ -266,9 +329,10 @@ def membership_exposure_claim(drops: pd.DataFrame, alpha: float = 0.05,
             "criterion": f"drop under T′ (F removed) − drop under T_Q (random Q removed), paired "
                          f"over F: mean > 0 in every retraining seed and Fisher-combined one-sided "
                          f"p < {alpha}",
-            "measured": "; ".join(f"retraining seed {s}: {r.mean_difference:+.3g} (p {r.p:.2g})"
-                                  for s, r in table.iterrows())
-                        + f"; combined p {combined:.2g}",
+            "measured": "; ".join(f"retraining seed {s}: "
+                                  f"{interval_text(r.mean_difference, r.low, r.high)} "
+                                  f"(p {r.p:.2g})" for s, r in table.iterrows())
+                        + f"; combined p {combined:.2g}; power not measured",
             "passed": bool((table["mean_difference"] > 0).all() and combined < alpha),
             "details": "conditional on these retrainings (one T′ and one T_Q per retraining "
                        "seed, Q redrawn per seed); drops scored against the full D",

@@ -46,7 +46,7 @@ from . import config, distributed, weights  # noqa: E402
 from .artifacts import atomic_write_json  # noqa: E402
 from .data import faces, fashion_mnist  # noqa: E402
 from .errors import DdcsMiError, RunnerError  # noqa: E402
-from .run import compare, context, report, runner  # noqa: E402
+from .run import compare, context, findings, report, runner  # noqa: E402
 from .run.provenance import git_commit, git_dirty  # noqa: E402
 from .stages import damped_study, heavy, regimes  # noqa: E402
 from .stages import transfer as transfer_stage  # noqa: E402
@@ -130,7 +130,9 @@ def study_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    if args.deviations:
+    if args.findings:
+        print(f"{findings.BEGIN}\n{findings.published()}\n{findings.END}")
+    elif args.deviations:
         print(report.deviations_table())
         print(f"\nDifferences from the authors' code:\n\n{report.code_differences_table()}")
     else:
@@ -226,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0)
     rp = sub.add_parser("report", help="markdown tables of a run's summary.json")
     rp.add_argument("--summary", default=str(paths.results_dir() / "summary.json"))
+    rp.add_argument("--findings", action="store_true",
+                    help="print the README's findings, generated from results/ (every "
+                         "summary.json there and the committed studies)")
     rp.add_argument("--deviations", action="store_true",
                     help="print docs/protocol.md's deviations from the paper and differences "
                          "from the authors' code (from lib.paper)")

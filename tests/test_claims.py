@@ -129,3 +129,32 @@ def test_improvement_claim_needs_all_three_in_the_right_direction():
 def test_claims_name_missing_results():
     with pytest.raises(ValueError, match="no 'gap_DR_d_P' values for 'ppa/vanilla'"):
         membership_claim(_full().query("metric != 'gap_DR_d_P' or source != 'ppa/vanilla'"))
+
+
+# ------------------------------------------------------------------------- wording rules
+from lib.claims import DETECTED, NOT_DETECTED, OPPOSITE, read_result  # noqa: E402
+
+
+def test_a_rejected_test_is_stated_in_its_direction_with_its_interval():
+    r = read_result("gap", 0.04, 0.01, 0.07, rejected=True)
+    assert r.kind == DETECTED and r.text == "gap detected, +0.04 [+0.01, +0.07]"
+
+
+def test_an_opposite_result_needs_an_interval_excluding_0_and_controls_of_the_other_sign():
+    clean = read_result("gap", -0.03, -0.05, -0.01, rejected=False, controls=[0.02, 0.01])
+    assert clean.kind == OPPOSITE and "opposite direction, -0.03 [-0.05, -0.01]" in clean.text
+    shared = read_result("gap", -0.03, -0.05, -0.01, rejected=False, controls=[-0.02, 0.01])
+    assert shared.kind == NOT_DETECTED and "controls share its sign (-0.02)" in shared.text
+    assert shared.controls_share_sign and not clean.controls_share_sign
+    wrong_way_expected = read_result("FID-E", 3.0, 2.0, 4.0, rejected=False, expected_sign=-1)
+    assert wrong_way_expected.kind == OPPOSITE
+
+
+def test_anything_else_is_not_detected_with_its_interval_or_limit():
+    null = read_result("shift", -0.01, -0.04, 0.02, rejected=False, limit="detection limit 5%")
+    assert null.kind == NOT_DETECTED
+    assert null.text == "shift not detected (-0.01 [-0.04, +0.02]; detection limit 5%)"
+    one_seed = read_result("gap", -0.03, math.nan, math.nan, rejected=False)
+    assert one_seed.kind == NOT_DETECTED and "no interval" in one_seed.text
+    # the right direction but not rejected (e.g. C3b at p 0.3) is not detected either
+    assert read_result("drop", 0.03, 0.01, 0.05, rejected=False).kind == NOT_DETECTED

@@ -1,9 +1,10 @@
 """Running the pipeline: the notebooks' context (``context.setup``), provenance, the runner
-that executes the notebooks headlessly (``runner``), and the summary of a run (``summary``).
+that executes the notebooks headlessly (``runner``), the summary of a run (``summary``), its
+tables (``report``), its findings in words (``findings``) and ``compare``.
 Submodules load on first use."""
 import importlib
 
-__all__ = ["context", "provenance", "report", "runner", "summary"]
+__all__ = ["compare", "context", "findings", "provenance", "report", "runner", "summary"]
 
 
 def __getattr__(name: str):

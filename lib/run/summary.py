@@ -122,6 +122,14 @@ def collect_metrics(run_dir: Path) -> tuple[list, dict]:
     return claims, metrics
 
 
+def metrics_so_far(run_dir: Path) -> dict:
+    """What a run folder has recorded so far, shaped as ``summary.json``'s ``claims``,
+    ``metrics`` and ``detection_limit`` (notebook 99 reads it before the summary exists)."""
+    claims, metrics = collect_metrics(Path(run_dir))
+    return {"claims": claims, "metrics": metrics,
+            "detection_limit": metrics.get("06_evaluation", {}).get("detection_limit")}
+
+
 SUMMARY_KEYS = {"schema_version", "run", "profile", "overrides", "seed", "git_commit",
                 "started", "finished", "notebooks", "claims", "detection_limit", "attacks",
                 "metrics"}
