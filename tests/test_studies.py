@@ -28,22 +28,28 @@ def test_regime_split_draws_subsets_of_d_and_r_and_keeps_the_rest():
         regimes.regime_split(split, labels, 11, seed=1)
 
 
-def _regime(per_class, c1b, c1c, limit):
-    claim = lambda passed: {"passed": passed, "measured": "largest gap 0.01"}  # noqa: E731
+def _regime(per_class, c1c_p, limit):
+    def table(p, value):
+        return [{"source": "ppa/vanilla", "value": value, "low": value - 0.02,
+                 "high": value + 0.02, "p": p, "p_holm": p, "significant": p < 0.05}]
     return {"per_class": per_class, "target": {"epochs": 100, "train_acc": 1.0, "test_acc": 0.7,
                                               "gap": 0.3},
-            "C1b": claim(c1b), "C1c": claim(c1c),
+            "C1b_table": table(0.5, -0.01), "C1c_table": table(c1c_p, 0.05),
             "detection_limit": {"C1b": {"blend α=0.5": limit}, "C1c": {"blend α=0.5": None}}}
 
 
-def test_the_reading_follows_the_numbers():
-    leaky = regimes.reading({"regimes": [_regime(10, True, False, 0.1), _regime(20, False, False, 0.1)]})
-    assert "are closer to the members" in leaky[0] and "C1b passes" in leaky[0]
-    assert "blend α=0.5 from f = 0.1" in leaky[0] and "Leakage shows" in leaky[-1]
-    sealed = regimes.reading({"regimes": [_regime(10, False, False, 0.25)]})
-    assert "not detectably closer" in sealed[0] and "not only a matter" in sealed[-1]
-    blind = regimes.reading({"regimes": [_regime(10, False, False, None)]})
-    assert "no leak of any kind" in blind[0] and "says little" in blind[-1]
+def test_the_reading_follows_the_numbers_under_the_wording_rules():
+    leaky = regimes.reading({"regimes": [_regime(10, 0.01, 0.1), _regime(20, 0.5, 0.1)]})
+    assert "10/class C1c ppa/vanilla detected, +0.05 [+0.03, +0.07]" in leaky[0]
+    assert "Holm p 0.01 in the regime, 0.04 over all 4" in leaky[0]
+    assert "10/class C1b ppa/vanilla not detected (-0.01 [-0.03, +0.01])" in leaky[0]
+    assert "blend α=0.5 from f = 0.1" in leaky[0]
+    assert "Detected within its regime: 10/class C1c ppa/vanilla" in leaky[-1]
+    assert "1 of them stay below 0.05" in leaky[-1]
+    weak = regimes.reading({"regimes": [_regime(10, 0.03, 0.1), _regime(20, 0.03, 0.1)]})
+    assert "0 of them stay below 0.05" in weak[-1]        # 0.03 × 4 tests, Holm: 0.09+
+    blind = regimes.reading({"regimes": [_regime(10, 0.5, None)]})
+    assert "no leak of any kind" in blind[0] and "None of the study's 2 tests" in blind[-1]
 
 
 def test_c2d_is_not_run_where_its_committed_study_does_not_apply(tmp_path, monkeypatch):

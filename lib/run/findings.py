@@ -16,7 +16,8 @@ import pandas as pd
 from .. import paths
 from ..claims import (DETECTED, IMPROVEMENT_METRICS, NOT_DETECTED, OPPOSITE, improvement_claim,
                       membership_claim, membership_exposure_claim, read_result, shift_claim)
-from ..metrics.stats import combined_p_value, holm
+from ..metrics.stats import combined_p_value
+from ..stages.regimes import study_tests
 from .compare import STUDY_FILES
 from .summary import verdict
 
@@ -119,17 +120,12 @@ def c3b_finding(summary: Mapping[str, Any]) -> str | None:
 
 def regimes_finding(study: Mapping[str, Any]) -> str:
     """The memorisation study: per regime C1b and C1c under their own Holm family, with Holm
-    over all of the study's tests beside."""
-    tests = [(r["per_class"], claim, row) for r in study["regimes"]
-             for claim in ("C1b", "C1c") for row in r[f"{claim}_table"]]
-    overall = holm([row["p"] for *_, row in tests])
-    texts = []
-    for (per_class, claim, row), p_all in zip(tests, overall):
-        what = f"{per_class}/class {claim} {row['source']}"
-        reading = read_result(what, row["value"], row["low"], row["high"], bool(row["significant"]))
-        texts.append(f"{reading.text}, Holm p {row['p_holm']:.2g} | {p_all:.2g}")
+    over all of the study's tests beside (``lib.stages.regimes.study_tests``)."""
+    tests = study_tests(study)
     return ("**The memorisation study** (`results/regimes.json`; Holm p within its regime | over "
-            f"all {len(tests)} of the study's tests): " + "; ".join(texts) + ".")
+            f"all {len(tests)} of the study's tests): "
+            + "; ".join(f"{t['reading'].text}, Holm p {t['p_holm']:.2g} | {t['p_all']:.2g}"
+                        for t in tests) + ".")
 
 
 def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = None) -> list[str]:

@@ -23,13 +23,14 @@ import torch
 from .. import paths
 from ..artifacts import read_json_if_present
 from ..attacks.interface import run_attack
-from ..claims import detection_limit, membership_claim, shift_claim
+from ..claims import DETECTED, detection_limit, membership_claim, read_result, shift_claim
 from ..data import dataset
 from ..data.images import subset, to_private_labels
 from ..data.split import Split
 from ..errors import InputError
 from ..inference import generate, predict_logits
 from ..metrics.fidelity import topk_accuracy
+from ..metrics.stats import holm
 from ..seeding import derive_seed
 from ..transfer import TransferSettings, fine_tune
 from .attacks import attack_seed
@@ -155,40 +156,44 @@ def _limit_words(limit: dict[str, float | None]) -> str:
                                                                    key=lambda kv: kv[1]))
 
 
+def study_tests(study: dict) -> list[dict]:
+    """Every test of the study (per regime: C1b and C1c per attack × mode), each with its
+    reading under the wording rules (verdict from its own regime's Holm family) and ``p_all``,
+    Holm over all of the study's tests, printed beside."""
+    rows = [{"per_class": r["per_class"], "claim": claim, **row} for r in study["regimes"]
+            for claim in ("C1b", "C1c") for row in r[f"{claim}_table"]]
+    for row, p_all in zip(rows, holm([row["p"] for row in rows])):
+        row["p_all"] = float(p_all)
+        row["reading"] = read_result(f"{row['per_class']}/class {row['claim']} {row['source']}",
+                                     row["value"], row["low"], row["high"],
+                                     bool(row["significant"]))
+    return rows
+
+
 def reading(study: dict) -> list[str]:
-    """What the committed study says, in words computed from its numbers: per regime, whether
-    the reconstructions are closer to members than to non-members, against the tests'
-    detection limit; then what follows for the cpu profile's negative C1b."""
-    lines, leaky, powered = [], [], []
+    """What the committed study says, in words generated from its numbers under the wording
+    rules (docs/protocol.md): per regime, the target's facts, each test's reading with its Holm
+    p within the regime and over all of the study's tests, and the tests' detection limits;
+    then which tests were detected, under either correction."""
+    tests = study_tests(study)
+    lines = []
     for r in study["regimes"]:
         t = r["target"]
-        c1b, c1c = r["C1b"], r["C1c"]
-        closer = ("are closer to the members than to the non-members" if c1b["passed"]
-                  else "are not detectably closer to the members than to the non-members")
-        moved = ("the optimisation moves them toward the members" if c1c["passed"]
-                 else "the optimisation does not detectably move them toward the members")
+        mine = [row for row in tests if row["per_class"] == r["per_class"]]
         lines.append(
             f"{r['per_class']} per class (T: {t['epochs']} epochs, train accuracy "
-            f"{t['train_acc']:.2f}, test {t['test_acc']:.2f}, gap {t['gap']:.2f}): the "
-            f"reconstructions {closer} (C1b {'passes' if c1b['passed'] else 'fails'}: "
-            f"{c1b['measured']}), and {moved} (C1c {'passes' if c1c['passed'] else 'fails'}). "
-            f"C1b's test sees {_limit_words(r['detection_limit']['C1b'])}; C1c's sees "
+            f"{t['train_acc']:.2f}, test {t['test_acc']:.2f}, gap {t['gap']:.2f}): "
+            + "; ".join(f"{row['reading'].text} (Holm p {row['p_holm']:.2g} in the regime, "
+                        f"{row['p_all']:.2g} over all {len(tests)})" for row in mine)
+            + f". C1b's test sees {_limit_words(r['detection_limit']['C1b'])}; C1c's sees "
             f"{_limit_words(r['detection_limit']['C1c'])}.")
-        if c1b["passed"] or c1c["passed"]:
-            leaky.append(r["per_class"])
-        if any(f is not None for kinds in r["detection_limit"].values() for f in kinds.values()):
-            powered.append(r["per_class"])
-    if leaky:
-        lines.append(f"Leakage shows where the target memorises ({', '.join(map(str, leaky))} per "
-                     "class): the cpu profile's negative C1b, at 100 per class, is consistent "
-                     "with a target that generalises and an attack that recovers class "
-                     "prototypes rather than individual samples.")
-    elif powered:
-        lines.append("Even where the target memorises, the attack's reconstructions are not "
-                     "detectably closer to its training samples, although the tests can see "
-                     "leaks of known strength: the cpu profile's negative C1b is not only a "
-                     "matter of the target generalising at 100 per class.")
+    detected = [row for row in tests if row["reading"].kind == DETECTED]
+    if detected:
+        lines.append("Detected within its regime: "
+                     + "; ".join(f"{row['per_class']}/class {row['claim']} {row['source']}"
+                                 for row in detected)
+                     + f"; under Holm over all {len(tests)} of the study's tests, "
+                     + f"{sum(row['p_all'] < 0.05 for row in detected)} of them stay below 0.05.")
     else:
-        lines.append("The tests could not see even strong leaks at these sizes, so a negative "
-                     "result here, and the cpu profile's, says little either way.")
+        lines.append(f"None of the study's {len(tests)} tests is detected.")
     return lines
