@@ -89,3 +89,29 @@ def test_the_protocol_lists_the_differences_from_the_authors_code():
     assert code_differences_table() in (ROOT / "docs" / "protocol.md").read_text(), (
         "docs/protocol.md's differences from the authors' code differ from "
         "lib.paper.CODE_DIFFERENCES: paste `python -m lib.cli report --deviations` into it")
+
+
+def _numbers_in(obj) -> list[float]:
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _numbers_in(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _numbers_in(v)]
+    return [float(obj)] if isinstance(obj, (int, float)) and not isinstance(obj, bool) else []
+
+
+def test_numbers_quoted_from_the_published_run_are_in_results():
+    """A paragraph of the docs that quotes "the published run" quotes numbers results/ holds
+    (each number with three or more decimals must round from a value of results/**/*.json)."""
+    values = [x for path in (ROOT / "results").rglob("*.json")
+              for x in _numbers_in(json.loads(path.read_text()))]
+    stale = []
+    for path in [ROOT / "README.md", ROOT / "benchmarks" / "README.md",
+                 *sorted((ROOT / "docs").glob("*.md"))]:
+        for paragraph in re.split(r"\n\s*\n", path.read_text()):
+            if "published run" not in paragraph:
+                continue
+            for quoted in re.findall(r"(?<![\d.])\d+\.\d{3,}(?![\d.])", paragraph):
+                places = len(quoted.split(".")[1])
+                if not any(round(v, places) == float(quoted) for v in values):
+                    stale.append(f"{path.relative_to(ROOT)}: {quoted}")
+    assert not stale, "numbers said to come from the published run that results/ lacks: " + ", ".join(stale)

@@ -248,7 +248,7 @@ def test_publish_copies_a_complete_run_only(tmp_runs, tmp_path):
     table = run_dir / "audit" / "ppa-vanilla_seed0.csv"
     table.parent.mkdir()
     table.write_text(f"dataset_index,class\n1,0\n# {run_dir}/x\n")
-    artifacts.register(run_dir, table)
+    artifacts.register(run_dir, table, producer="06_evaluation")
     stale = tmp_path / "results" / "notebooks" / "old.ipynb"
     stale.parent.mkdir(parents=True)
     stale.write_text("{}")
@@ -262,6 +262,7 @@ def test_publish_copies_a_complete_run_only(tmp_runs, tmp_path):
         "".join(nb["cells"][0]["source"])
     assert str(tmp_path) not in (dest / "notebooks" / "05_attacks.ipynb").read_text()
     assert sorted(p.name for p in (dest / "audit").iterdir()) == ["README.md", table.name]
+    assert f"| `{table.name}` | ppa-vanilla | 0 | 06_evaluation |" in (dest / "audit" / "README.md").read_text()
     table.write_text("tampered")
     with pytest.raises(Exception, match="sha256|modified"):
         runner.publish(run_dir, tmp_path / "again", log=lambda s: None)

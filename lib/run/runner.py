@@ -309,22 +309,28 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
     tables = sorted((run_dir / "audit").glob("*.csv"))
     for path in tables:
         artifacts.verify(run_dir, path)
-    _replace_folder(dest / "audit", {"README.md": audit_index(summary, tables).encode(),
+    manifest = artifacts.read_manifest(run_dir)
+    producers = {p.name: manifest.get(f"audit/{p.name}", {}).get("producer") or "?" for p in tables}
+    _replace_folder(dest / "audit", {"README.md": audit_index(summary, tables, producers).encode(),
                                      **{p.name: p.read_bytes() for p in tables}})
     log(f"published {len(NOTEBOOKS)} notebooks → {dest.name}/notebooks, "
         f"{len(tables)} audit tables → {dest.name}/audit")
     return dest
 
 
-def audit_index(summary: Mapping[str, Any], tables: list[Path]) -> str:
-    """The README of ``results/audit/``: where the tables come from and what each column says."""
-    rows = "\n".join(f"| `{p.name}` | {p.stem.rsplit('_seed', 1)[0]} | {p.stem.rsplit('_seed', 1)[1]} |"
-                     for p in tables)
+def audit_index(summary: Mapping[str, Any], tables: list[Path],
+                producers: Mapping[str, str] | None = None) -> str:
+    """The README of ``results/audit/``: where the tables come from (each one's writer, from
+    the run's manifest) and what each column says."""
+    producers = producers or {}
+    rows = "\n".join(f"| `{p.name}` | {p.stem.rsplit('_seed', 1)[0]} | {p.stem.rsplit('_seed', 1)[1]} "
+                     f"| {producers.get(p.name, '?')} |" for p in tables)
     return f"""# Per-sample audit tables
 
 Which private training images (the set D of the target) each attack exposes, from the
-`{summary['profile']}` run `{summary['run']}` (commit `{summary['git_commit']}`), written by
-notebook 06. One row per training image of D; one table per attack × mode (or control) × seed.
+`{summary['profile']}` run `{summary['run']}` (commit `{summary['git_commit']}`), each written by
+the notebook or committed study named in its row (the run's manifest records it). One row per
+training image of D; one table per attack × mode (or control) × seed.
 
 | column | meaning |
 | --- | --- |
@@ -339,8 +345,8 @@ notebook 06. One row per training image of D; one table per attack × mode (or c
 `<d>` is the distance: `d_P` (the attacker's perceptual distance) or `d_E` (the evaluator's
 features). `docs/method.md` explains how to read a DDCS value.
 
-| table | attack / mode or control | seed |
-| --- | --- | --- |
+| table | attack / mode or control | seed | written by |
+| --- | --- | --- | --- |
 {rows}
 """
 
