@@ -45,13 +45,13 @@ class Reading:
 
 
 def interval_text(estimate: float, low: float, high: float, digits: int = 3) -> str:
-    """'+e [low, high]', or '+e (no interval)' (one value)."""
+    """'+e [low, high]', or '+e (n = 1)' (one value: no interval)."""
     def f(x):
         return f"{x:+.{digits}g}"
     if math.isnan(estimate):
         return "not computed"
     if math.isnan(low) or math.isnan(high):
-        return f"{f(estimate)} (no interval)"
+        return f"{f(estimate)} (n = 1)"
     return f"{f(estimate)} [{f(low)}, {f(high)}]"
 
 

@@ -155,6 +155,6 @@ def test_anything_else_is_not_detected_with_its_interval_or_limit():
     assert null.kind == NOT_DETECTED
     assert null.text == "shift not detected (-0.01 [-0.04, +0.02]; detection limit 5%)"
     one_seed = read_result("gap", -0.03, math.nan, math.nan, rejected=False)
-    assert one_seed.kind == NOT_DETECTED and "no interval" in one_seed.text
+    assert one_seed.kind == NOT_DETECTED and "(n = 1)" in one_seed.text
     # the right direction but not rejected (e.g. C3b at p 0.3) is not detected either
     assert read_result("drop", 0.03, 0.01, 0.05, rejected=False).kind == NOT_DETECTED

@@ -30,7 +30,10 @@ def constructed(gap_ppa, p_ppa, gap_controls, seeds=(0, 1, 2)) -> dict:
     attack = {"gap_DR_d_P": gap_ppa, "gap_p_d_P": [p_ppa] * n, "shift_d_P": gap_ppa,
               "shift_p_d_P": [p_ppa] * n, "shift_flip_p_d_P": [p_ppa] * n}
     control = {"gap_DR_d_P": [gap_controls] * n}
-    return {"claims": [], "detection_limit": None,
+    return {"claims": [], "detection_limit": None, "profile": "cpu", "run": "r",
+            "git_commit": "c" * 40,
+            "notebooks": [{"name": "06_evaluation", "commit": "c" * 40, "seconds": 60.0,
+                           "reexecutions": []}],
             "metrics": {"06_evaluation": {"by_source": by_source(
                 {"ppa/vanilla": attack, "real_test": control}, list(seeds))}}}
 
@@ -59,7 +62,7 @@ def test_a_null_is_not_detected_with_its_interval():
 
 def test_one_seed_and_no_studies_still_gives_findings():
     out = findings.findings(constructed([-0.02], 0.6, -0.01, seeds=(0,)))
-    assert any("(no interval)" in f for f in out)
+    assert any("(n = 1)" in f for f in out)
 
 
 def test_every_summary_under_results_gets_its_own_block(tmp_path):
@@ -75,3 +78,17 @@ def test_every_summary_under_results_gets_its_own_block(tmp_path):
 def test_a_readme_without_markers_is_an_error():
     with pytest.raises(ValueError, match="markers"):
         findings.readme_block("no markers here")
+
+
+def test_the_provenance_line_gives_the_first_executions_time_and_the_reexecutions():
+    summary = constructed([0.05, 0.06, 0.055], 0.001, -0.01)
+    assert "1.0 minutes of notebooks, the sum of each notebook's first complete" in \
+        findings.provenance_line(summary)
+    summary["notebooks"][0]["reexecutions"] = [{"commit": "d" * 40, "seconds": 5.0, "status": "ok"}]
+    summary["git_commit"] = "d" * 40
+    line = findings.provenance_line(summary)
+    assert "1.0 minutes" in line and "re-executed later by a resume: 06_evaluation, the last at `ddddddd`" in line
+
+
+def test_the_readme_stays_short():
+    assert len((ROOT / "README.md").read_text()) <= 15000

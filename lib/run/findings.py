@@ -19,7 +19,7 @@ from ..claims import (DETECTED, IMPROVEMENT_METRICS, NOT_DETECTED, OPPOSITE, imp
 from ..metrics.stats import combined_p_value
 from ..stages.regimes import study_tests
 from .compare import STUDY_FILES
-from .summary import verdict
+from .summary import verdict, wall_seconds
 
 CONTROLS = ("real_test", "public_by_target", "random_generator")
 """The control sources of notebook 06: sets without an attack's effect."""
@@ -52,9 +52,14 @@ def _limit(detection_limit: Mapping[str, Mapping[str, float | None]] | None, sta
     return f"detection limit {found[kind]:.0%} of the reconstructions as {kind} leaks"
 
 
+DAGGER = ("† its interval excludes 0 against the claim, but the controls' D − R gaps share its "
+          "sign, so it is not read as a direction")
+
+
 def _readings(label: str, table: pd.DataFrame, controls: list[float], limit: str) -> str:
     """One claim family's readings (``table``: a row per attack × mode with value, low, high
-    and ``significant`` under its Holm family), grouped by kind, compactly."""
+    and ``significant`` under its Holm family), grouped by kind, compactly; † marks a reading
+    the controls keep from being stated as a direction (``DAGGER``)."""
     readings = [read_result(source, r.value, r.low, r.high, bool(r.significant), controls=controls)
                 for source, r in table.iterrows()]
     by_kind = {kind: [r for r in readings if r.kind == kind]
@@ -65,13 +70,7 @@ def _readings(label: str, table: pd.DataFrame, controls: list[float], limit: str
             parts.append(f"{kind}: " + "; ".join(
                 f"{r.what} {r.interval}" + ("†" if r.controls_share_sign else "")
                 for r in by_kind[kind]))
-    notes = [limit] if limit else []
-    if controls:
-        notes.append("controls' D − R gaps " + ", ".join(f"{c:+.3g}" for c in controls))
-    if any(r.controls_share_sign for r in readings):
-        notes.append("† its interval excludes 0 against the claim, but the controls share its "
-                     "sign, so it is not read as a direction")
-    return f"**{label}**: " + "; ".join(parts) + (f" ({'; '.join(notes)})" if notes else "") + "."
+    return f"**{label}**: " + "; ".join(parts) + (f" ({limit})" if limit else "") + "."
 
 
 def instrument_finding(summary: Mapping[str, Any]) -> str:
@@ -94,15 +93,16 @@ def instrument_finding(summary: Mapping[str, Any]) -> str:
             "reconstructions, notebook 06) — detected by " + "; by ".join(words) + null + ".")
 
 
-def c2_finding(claim_id: str, table: pd.DataFrame, treatment: str) -> str:
+def c2_finding(claim_id: str, table: pd.DataFrame, treatment: str, explain: bool = True) -> str:
     """C2 / C2d per metric, under the wording rules, with the number of paired seeds."""
     signs = {label: sign for _, sign, label in IMPROVEMENT_METRICS}
     rows = table[table["mode"] == treatment]
     seeds = int(rows["seeds"].max()) if len(rows) else 0
     texts = [read_result(r.metric, r.difference, r.low, r.high, bool(r.passes),
                          expected_sign=signs[r.metric]).text for r in rows.itertuples()]
-    return (f"**{claim_id}** (`{treatment}` − `vanilla`, paired over {seeds} seeds; a bootstrap "
-            f"over {seeds} paired differences excludes 0 when all share a sign): "
+    why = (f"; a bootstrap over {seeds} paired differences excludes 0 when all share a sign"
+           if explain else "")
+    return (f"**{claim_id}** (`{treatment}` − `vanilla`, paired over {seeds} seeds{why}): "
             + "; ".join(texts) + ".")
 
 
@@ -144,6 +144,9 @@ def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = Non
                              controls, _limit(limit, "C1b")))
         out.append(_readings("C1c, the attack's shift toward D under d_P",
                              shift_claim(results)["table"], controls, _limit(limit, "C1c")))
+        if any("†" in line for line in out):
+            out.append(f"{DAGGER} (the controls' gaps: "
+                       + ", ".join(f"{c:+.3g}" for c in controls) + ").")
         if "ppa/vanilla" in set(results.source) and "random_generator" in set(results.source):
             out.append("**Label level**: PPA on `vanilla` reaches E strict Acc@1 "
                        f"{_mean(results, 'ppa/vanilla', 'acc1_strict'):.2f}, the prior's random "
@@ -154,7 +157,8 @@ def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = Non
             out.append(c2_finding("C2", improvement_claim(results)["table"], "entropy+ngd"))
     damped = studies.get("ngd_damped_study.json")
     if damped:
-        out.append(c2_finding("C2d", pd.DataFrame(damped["claim_table"]), "entropy+ngd-damped"))
+        out.append(c2_finding("C2d", pd.DataFrame(damped["claim_table"]), "entropy+ngd-damped",
+                              explain=not any(line.startswith("**C2**") for line in out)))
     for cid in ("C1", "C3a"):
         if cid in claims:
             out.append(f"**{cid}** ({verdict(claims[cid])}): {claims[cid]['measured']}.")
@@ -176,6 +180,32 @@ def committed_studies(profile: str, results_dir: Path | None = None) -> dict[str
     return {name: study for name, study in studies.items() if study.get("profile") == profile}
 
 
+def verdicts_table(summary: Mapping[str, Any]) -> str:
+    """Each claim and its verdict by its fixed criterion, as a markdown table (the
+    measurements are in the findings and in ``python -m lib.cli report``)."""
+    rows = [f"| {c['id']} {c['claim']} | " + ("**FAIL**" if verdict(c) == "FAIL" else verdict(c))
+            + (f" ({c['status']})" if c.get("status") else "") + " |" for c in summary["claims"]]
+    return "\n".join(["| claim | verdict |", "| --- | --- |", *rows])
+
+
+def provenance_line(summary: Mapping[str, Any]) -> str:
+    """Where a published run's numbers come from: the run, its wall time (the sum of each
+    notebook's first complete execution) and the commits its notebooks were executed at."""
+    firsts = {nb.get("commit") for nb in summary["notebooks"] if nb.get("commit")}
+    again = [nb["name"] for nb in summary["notebooks"] if nb.get("reexecutions")]
+    code = (f"code at `{next(iter(firsts))[:7]}`" if len(firsts) == 1 else
+            f"code at commits {', '.join(f'`{c[:7]}`' for c in sorted(firsts))}" if firsts else
+            f"summary written at `{summary['git_commit'][:7]}`")
+    recorded = all("reexecutions" in nb for nb in summary["notebooks"])
+    what = ("the sum of each notebook's first complete execution" if recorded else
+            "the sum of the notebooks' recorded times (a summary written before executions were "
+            "recorded one by one: a notebook re-executed by a resume counts its last execution)")
+    return (f"From the `{summary['profile']}` run `{summary['run']}` ({code}): "
+            f"{wall_seconds(summary) / 60:.1f} minutes of notebooks, {what}"
+            + (f"; re-executed later by a resume: {', '.join(again)}, the last at "
+               f"`{summary['git_commit'][:7]}`" if again else "") + ".")
+
+
 def published(results_dir: Path | None = None) -> str:
     """The findings of every ``summary.json`` under ``results/`` (the main one first, then any
     other split's folder), as markdown."""
@@ -189,7 +219,8 @@ def published(results_dir: Path | None = None) -> str:
         summary = json.loads(path.read_text())
         head = ([] if path.parent == results_dir else
                 [f"*{path.parent.relative_to(results_dir).as_posix()}/*:", ""])
-        blocks.append("\n".join(head + [f"- {f}" for f in findings(summary, studies)]))
+        blocks.append("\n".join(head + [provenance_line(summary), "", verdicts_table(summary), ""]
+                                 + [f"- {f}" for f in findings(summary, studies)]))
     return "\n\n".join(blocks)
 
 
