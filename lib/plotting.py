@@ -59,3 +59,32 @@ def image_grid(rows: list[torch.Tensor], row_labels: list[str] | None = None,
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def gap_figure(attacks: list[dict], controls: list[dict], title: str = "",
+               label: str = "DDCS_best(D) − DDCS_best(R), d_P") -> matplotlib.figure.Figure:
+    """The headline figure: per attack × mode the mean D − R gap over seeds with its 95%
+    interval (one seed: a dot without one) and the seeds as dots; the controls beside it on
+    their own axis, so that neither sets the other's scale. Each row is a dict with
+    ``source``, ``values``, ``mean``, ``low``, ``high`` (``lib.run.summary.source_intervals``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [max(len(attacks), 1),
+                                                           max(len(controls), 1)]})
+    for ax, part, what in ((axes[0, 0], attacks, "attack / generator mode"),
+                           (axes[0, 1], controls, "controls (no attack)")):
+        for x, row in enumerate(part):
+            mean, low, high = row["mean"], row["low"], row["high"]
+            if not (np.isnan(low) or np.isnan(high)):
+                ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], fmt="o", color="C0",
+                            capsize=4, lw=1.5)
+            else:
+                ax.plot(x, mean, "o", color="C0")
+            ax.plot([x] * len(row["values"]), row["values"], ".", color="k", alpha=0.5, ms=5)
+        ax.axhline(0, color="k", lw=1, ls="--")
+        ax.set_xticks(range(len(part)), [row["source"] for row in part], rotation=30, ha="right")
+        ax.set(xlabel=what, ylabel=label if ax is axes[0, 0] else "",
+               xlim=(-0.6, max(len(part), 1) - 0.4))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -127,13 +127,16 @@ def test_pinned_config_is_the_current_smoke_profile(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_figure_has_a_caption_below_it(path):
-    """A cell that saves a figure is followed by a markdown caption saying what to look at."""
+    """A cell that saves a figure is followed by a markdown caption saying what the figure
+    shows (not what to look for)."""
     cells = load(path)["cells"]
     for i, cell in enumerate(cells):
         if cell["cell_type"] == "code" and "savefig(" in source(cell):
             below = cells[i + 1] if i + 1 < len(cells) else None
             assert below is not None and below["cell_type"] == "markdown" and \
                 source(below).startswith("*Figure — "), f"cell {i} saves a figure without a caption"
+            assert not re.search(r"\b(Look|look for|look at)\b", source(below)), (
+                f"cell {i + 1}'s caption says what to look for; say what the figure shows")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import artifacts
 from ..errors import InputError
+from ..metrics.stats import mean_ci
 from ..paper import PAPER_SAYS
 from .provenance import git_commit
 
@@ -106,6 +107,19 @@ def wall_seconds(summary: Mapping[str, Any]) -> float:
     """The run's wall time: the sum of each notebook's first complete execution (re-executions
     by a resume are listed, not added)."""
     return float(sum(nb["seconds"] or 0.0 for nb in summary["notebooks"]))
+
+
+def source_intervals(by_source: Mapping[str, Any], metric: str) -> list[dict]:
+    """Per source with values of ``metric``: its values over seeds, their mean and 95% t
+    interval (NaN for one seed) — the interval the claims' tables give."""
+    rows = []
+    for source, entry in by_source.items():
+        values = [v for v in entry["metrics"].get(metric, {}).get("values", []) if v is not None]
+        if values:
+            mean, low, high = mean_ci(values)
+            rows.append({"source": source, "values": values, "mean": mean, "low": low,
+                         "high": high})
+    return rows
 
 
 def collect_metrics(run_dir: Path) -> tuple[list, dict]:
