@@ -394,3 +394,27 @@ def test_a_run_cut_in_its_first_notebook_can_be_resumed(tmp_runs):
     (run_dir,) = tmp_runs.iterdir()
     code, again = run(profile="smoke", executor=FakeExecutor(), resume=run_dir)
     assert code == 0 and again == run_dir
+
+
+def test_publishing_into_results_re_executes_the_overview_on_the_new_summary(tmp_runs, tmp_path,
+                                                                             monkeypatch):
+    """Notebook 00 prints results/' findings: publish re-executes it once the run's summary is
+    there (a re-execution in the provenance), then publishes again."""
+    from lib import artifacts, paths
+
+    results = tmp_path / "results"
+    monkeypatch.setattr(paths, "results_dir", lambda: results)
+    _, run_dir = run(profile="smoke", executor=FakeExecutor())
+    figure = run_dir / "figures" / "99_headline.png"
+    figure.parent.mkdir(exist_ok=True)
+    figure.write_bytes(b"png")
+    artifacts.register(run_dir, figure)
+    again = FakeExecutor()
+    runner.publish(run_dir, log=lambda s: None, executor=again, kernel_check=False)
+    assert [c[0] for c in again.calls] == ["00_overview"]
+    published = json.loads((results / "summary.json").read_text())
+    overview = next(nb for nb in published["notebooks"] if nb["name"] == "00_overview")
+    assert [e["status"] for e in overview["reexecutions"]] == ["ok"]
+    banner = "".join(json.loads((results / "notebooks" / "00_overview.ipynb").read_text())
+                     ["cells"][0]["source"])
+    assert "re-executed 1× by a resume" in banner

@@ -280,14 +280,35 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
 PUBLISHED = ("summary.json", "summary.md", "figures/99_headline.png")
 
 
-def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], None] = print) -> Path:
+def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], None] = print,
+            executor: Executor | None = None, kernel_check: bool = True) -> Path:
     """Copy a finished run into ``results/`` (committed): its summary and headline figure,
     every executed notebook (figures embedded, machine paths removed, a banner naming the run)
     into ``results/notebooks/`` and the per-sample audit tables into ``results/audit/``.
     Checks the summary's schema and that every notebook succeeded; files of an earlier
-    publication that this run does not have are removed from those two folders."""
+    publication that this run does not have are removed from those two folders.
+
+    Notebook 00 prints the findings of ``results/``: once this run's summary is there, 00 is
+    re-executed in the run folder (a resume, recorded as a re-execution) and the run is
+    published again, so that the published 00 shows this run's findings, not the last
+    publication's."""
     run_dir = Path(run_dir).resolve()
     dest = Path(dest) if dest is not None else paths.results_dir()
+    _publish_once(run_dir, dest, log)
+    if dest.resolve() == paths.results_dir().resolve():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        code, _ = run(profile=summary["profile"], overrides=summary["overrides"],
+                      seed=summary["seed"], resume=run_dir, notebooks=[NOTEBOOKS[0]],
+                      executor=executor, kernel_check=kernel_check, log=log)
+        if code:
+            raise RunnerError(f"re-executing {NOTEBOOKS[0]} on the published summary failed; "
+                              f"see {run_dir / 'notebooks' / (NOTEBOOKS[0] + '.ipynb')}")
+        _publish_once(run_dir, dest, log)
+    return dest
+
+
+def _publish_once(run_dir: Path, dest: Path, log: Callable[[str], None]) -> None:
+    """One copy of a run into ``dest`` (``publish``)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     validate_summary(summary)
     failed = [n["name"] for n in summary["notebooks"] if n["status"] != "ok"]
@@ -315,7 +336,6 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
                                      **{p.name: p.read_bytes() for p in tables}})
     log(f"published {len(NOTEBOOKS)} notebooks → {dest.name}/notebooks, "
         f"{len(tables)} audit tables → {dest.name}/audit")
-    return dest
 
 
 def audit_index(summary: Mapping[str, Any], tables: list[Path],
