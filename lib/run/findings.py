@@ -19,7 +19,7 @@ from ..claims import (DETECTED, IMPROVEMENT_METRICS, NOT_DETECTED, OPPOSITE, imp
 from ..metrics.stats import combined_p_value
 from ..stages.regimes import study_tests
 from .compare import STUDY_FILES
-from .summary import verdict, wall_seconds
+from .summary import source_mean, verdict, wall_seconds
 
 CONTROLS = ("real_test", "public_by_target", "random_generator")
 """The control sources of notebook 06: sets without an attack's effect."""
@@ -36,11 +36,6 @@ def results_table(summary: Mapping[str, Any]) -> pd.DataFrame:
             for source, entry in by_source.items() for metric, m in entry["metrics"].items()
             for seed, v in zip(entry["seeds"], m["values"])]
     return pd.DataFrame(rows, columns=["source", "seed", "metric", "space", "value"])
-
-
-def _mean(results: pd.DataFrame, source: str, metric: str) -> float:
-    values = results[(results.source == source) & (results.metric == metric)]["value"].dropna()
-    return float(values.mean()) if len(values) else math.nan
 
 
 def _limit(detection_limit: Mapping[str, Mapping[str, float | None]] | None, statistic: str) -> str:
@@ -132,10 +127,10 @@ def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = Non
     """The findings of one run and its committed studies, as markdown bullets."""
     studies = studies or {}
     results = results_table(summary)
+    by_source = summary["metrics"].get("06_evaluation", {}).get("by_source", {})
     claims = {c["id"]: c for c in summary["claims"]}
     limit = summary.get("detection_limit")
-    controls = [_mean(results, c, "gap_DR_d_P") for c in CONTROLS
-                if c in set(results.source)]
+    controls = [source_mean(by_source, c, "gap_DR_d_P") for c in CONTROLS if c in by_source]
     out = []
     if limit:
         out.append(instrument_finding(summary))
@@ -149,10 +144,10 @@ def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = Non
                        + ", ".join(f"{c:+.3g}" for c in controls) + ").")
         if "ppa/vanilla" in set(results.source) and "random_generator" in set(results.source):
             out.append("**Label level**: PPA on `vanilla` reaches E strict Acc@1 "
-                       f"{_mean(results, 'ppa/vanilla', 'acc1_strict'):.2f}, the prior's random "
-                       f"samples labelled by T {_mean(results, 'random_generator', 'acc1_strict'):.2f}; "
-                       f"DDCS_best on D {_mean(results, 'ppa/vanilla', 'ddcs_best_d_P'):.3g} "
-                       f"against {_mean(results, 'random_generator', 'ddcs_best_d_P'):.3g}.")
+                       f"{source_mean(by_source, 'ppa/vanilla', 'acc1_strict'):.2f}, the prior's random "
+                       f"samples labelled by T {source_mean(by_source, 'random_generator', 'acc1_strict'):.2f}; "
+                       f"DDCS_best on D {source_mean(by_source, 'ppa/vanilla', 'ddcs_best_d_P'):.3g} "
+                       f"against {source_mean(by_source, 'random_generator', 'ddcs_best_d_P'):.3g}.")
         if {"ppa/vanilla", "ppa/entropy+ngd"} <= set(results.source):
             out.append(c2_finding("C2", improvement_claim(results)["table"], "entropy+ngd"))
     damped = studies.get("ngd_damped_study.json")
@@ -171,12 +166,16 @@ def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = Non
     return out
 
 
+def studies_in(folder: Path) -> dict[str, Any]:
+    """The committed study files a results folder holds, by file name."""
+    return {name: json.loads((folder / name).read_text())
+            for name in STUDY_FILES if (folder / name).is_file()}
+
+
 def committed_studies(profile: str, results_dir: Path | None = None) -> dict[str, Any]:
     """The committed study files of ``results/`` that were run under ``profile`` (a study of
     the cpu profile says nothing about a smoke run)."""
-    results_dir = Path(results_dir) if results_dir is not None else paths.results_dir()
-    studies = {name: json.loads((results_dir / name).read_text())
-               for name in STUDY_FILES if (results_dir / name).is_file()}
+    studies = studies_in(Path(results_dir) if results_dir is not None else paths.results_dir())
     return {name: study for name, study in studies.items() if study.get("profile") == profile}
 
 
@@ -214,8 +213,7 @@ def published(results_dir: Path | None = None) -> str:
                        key=lambda p: (p.parent != results_dir, str(p)))
     blocks = []
     for path in summaries:
-        studies = {name: json.loads((path.parent / name).read_text())
-                   for name in STUDY_FILES if (path.parent / name).is_file()}
+        studies = studies_in(path.parent)
         summary = json.loads(path.read_text())
         head = ([] if path.parent == results_dir else
                 [f"*{path.parent.relative_to(results_dir).as_posix()}/*:", ""])
