@@ -88,6 +88,8 @@ _BASE: dict[str, Any] = {
     # transfer (docs/method.md, "The transfer-learning framework"): vanilla | entropy | entropy+ngd from the same checkpoint
     "transfer_steps": 300,
     "transfer_lr": 2e-4,
+    "transfer_ema_rampup": 0.05,     # the transfer's EMA half-life ≤ 0.05 × images seen
+                                     #   (StyleGAN2-ADA's ramp-up; 0: off, 10-kimg throughout)
     "entropy_weight": 1.0,           # λ_H of `entropy`, authors' units (the paper: 1; = 16/b on a
     "ngd_entropy_weight": 1.0,       #   batch-b sum); of `entropy+ngd`. cpu: the committed sweep
     "entropy_reduction": "sum",      # sum over the batch (the paper) | mean

@@ -174,9 +174,29 @@ def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-def ema_beta(batch_size: int, ema_kimg: float) -> float:
-    """Per-step EMA decay for a half-life of ``ema_kimg`` thousand images (StyleGAN2's rule)."""
-    return 0.5 ** (batch_size / max(ema_kimg * 1000.0, 1e-8))
+def ema_beta(batch_size: int, ema_kimg: float, images_seen: int = 0,
+             rampup: float | None = None) -> float:
+    """Per-step EMA decay for a half-life of ``ema_kimg`` thousand images (StyleGAN2's rule).
+    With ``rampup`` (StyleGAN2-ADA's ramp-up) the half-life is at most ``rampup`` × the
+    images seen before this step, so the average forgets its starting weights at the pace
+    of the run: the first step's β is 0."""
+    half_life = ema_kimg * 1000.0
+    if rampup is not None:
+        half_life = min(half_life, rampup * images_seen)
+    return 0.5 ** (batch_size / max(half_life, 1e-8))
+
+
+def ema_schedule(steps: int, batch_size: int, ema_kimg: float,
+                 rampup: float | None = None) -> list[float]:
+    """Each step's EMA decay β (``train_gan``'s; ``batch_size`` is the global batch)."""
+    return [ema_beta(batch_size, ema_kimg, step * batch_size, rampup) for step in range(steps)]
+
+
+def ema_residual(steps: int, batch_size: int, ema_kimg: float,
+                 rampup: float | None = None) -> float:
+    """The weight the EMA still gives its starting parameters after ``steps`` updates: the
+    product of the βs."""
+    return math.prod(ema_schedule(steps, batch_size, ema_kimg, rampup))
 
 
 @torch.no_grad()
@@ -256,7 +276,8 @@ def _generator_step(G: nn.Module, D: nn.Module, opt_g, z: torch.Tensor, aug: nn.
 
 def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tensor, *,
               steps: int, batch_size: int, lr: float, seed: int, r1_gamma: float = 1.0,
-              r1_every: int = 16, ema_kimg: float = 10.0, augment: bool = False,
+              r1_every: int = 16, ema_kimg: float = 10.0, ema_rampup: float | None = None,
+              augment: bool = False,
               betas: tuple[float, float] = (0.5, 0.99), generator_ema: nn.Module | None = None,
               extra_generator_loss: ExtraLoss | None = None, log_every: int = 10,
               device: str = "cpu", progress: bool | None = None, desc: str = "GAN",
@@ -269,7 +290,8 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
     interval). G: non-saturating loss, plus ``extra_generator_loss(fake, step) -> (loss,
     stats)`` when given (the transfer modes add their target term here). ``generator`` and
     ``discriminator`` are trained in place; the EMA copy (``generator_ema``, a deep copy of
-    G when None) is what the attacks use; it averages G's parameters and gets batch-norm
+    G when None) is what the attacks use; it averages G's parameters (half-life ``ema_kimg``
+    thousand images, ramped up by ``ema_rampup`` when given: ``ema_beta``) and gets batch-norm
     statistics of its own at the end (``standing_statistics``). Every draw comes from
     ``seed``. ``partial``: saved
     at step ends when due, resumed from, cleared at the end; ``extra_state`` names lists the
@@ -295,7 +317,7 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
     aug = discriminator_view(images.shape[-1]).to(device) if augment else nn.Identity()
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
-    beta = ema_beta(batch_size, ema_kimg)
+    schedule = ema_schedule(steps, batch_size, ema_kimg, ema_rampup)
     loop = Resumable(partial, device, world, own_seed, G=G, D=D, G_ema=G_ema, opt_g=opt_g,
                      opt_d=opt_d, draws=draws)
     with global_seed(own_seed):                   # the discriminator augmentation's draws
@@ -314,7 +336,7 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
             r1_value = d_stats["r1"] if d_stats["r1"] is not None else r1_value
             z = torch.randn(local, G.z_dim, generator=draws).to(device)
             g_loss, stats = _generator_step(G_net, D, opt_g, z, aug, extra_generator_loss, step)
-            update_ema(G_ema, G, beta)
+            update_ema(G_ema, G, schedule[step])
             if step % log_every == 0 or step == steps - 1:
                 for key, value in {"step": step, "d_loss": d_stats["d_loss"], "g_loss": g_loss,
                                    "r1": r1_value, "d_real": d_stats["d_real"],

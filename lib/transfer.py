@@ -152,6 +152,7 @@ class TransferSettings:
     r1_gamma: float = 1.0
     r1_every: int = 16
     ema_kimg: float = 10.0
+    ema_rampup: float | None = 0.05       # the EMA's half-life ≤ this × images seen (ramp-up)
     augment: bool = False
     monitor_samples: int = 512
     monitor_every: int = 25
@@ -176,8 +177,8 @@ class TransferSettings:
             ngd_form="damped" if mode == "entropy+ngd-damped" else "paper",
             ngd_damped_gamma=cfg["ngd_damped_gamma"],
             r1_gamma=cfg["gan_r1_gamma"], r1_every=cfg["gan_r1_every"],
-            ema_kimg=cfg["gan_ema_kimg"], augment=cfg["gan_augment"],
-            monitor_samples=cfg["monitor_samples"], monitor_every=cfg["monitor_every"],
+            ema_kimg=cfg["gan_ema_kimg"], ema_rampup=cfg["transfer_ema_rampup"] or None,
+            augment=cfg["gan_augment"], monitor_samples=cfg["monitor_samples"], monitor_every=cfg["monitor_every"],
             collapse_max_share=cfg["collapse_max_share"], target_size=cfg["image_size"])
         return settings.replace(**changes) if changes else settings
 
@@ -190,6 +191,9 @@ class TransferSettings:
         if self.entropy_objective not in OBJECTIVES:
             raise InputError(f"entropy_objective {self.entropy_objective!r}; valid: "
                              + ", ".join(OBJECTIVES))
+        if self.ema_rampup is not None and not (math.isfinite(self.ema_rampup)
+                                                and self.ema_rampup > 0):
+            raise InputError(f"transfer_ema_rampup must be > 0 (0: off), got {self.ema_rampup}")
         if self.ngd_mode not in NGD_MODES:
             raise InputError(f"ngd_mode {self.ngd_mode!r}; valid: {', '.join(NGD_MODES)}")
         if self.ngd_form not in ngd.FORMS:
@@ -367,7 +371,8 @@ def fine_tune(mode: str, generator: nn.Module, discriminator: nn.Module, target:
     G_ema, history = train_gan(
         G, D, public_images, steps=settings.steps, batch_size=settings.batch_size,
         lr=settings.lr, seed=seed, r1_gamma=settings.r1_gamma, r1_every=settings.r1_every,
-        ema_kimg=settings.ema_kimg, augment=settings.augment, generator_ema=G_ema,
+        ema_kimg=settings.ema_kimg, ema_rampup=settings.ema_rampup, augment=settings.augment,
+        generator_ema=G_ema,
         extra_generator_loss=term, device=device, progress=progress,
         desc=f"transfer ({mode})", partial=partial, extra_state={"monitor": term.monitor},
         world=world)

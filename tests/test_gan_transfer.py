@@ -11,8 +11,10 @@ from lib import ngd, transfer
 from lib.models import ConvClassifier, Discriminator, Generator
 from lib.artifacts import load_module_tensors, module_tensors
 from lib.augment import discriminator_view
-from lib.training import (discriminator_loss, ema_beta, generator_loss, r1_penalty,
-                          standing_statistics, train_gan, update_ema)
+from lib.config import resolve
+from lib.errors import InputError
+from lib.training import (discriminator_loss, ema_beta, ema_residual, ema_schedule,
+                          generator_loss, r1_penalty, standing_statistics, train_gan, update_ema)
 
 
 def _tiny_gan(seed: int = 0):
@@ -79,6 +81,49 @@ def test_ema_update_and_half_life():
     assert torch.allclose(a.weight, expected)
     beta = ema_beta(64, 10.0)
     assert beta ** (10_000 / 64) == pytest.approx(0.5, rel=1e-9)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_the_transfer_ema_keeps_at_most_one_percent_of_the_prior(profile):
+    """A parameter that is 1 in the prior and 0 in G from the first step on: after the
+    transfer's updates its EMA keeps ≤ 1% of the prior (issue 26); without the ramp-up the
+    same run keeps more (the cpu run: 0.5^(19.2/10) ≈ 26%), so the test can fail."""
+    settings = transfer.TransferSettings.from_config(resolve(profile), "vanilla")
+    residuals = {}
+    for rampup in (settings.ema_rampup, None):
+        prior, tuned = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+        nn.init.ones_(prior.weight)
+        nn.init.zeros_(tuned.weight)
+        for beta in ema_schedule(settings.steps, settings.batch_size, settings.ema_kimg, rampup):
+            update_ema(prior, tuned, beta)
+        residuals[rampup] = prior.weight.item()
+        assert residuals[rampup] == pytest.approx(
+            ema_residual(settings.steps, settings.batch_size, settings.ema_kimg, rampup), rel=1e-5, abs=1e-9)
+    assert settings.ema_rampup is not None and residuals[settings.ema_rampup] <= 0.01
+    assert residuals[None] > 0.01
+    if profile == "cpu":
+        assert residuals[None] == pytest.approx(0.5 ** (19.2 / 10), rel=1e-6)
+
+
+def test_train_gan_with_the_ramp_up_tracks_g():
+    """train_gan runs the ramped schedule: the first step's β is 0 and the next ones tiny, so
+    after a few steps the EMA equals G to within ~1e-6 of its moves; a fixed 10-kimg half-life
+    leaves the EMA near the starting weights instead."""
+    assert ema_beta(8, 10.0, 0, 0.05) == 0.0
+    out = {}
+    for rampup in (0.05, None):
+        G, D = _tiny_gan()
+        G_ema, _ = train_gan(G, D, _public(), steps=3, batch_size=8, lr=1e-2, seed=5,
+                             ema_rampup=rampup, progress=False)
+        out[rampup] = max((a - b).abs().max().item()
+                          for a, b in zip(G_ema.parameters(), G.parameters()))
+    assert out[0.05] < 1e-4 < out[None]
+
+
+def test_the_ema_ramp_up_is_checked():
+    cfg = {**resolve("smoke"), "transfer_ema_rampup": -0.1}
+    with pytest.raises(InputError, match="transfer_ema_rampup"):
+        transfer.TransferSettings.from_config(cfg, "vanilla").check()
 
 
 def test_ema_leaves_the_batch_norm_statistics_alone():
