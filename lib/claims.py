@@ -113,38 +113,139 @@ def attack_sources(results: pd.DataFrame) -> list[str]:
     return [s for s in dict.fromkeys(results.source) if "/" in s]
 
 
-def resilience_claim(results: pd.DataFrame, space: str = "d_P", threshold: float = 0.5) -> dict:
-    """C1: for the strongest attack × mode (highest mean DDCS_best under ``space``), E strict
-    Acc@1 ≥ ``threshold`` and the fraction of D with DDCS 0 ≥ ``threshold`` and ≥ the
-    real-image control's fraction. The same criterion is applied to each control and shown:
-    a control that meets it says the criterion does not need an attack to be met."""
+def difference_text(label: str, r) -> str:
+    """'label +d [t low, high] (bootstrap [low, high])' of a ``paired_difference`` row."""
+    if math.isnan(r.difference):
+        return f"{label} not computed"
+    if math.isnan(r.low):
+        return f"{label} {r.difference:+.3g} (one seed: no interval)"
+    return (f"{label} {r.difference:+.3g} [{r.low:+.3g}, {r.high:+.3g}] (bootstrap "
+            f"[{r.boot_low:+.3g}, {r.boot_high:+.3g}])")
+
+
+PRECONDITION_METRICS = (("ddcs_best_d_P", "DDCS_best (d_P)"), ("coverage", "coverage (E)"))
+PRECONDITION_CONTROL = "random_generator"
+
+
+def precondition_claim(results: pd.DataFrame, mode: str = "vanilla",
+                       control: str = PRECONDITION_CONTROL, seed: int = 0) -> dict:
+    """C0b (ours): each attack on ``mode`` reaches more of D than the prior's own random
+    samples (``control``): attack − control, paired over seeds, for DDCS_best (d_P) and
+    coverage (E); an attack passes when the two-sided 95% paired t interval of *both*
+    differences lies above 0. The claim passes when every attack on ``mode`` does; the table
+    has a row per attack × metric (``attack_passes`` repeats the attack's verdict)."""
+    attacks = [s.split("/")[0] for s in attack_sources(results) if s.endswith(f"/{mode}")]
+    if not attacks or control not in set(results.source):
+        raise InputError(f"C0b needs attacks on {mode!r} and the {control!r} control in the "
+                         "results; evaluate them first (notebook 06)")
+    rows = []
+    for attack in attacks:
+        for metric, label in PRECONDITION_METRICS:
+            d = paired_difference(_values(results, f"{attack}/{mode}", metric),
+                                  _values(results, control, metric), seed=seed)
+            rows.append({"attack": attack, "metric": label, **d,
+                         "passes": bool(not math.isnan(d["low"]) and d["low"] > 0)})
+    table = pd.DataFrame(rows)
+    table["attack_passes"] = table.groupby("attack")["passes"].transform("all")
+    by_attack = table.groupby("attack", sort=False)["passes"].all()
+    one_seed = bool(table["seeds"].min() < 2)
+    return {"claim": f"(precondition) the attack reaches more of D than the prior's own random "
+                     f"samples (on `{mode}`)",
+            "criterion": f"per attack on {mode}: attack − {CONTROL_NAMES[control]}, paired over "
+                         "seeds, two-sided 95% paired t interval above 0 for both DDCS_best "
+                         "(d_P) and coverage (E); every attack",
+            "measured": "; ".join(
+                f"{attack} {'pass' if ok else 'FAIL'}: " + ", ".join(
+                    difference_text(r.metric, r) for r in table[table.attack == attack].itertuples())
+                for attack, ok in by_attack.items()),
+            "passed": None if one_seed else bool(by_attack.all()),
+            "status": "not run: a paired interval needs at least 2 seeds" if one_seed else "",
+            "details": "seeds per attack: " + ", ".join(
+                f"{a} {int(table[table.attack == a].seeds.min())}" for a in by_attack.index),
+            "table": table}
+
+
+def precondition_of(c0b_table: pd.DataFrame | None, source: str) -> str:
+    """'ppa/vanilla; ppa C0b pass': the attack × mode a verdict rests on and its attack's
+    C0b result (``source``: '<attack>/<mode>'; a control or unknown attack: not tested)."""
+    attack = source.split("/")[0]
+    rows = (c0b_table[c0b_table.attack == attack] if c0b_table is not None
+            else pd.DataFrame())
+    result = ("not tested" if rows.empty else
+              "pass" if bool(rows["attack_passes"].iloc[0]) else "FAIL")
+    return f"{source}; {attack} C0b {result}"
+
+
+def c1_accuracy(split: str) -> str:
+    """The E accuracy C1 reads: strict 10-way on the same-class split; on a shifted split,
+    where E's public-class outputs answer another question, restricted to the private classes
+    (the strict one printed beside)."""
+    return "acc1_strict" if split == "same-class" else "acc1_restricted"
+
+
+def per_seed_differences(results: pd.DataFrame,
+                         comparisons: Iterable[tuple[str, str]],
+                         metrics: Iterable[tuple[str, str]]) -> pd.DataFrame:
+    """The per-seed paired differences behind C0b and C2: a row per (treatment − baseline,
+    metric, seed) with ``comparison``, ``metric`` (its label), ``seed``, ``difference`` and the
+    comparison's paired t interval (``mean``, ``low``, ``high``). ``comparisons``: (treatment,
+    baseline) sources; ``metrics``: (metric, label). Comparisons with a missing source are
+    skipped."""
+    rows = []
+    have = set(results.source)
+    for treatment, baseline in comparisons:
+        if not {treatment, baseline} <= have:
+            continue
+        for metric, label in metrics:
+            a, b = _values(results, treatment, metric), _values(results, baseline, metric)
+            d = paired_difference(a, b)
+            common = b.index.intersection(a.index)
+            rows += [{"comparison": f"{treatment} − {baseline}", "metric": label, "seed": int(k),
+                      "difference": float(a[k] - b[k]), "mean": d["difference"], "low": d["low"],
+                      "high": d["high"]} for k in common]
+    return pd.DataFrame(rows, columns=["comparison", "metric", "seed", "difference", "mean",
+                                       "low", "high"])
+
+
+def resilience_claim(results: pd.DataFrame, space: str = "d_P", threshold: float = 0.5,
+                     accuracy: str = "acc1_strict") -> dict:
+    """C1: for the strongest attack × mode (highest mean DDCS_best under ``space``), E Acc@1
+    (``accuracy``: strict, or restricted on a shifted split, ``c1_accuracy``) ≥ ``threshold``
+    and the fraction of D with DDCS 0 ≥ ``threshold`` and ≥ the real-image control's fraction.
+    The same criterion is applied to each control and shown: a control that meets it says the
+    criterion does not need an attack to be met."""
     attacks = attack_sources(results)
     strongest = max(attacks, key=lambda s: _values(results, s, f"ddcs_best_{space}").mean())
     sources = [strongest] + [c for c in CONTROL_NAMES if c in set(results.source)]
     real = (_values(results, "real_test", f"resilient_fraction_{space}").mean()
             if "real_test" in sources else math.nan)
+    name = "strict" if accuracy == "acc1_strict" else "restricted"
     rows = []
     for source in sources:
-        acc = _values(results, source, "acc1_strict").mean()
+        acc = _values(results, source, accuracy).mean()
         resilient = _values(results, source, f"resilient_fraction_{space}").mean()
         met = acc >= threshold and resilient >= threshold and not resilient < real
-        rows.append({"source": source, "role": "attack" if source == strongest else "control",
-                     "E_acc1_strict": acc, "resilient_fraction": resilient,
-                     "criterion_met": bool(met)})
+        row = {"source": source, "role": "attack" if source == strongest else "control",
+               f"E_acc1_{name}": acc, "resilient_fraction": resilient, "criterion_met": bool(met)}
+        if accuracy != "acc1_strict":
+            row["E_acc1_strict"] = _values(results, source, "acc1_strict").mean()
+        rows.append(row)
     table = pd.DataFrame(rows).set_index("source")
     top = table.loc[strongest]
+    beside = (f" (strict {top.E_acc1_strict:.2f})" if accuracy != "acc1_strict" else "")
     return {"claim": "many training samples stay resilient even to the strongest attack, "
                      "although it succeeds at label level",
-            "criterion": f"strongest attack × mode (highest mean DDCS_best under {space}): E strict "
+            "criterion": f"strongest attack × mode (highest mean DDCS_best under {space}): E {name} "
                          f"Acc@1 ≥ {threshold} and resilient fraction ≥ {threshold} and ≥ the "
                          "real-image control's",
-            "measured": f"{strongest}: E strict Acc@1 {top.E_acc1_strict:.2f}, resilient "
-                        f"{top.resilient_fraction:.3f} (real images: {real:.3f})",
+            "measured": f"{strongest}: E {name} Acc@1 {top[f'E_acc1_{name}']:.2f}{beside}, "
+                        f"resilient {top.resilient_fraction:.3f} (real images: {real:.3f})",
             "passed": bool(top.criterion_met),
             "details": "the criterion applied to the controls: " + "; ".join(
-                f"{CONTROL_NAMES[s]}: Acc@1 {r.E_acc1_strict:.2f}, resilient "
+                f"{CONTROL_NAMES[s]}: Acc@1 {r[f'E_acc1_{name}']:.2f}, resilient "
                 f"{r.resilient_fraction:.3f}, {'met' if r.criterion_met else 'not met'}"
                 for s, r in table.iloc[1:].iterrows()),
+            "source": strongest,
             "table": table}
 
 
@@ -238,45 +339,53 @@ IMPROVEMENT_CLAIMS = {"entropy+ngd": "entropy + natural gradient improves the at
 
 
 def improvement_criterion(treatment: str, baseline: str = "vanilla") -> str:
-    return (f"{treatment} − {baseline}, paired over seeds, bootstrap 95% interval excludes 0: "
-            "DDCS_best up, coverage up, FID-E down")
+    return (f"{treatment} − {baseline}, paired over seeds, two-sided 95% paired t interval "
+            "excludes 0: DDCS_best up, coverage up, FID-E down (percentile bootstrap beside)")
+
+
+def paired_difference(treatment: pd.Series, baseline: pd.Series, seed: int = 0) -> dict:
+    """``treatment − baseline`` over their common seeds: the mean, its two-sided 95% paired t
+    interval (``low``, ``high``: the registered one) and the percentile bootstrap beside it
+    (``boot_low``, ``boot_high``); NaN where a seed lacks a value or fewer than 2 pairs."""
+    common = baseline.index.intersection(treatment.index)
+    a, b = treatment.loc[common], baseline.loc[common]
+    nan = {"difference": math.nan, "low": math.nan, "high": math.nan, "boot_low": math.nan,
+           "boot_high": math.nan, "seeds": len(common)}
+    if len(common) == 0 or a.isna().any() or b.isna().any():
+        return nan
+    diff = (a - b).to_numpy(dtype=float)
+    mean, low, high = mean_ci(diff)
+    _, boot_low, boot_high = paired_bootstrap_ci(a.to_numpy(), b.to_numpy(), seed=seed)
+    return {**nan, "difference": mean, "low": low, "high": high, "boot_low": boot_low,
+            "boot_high": boot_high}
 
 
 def improvement_claim(results: pd.DataFrame, attack: str = "ppa",
                       treatment: str = "entropy+ngd", baseline: str = "vanilla",
                       beside: tuple[str, ...] = ("entropy",), seed: int = 0) -> dict:
     """C2 (``treatment`` ``entropy+ngd``) and C2d (``entropy+ngd-damped``): ``treatment`` −
-    ``baseline`` paired over seeds, percentile-bootstrap 95% interval; passes when the
-    interval excludes 0 in the right direction for DDCS_best (up), coverage (up) and FID-E
-    (down). The modes in ``beside`` are reported the same way beside it. In the table,
-    ``direction`` is the sign of the mean difference (right or wrong), ``excludes_0`` whether
-    the interval excludes 0, and ``passes`` both."""
+    ``baseline`` paired over seeds, two-sided 95% paired t interval (the percentile bootstrap
+    beside it, ``boot_low``/``boot_high``); passes when the t interval excludes 0 in the right
+    direction for DDCS_best (up), coverage (up) and FID-E (down). The modes in ``beside`` are
+    reported the same way beside it. In the table, ``direction`` is the sign of the mean
+    difference (right or wrong), ``excludes_0`` whether the interval excludes 0, and
+    ``passes`` both."""
     rows = []
     for metric, sign, label in IMPROVEMENT_METRICS:
         base = _values(results, f"{attack}/{baseline}", metric)
         for mode in (*beside, treatment):
-            treat = _values(results, f"{attack}/{mode}", metric)
-            common = base.index.intersection(treat.index)
-            if base.loc[common].isna().any() or treat.loc[common].isna().any():
-                mean, low, high = math.nan, math.nan, math.nan
-            else:
-                mean, low, high = paired_bootstrap_ci(treat.loc[common].to_numpy(),
-                                                      base.loc[common].to_numpy(), seed=seed)
+            d = paired_difference(_values(results, f"{attack}/{mode}", metric), base, seed=seed)
+            mean, low, high = d["difference"], d["low"], d["high"]
             excludes_0 = (not math.isnan(low)) and (low > 0 or high < 0)
             right = (not math.isnan(mean)) and sign * mean > 0
-            rows.append({"metric": label, "mode": mode, "difference": mean, "low": low,
-                         "high": high, "seeds": len(common),
+            rows.append({"metric": label, "mode": mode, **d,
                          "direction": "—" if math.isnan(mean) else ("right" if right else "wrong"),
                          "excludes_0": bool(excludes_0), "passes": bool(excludes_0 and right)})
     table = pd.DataFrame(rows)
     main = table[table["mode"] == treatment]
 
     def fmt(r):
-        if math.isnan(r.difference):
-            return f"{r.metric} not computed"
-        if math.isnan(r.low):
-            return f"{r.metric} {r.difference:+.3g} (one seed: no interval)"
-        return f"{r.metric} {r.difference:+.3g} [{r.low:+.3g}, {r.high:+.3g}]"
+        return difference_text(r.metric, r)
 
     return {"claim": IMPROVEMENT_CLAIMS.get(treatment, f"{treatment} improves the attack"),
             "criterion": improvement_criterion(treatment, baseline),

@@ -10,6 +10,8 @@ from __future__ import annotations
 # so the claims are compared as directions and orderings).
 PAPER_SAYS = {
     "C0": "(prerequisite) an accurate target and evaluator",
+    "C0b": "(not in the paper; ours, a precondition) the attack reaches more of D than the "
+           "prior's own random samples",
     "C1": "DDCS exposes that many training samples stay resilient even to the strongest attack",
     "C1b": "(not in the paper; ours) reconstructions are closer to the training samples than "
            "to non-members of the same class",

@@ -88,3 +88,29 @@ def gap_figure(attacks: list[dict], controls: list[dict], title: str = "",
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def paired_differences_figure(rows, title: str = "") -> matplotlib.figure.Figure:
+    """One panel per metric: each comparison's per-seed paired differences (dots) and their
+    mean with its 95% paired t interval (the claims' interval; one seed: none); dashed: 0.
+    ``rows``: ``lib.claims.per_seed_differences``."""
+    metrics = list(dict.fromkeys(rows["metric"]))
+    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.2 * max(len(metrics), 1), 3.8),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = rows[rows["metric"] == metric]
+        comparisons = list(dict.fromkeys(part["comparison"]))
+        for x, comparison in enumerate(comparisons):
+            one = part[part["comparison"] == comparison]
+            mean, low, high = one["mean"].iloc[0], one["low"].iloc[0], one["high"].iloc[0]
+            ax.plot([x] * len(one), one["difference"], ".", color="k", alpha=0.6, ms=6)
+            if not (np.isnan(low) or np.isnan(high)):
+                ax.errorbar(x + 0.15, mean, yerr=[[mean - low], [high - mean]], fmt="o",
+                            color="C0", capsize=4, lw=1.5)
+        ax.axhline(0, color="k", lw=1, ls="--")
+        ax.set_xticks(range(len(comparisons)), comparisons, rotation=30, ha="right", fontsize=8)
+        ax.set(title=metric, xlim=(-0.6, len(comparisons) - 0.4))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

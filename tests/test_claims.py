@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib.errors import InputError
 from lib.metrics.stats import combined_p_value, paired_bootstrap_ci
 from lib.claims import improvement_claim, membership_claim, resilience_claim, shift_claim
 
@@ -158,3 +159,89 @@ def test_anything_else_is_not_detected_with_its_interval_or_limit():
     assert one_seed.kind == NOT_DETECTED and "(n = 1)" in one_seed.text
     # the right direction but not rejected (e.g. C3b at p 0.3) is not detected either
     assert read_result("drop", 0.03, 0.01, 0.05, rejected=False).kind == NOT_DETECTED
+
+
+# ------------------------------------------------------------------------------- C0b
+from scipy.spatial.distance import cdist  # noqa: E402
+
+from lib.claims import precondition_claim, precondition_of  # noqa: E402
+from lib.metrics.ddcs import ddcs  # noqa: E402
+from lib.metrics.fidelity import per_class_prdc  # noqa: E402
+
+
+def _c0b_results(seed: int, attack_like_members: bool) -> pd.DataFrame:
+    """Five seeds of DDCS_best and coverage, computed by the real metric functions on
+    constructed features: D is 30 points per class (2 classes, 8-d); the control draws fresh
+    points from each class's distribution; the attack is either noisy copies of D's members
+    or a draw made exactly like the control."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 4, size=(2, 8))
+    labels = np.repeat([0, 1], 30)
+    members = means[labels] + rng.normal(size=(60, 8))
+    rows = []
+    for s in range(5):
+        control = means[labels] + rng.normal(size=(60, 8))
+        attack = (members + 0.1 * rng.normal(size=(60, 8)) if attack_like_members
+                  else means[labels] + rng.normal(size=(60, 8)))
+        for source, x in (("random_generator", control), ("ppa/vanilla", attack)):
+            best = ddcs(cdist(x, members, "sqeuclidean"), labels, labels).best
+            coverage = per_class_prdc(members, labels, x, labels, k=3)["mean"]["coverage"]
+            rows += [{"source": source, "seed": s, "metric": "ddcs_best_d_P", "value": best},
+                     {"source": source, "seed": s, "metric": "coverage", "value": coverage}]
+    return pd.DataFrame(rows)
+
+
+def test_c0b_passes_for_noisy_copies_of_the_members():
+    out = precondition_claim(_c0b_results(0, attack_like_members=True))
+    assert out["passed"] is True
+    assert out["table"]["passes"].all() and (out["table"]["seeds"] == 5).all()
+    assert out["measured"].startswith("ppa pass")
+    assert precondition_of(out["table"], "ppa/entropy") == "ppa/entropy; ppa C0b pass"
+    assert precondition_of(out["table"], "gmi/vanilla") == "gmi/vanilla; gmi C0b not tested"
+
+
+def test_c0b_rarely_passes_for_draws_made_like_the_control():
+    passes = sum(bool(precondition_claim(_c0b_results(seed, attack_like_members=False))["passed"])
+                 for seed in range(100))
+    assert passes <= 10, f"{passes} of 100 null draws passed C0b"
+
+
+def test_c0b_with_one_seed_is_not_run_rather_than_failed():
+    results = _c0b_results(0, attack_like_members=True)
+    out = precondition_claim(results[results.seed == 0])
+    assert out["passed"] is None and "at least 2 seeds" in out["status"]
+
+
+def test_c0b_needs_the_control():
+    results = _c0b_results(0, attack_like_members=True)
+    with pytest.raises(InputError, match="random_generator"):
+        precondition_claim(results[results.source != "random_generator"])
+
+
+def test_c2_reads_the_paired_t_interval_with_the_bootstrap_beside():
+    """Three differences of one sign but spread out: the bootstrap excludes 0 (all share a
+    sign), the paired t interval does not — C2's registered interval is the t one."""
+    out = improvement_claim(_full({("entropy+ngd", "ddcs_best_d_P"): [0.21, 0.41, 0.20]}))
+    row = out["table"].query("mode == 'entropy+ngd' and metric == 'DDCS_best (d_P)'").iloc[0]
+    assert row.boot_low > 0 and row.low < 0 < row.high
+    assert not out["passed"] and "paired t" in out["criterion"] and "bootstrap [" in out["measured"]
+
+
+def test_evaluation_claims_name_the_attack_and_its_c0b():
+    from lib.stages.evaluation import evaluation_claims
+
+    changes = {("vanilla", "acc1_restricted"): [0.9, 0.8, 0.85],
+               ("random_generator", "acc1_restricted"): [0.6] * 3,
+               ("real_test", "acc1_restricted"): [0.95] * 3,
+               ("public_by_target", "acc1_restricted"): [0.5] * 3,
+               ("random_generator", "coverage"): [0.1, 0.1, 0.12]}
+    for mode in ("entropy", "entropy+ngd"):
+        changes[mode, "acc1_restricted"] = [0.9, 0.8, 0.85]
+    claims = evaluation_claims(_full(changes), "cluster-shift")
+    assert list(claims) == ["C0b", "C1", "C1b", "C1c", "C2"]
+    assert claims["C0b"]["passed"] is False            # DDCS_best 0.2 < the control's 0.5
+    assert claims["C1"]["precondition"] == "ppa/entropy+ngd; ppa C0b FAIL"
+    assert "restricted Acc@1 0.85 (strict 0.75)" in claims["C1"]["measured"]
+    assert claims["C2"]["precondition"] == "ppa/entropy+ngd − ppa/vanilla; ppa C0b FAIL"
+    same_class = evaluation_claims(_full(changes), "same-class")
+    assert "strict Acc@1 0.75" in same_class["C1"]["measured"]

@@ -142,19 +142,21 @@ class Context:
 
     def claim(self, claim_id: str, claim: str, criterion: str, measured: Any,
               passed: bool | None, details: str = "", feature_space: str = "",
-              status: str = "") -> dict:
+              status: str = "", precondition: str = "") -> dict:
         """Record a claim (never raise on failure) in ``metrics/claims.json`` and show it;
-        ``passed=None`` with a ``status`` saying why records a claim that was not measured."""
+        ``passed=None`` with a ``status`` saying why records a claim that was not measured;
+        ``precondition``: the attack × mode the verdict rests on and that attack's C0b result."""
         rel = "metrics/claims.json"
         claims = self.load_json(rel) if self.exists(rel) else {}
         entry = {"id": claim_id, "claim": claim, "criterion": criterion, "measured": measured,
                  "passed": None if passed is None else bool(passed), "notebook": self.notebook,
                  "profile": self.profile, "feature_space": feature_space, "details": details,
-                 "status": status}
+                 "status": status, "precondition": precondition}
         claims[claim_id] = entry
         self.save_json(rel, claims)
         verdict = "NOT RUN" if passed is None else ("PASS" if passed else "FAIL")
-        print(f"{claim_id} {verdict} | {claim} | criterion: {criterion} | measured: {measured}"
+        print(f"{claim_id} {verdict}" + (f" [{precondition}]" if precondition else "")
+              + f" | {claim} | criterion: {criterion} | measured: {measured}"
               + (f" | {status}" if status else ""))
         return entry
 

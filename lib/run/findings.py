@@ -88,15 +88,31 @@ def instrument_finding(summary: Mapping[str, Any]) -> str:
             "reconstructions, notebook 06) — detected by " + "; by ".join(words) + null + ".")
 
 
-def c2_finding(claim_id: str, table: pd.DataFrame, treatment: str, explain: bool = True) -> str:
-    """C2 / C2d per metric, under the wording rules, with the number of paired seeds."""
+def registered_interval(criterion: str) -> str:
+    """"t" or "bootstrap": the interval a recorded C2-type verdict was given by (runs before
+    the five-seed protocol registered the percentile bootstrap; later ones the paired t)."""
+    return "t" if "paired t" in criterion else "bootstrap"
+
+
+def c2_finding(claim_id: str, table: pd.DataFrame, treatment: str, explain: bool = True,
+               criterion: str = "paired t") -> str:
+    """C2 / C2d per metric, under the wording rules, with the number of paired seeds and the
+    interval its recorded ``criterion`` registered (``registered_interval``)."""
     signs = {label: sign for _, sign, label in IMPROVEMENT_METRICS}
     rows = table[table["mode"] == treatment]
     seeds = int(rows["seeds"].max()) if len(rows) else 0
-    texts = [read_result(r.metric, r.difference, r.low, r.high, bool(r.passes),
-                         expected_sign=signs[r.metric]).text for r in rows.itertuples()]
-    why = (f"; a bootstrap over {seeds} paired differences excludes 0 when all share a sign"
-           if explain else "")
+    kind = registered_interval(criterion)
+    texts = []
+    for r in rows.itertuples():
+        low, high = ((r.boot_low, r.boot_high) if kind == "bootstrap" and hasattr(r, "boot_low")
+                     else (r.low, r.high))
+        rejected = (not math.isnan(low) and (low > 0 or high < 0)
+                    and signs[r.metric] * r.difference > 0)
+        texts.append(read_result(r.metric, r.difference, low, high, rejected,
+                                 expected_sign=signs[r.metric]).text)
+    why = ("" if not explain else
+           f"; a bootstrap over {seeds} paired differences excludes 0 when all share a sign"
+           if kind == "bootstrap" else "; two-sided 95% paired t intervals")
     return (f"**{claim_id}** (`{treatment}` − `vanilla`, paired over {seeds} seeds{why}): "
             + "; ".join(texts) + ".")
 
@@ -132,6 +148,10 @@ def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = Non
     limit = summary.get("detection_limit")
     controls = [source_mean(by_source, c, "gap_DR_d_P") for c in CONTROLS if c in by_source]
     out = []
+    if "C0b" in claims:
+        c0b = claims["C0b"]
+        out.append(f"**C0b**, the precondition ({verdict(c0b)}): {c0b['measured']}"
+                   + (f" ({c0b['status']})" if c0b.get("status") else "") + ".")
     if limit:
         out.append(instrument_finding(summary))
     if not results.empty and any("/" in s for s in results.source):
@@ -149,11 +169,13 @@ def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = Non
                        f"DDCS_best on D {source_mean(by_source, 'ppa/vanilla', 'ddcs_best_d_P'):.3g} "
                        f"against {source_mean(by_source, 'random_generator', 'ddcs_best_d_P'):.3g}.")
         if {"ppa/vanilla", "ppa/entropy+ngd"} <= set(results.source):
-            out.append(c2_finding("C2", improvement_claim(results)["table"], "entropy+ngd"))
+            out.append(c2_finding("C2", improvement_claim(results)["table"], "entropy+ngd",
+                                  criterion=claims.get("C2", {}).get("criterion", "")))
     damped = studies.get("ngd_damped_study.json")
     if damped:
         out.append(c2_finding("C2d", pd.DataFrame(damped["claim_table"]), "entropy+ngd-damped",
-                              explain=not any(line.startswith("**C2**") for line in out)))
+                              explain=not any(line.startswith("**C2**") for line in out),
+                              criterion=damped["claim"].get("criterion", "")))
     for cid in ("C1", "C3a"):
         if cid in claims:
             out.append(f"**{cid}** ({verdict(claims[cid])}): {claims[cid]['measured']}.")
@@ -181,10 +203,17 @@ def committed_studies(profile: str, results_dir: Path | None = None) -> dict[str
 
 def verdicts_table(summary: Mapping[str, Any]) -> str:
     """Each claim and its verdict by its fixed criterion, as a markdown table (the
-    measurements are in the findings and in ``python -m lib.cli report``)."""
+    measurements are in the findings and in ``python -m lib.cli report``); with the attack ×
+    mode each verdict rests on and its C0b result when the run recorded them."""
+    any_precondition = any(c.get("precondition") for c in summary["claims"])
     rows = [f"| {c['id']} {c['claim']} | " + ("**FAIL**" if verdict(c) == "FAIL" else verdict(c))
-            + (f" ({c['status']})" if c.get("status") else "") + " |" for c in summary["claims"]]
-    return "\n".join(["| claim | verdict |", "| --- | --- |", *rows])
+            + (f" ({c['status']})" if c.get("status") else "")
+            + (f" | {c.get('precondition') or '—'}" if any_precondition else "") + " |"
+            for c in summary["claims"]]
+    head = ["| claim | verdict |", "| --- | --- |"]
+    if any_precondition:
+        head = ["| claim | verdict | rests on (attack × mode; its C0b) |", "| --- | --- | --- |"]
+    return "\n".join([*head, *rows])
 
 
 def provenance_line(summary: Mapping[str, Any]) -> str:

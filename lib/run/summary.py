@@ -212,7 +212,7 @@ def write_summary(run_dir: Path, profile: str, overrides: Mapping, seed: int,
                   state: dict, started: str) -> dict:
     """``summary.json`` (schema in README) and ``summary.md`` of a run folder."""
     claims, metrics = collect_metrics(run_dir)
-    claims = [{"feature_space": "", "details": "", "status": "", **c,
+    claims = [{"feature_space": "", "details": "", "status": "", "precondition": "", **c,
                "paper_says": PAPER_SAYS.get(c["id"], "")} for c in claims]
     records = [notebook_record(n, state[n]) for n in state]
     summary = {

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import weights
+from .. import claims, weights
 from ..artifacts import atomic_path, read_manifest, register
 from ..config import ATTACKS, MODES
 from ..data.images import subset
@@ -292,6 +292,34 @@ def strongest_attack(results: pd.DataFrame, space: str = "d_P") -> str:
     attacks = [s for s in dict.fromkeys(results.source) if "/" in s]
     means = results[results.metric == f"ddcs_best_{space}"].groupby("source")["value"].mean()
     return max(attacks, key=lambda s: means[s])
+
+
+CLAIM_SPACES = {"C0b": "d_P (DDCS), E-penultimate (coverage)",
+                "C2": "d_P (DDCS), E-penultimate (coverage, FID-E)"}
+"""The feature spaces of notebook 06's claims that are not d_P alone."""
+
+
+def evaluation_claims(results: pd.DataFrame, split: str) -> dict[str, dict]:
+    """Notebook 06's claims in order — C0b, C1, C1b, C1c, C2 — each as ``Context.claim``'s
+    arguments plus its ``table``. C1–C2 name (``precondition``) the attack × mode their
+    verdict rests on and that attack's C0b result; C1 reads E's restricted accuracy on a
+    shifted split (``lib.claims.c1_accuracy``)."""
+    out = {"C0b": claims.precondition_claim(results)}
+    c0b = out["C0b"]["table"]
+    c1 = claims.resilience_claim(results, accuracy=claims.c1_accuracy(split))
+    c1["precondition"] = claims.precondition_of(c0b, c1.pop("source"))
+    out["C1"] = c1
+    for claim_id, compute in (("C1b", claims.membership_claim), ("C1c", claims.shift_claim)):
+        claim = compute(results)
+        claim["precondition"] = claims.precondition_of(c0b, claim["table"]["value"].idxmax())
+        out[claim_id] = claim
+    c2 = claims.improvement_claim(results)
+    c2["precondition"] = (claims.precondition_of(c0b, "ppa/entropy+ngd")
+                          .replace("ppa/entropy+ngd", "ppa/entropy+ngd − ppa/vanilla"))
+    out["C2"] = c2
+    for claim_id, claim in out.items():
+        claim["feature_space"] = CLAIM_SPACES.get(claim_id, "d_P")
+    return out
 
 
 def _project(ctx, generator: nn.Module, judge: Judge, targets: torch.Tensor, stream: str):
