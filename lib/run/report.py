@@ -46,7 +46,8 @@ def markdown(frame: pd.DataFrame) -> str:
 def claims_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     rows = {c["id"]: {"claim": c["claim"], "measured here": c["measured"],
                       "criterion": c["criterion"],
-                      "result": verdict(c) + (f" ({c['status']})" if c.get("status") else "")}
+                      "result": verdict(c) + (f" ({c['status']})" if c.get("status") else "")
+                      + (f" [{c['precondition']}]" if c.get("precondition") else "")}
             for c in summary["claims"]}
     return pd.DataFrame(rows).T.rename_axis("id")
 
