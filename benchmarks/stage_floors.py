@@ -196,7 +196,8 @@ def floors(profile: str) -> dict[str, dict[str, float]]:
     gmi_d = lambda x: F.softplus(-D(x)).mean()                                    # noqa: E731
     gmi_step = timed(latent_step(G, T, per * k, torch.nn.Identity(), gmi_d, (D,)))
     gmi = cfg["gmi_restarts"] * cfg["gmi_steps"] * gmi_step
-    n_ppa, n_gmi = 3 * seeds, 3 * cfg["gmi_seeds"]
+    n_ppa = 3 * seeds
+    n_gmi = sum(len(config.attack_seeds(cfg, "gmi", mode)) for mode in config.MODES)
     out["05_attacks"] = {"PPA-style": n_ppa * ppa, "GMI-style": n_gmi * gmi}
     # 06: every set embedded once, its membership nulls, the controls, the oracle projections
     m = per * k

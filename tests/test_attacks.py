@@ -217,7 +217,12 @@ def test_attack_seeds_and_stems():
 
     cfg = resolve("cpu")
     assert attack_seeds(cfg, "ppa") == list(cfg["seeds"]) and len(cfg["seeds"]) >= 3
-    assert attack_seeds(cfg, "gmi") == list(cfg["seeds"])[:cfg["gmi_seeds"]]
+    assert attack_seeds(cfg, "gmi") == list(cfg["seeds"])[:cfg["gmi_vanilla_seeds"]]
+    assert attack_seeds(cfg, "gmi", "entropy") == list(cfg["seeds"])[:cfg["gmi_seeds"]]
+    cpu = resolve("cpu")
+    assert attack_seeds(cpu, "ppa", "entropy+ngd") == [0, 1, 2, 3, 4]
+    assert attack_seeds(cpu, "gmi", "vanilla") == [0, 1, 2, 3, 4]
+    assert attack_seeds(cpu, "gmi", "entropy") == attack_seeds(cpu, "gmi", "entropy+ngd") == [0, 1]
     assert attack_stem("ppa", "entropy+ngd", 2) == "ppa_entropy-ngd_seed2"
     with pytest.raises(ValueError, match="valid: ppa, gmi"):
         attack_stem("mia", "vanilla", 0)

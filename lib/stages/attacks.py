@@ -209,8 +209,8 @@ def require_attacks(ctx, inputs: TransferInputs, target: nn.Module, world: World
     """Every attack × seed × mode of the config; (runs by (attack, mode, seed), timing table)."""
     runs, timing = {}, []
     for name in ATTACKS:
-        for seed in attack_seeds(ctx.cfg, name):
-            for mode in MODES:
+        for mode in MODES:
+            for seed in attack_seeds(ctx.cfg, name, mode):
                 run, info = require_attack(ctx, name, mode, seed, inputs, target=target,
                                            world=world)
                 runs[name, mode, seed] = run

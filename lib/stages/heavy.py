@@ -80,8 +80,10 @@ def run(stage: str, ctx, world: World, *, attacks: Sequence[str] | None = None,
     if stage in ("attack", "all"):
         target = require_classifier(ctx, "target", data, split, world)[0]
         for name in _chosen(attacks, ATTACKS, "attacks"):
-            for seed in _chosen(seeds, attack_seeds(ctx.cfg, name), f"{name} seeds"):
-                for mode in _chosen(modes, MODES, "modes"):
+            for mode in _chosen(modes, MODES, "modes"):
+                runs_in = attack_seeds(ctx.cfg, name, mode)   # given seeds it does not run in
+                for seed in [s for s in _chosen(seeds, ctx.cfg["seeds"], "seeds")   # are skipped
+                             if s in runs_in]:
                     start = time.perf_counter()
                     _, info = require_attack(ctx, name, mode, seed, inputs, target=target,
                                              world=world)
