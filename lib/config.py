@@ -33,7 +33,7 @@ ROLES = ("target", "evaluator", "perceptual")
 _BASE: dict[str, Any] = {
     "dataset": "fashion-mnist",      # fashion-mnist (smoke, cpu) | faces (paper)
     "face_split": "",                # faces: our split file (python -m lib.cli faces split)
-    "split": "same-class",           # same-class (default) | class-disjoint (label-level contrast)
+    "split": "same-class",           # same-class | class-disjoint | cluster-shift (docs/protocol.md)
     "split_seed": 0,                 # seed of the committed split index files in data/splits
     "private_classes": [0, 2, 3, 5, 7],
     "private_per_class": 100,        # |D| per private class; |R| is the same

@@ -26,10 +26,12 @@ def test_there_are_committed_splits_for_smoke_and_cpu():
 @pytest.mark.parametrize("path", committed_split_files(), ids=lambda p: p.stem)
 def test_committed_split_reproduces_from_seed(path, fmnist):
     stored = json.loads(path.read_text())
+    clusters = ({int(c): np.asarray(v) for c, v in stored["private_clusters"].items()}
+                if "private_clusters" in stored else None)
     split = D.make_split(fmnist.train_labels.numpy(), fmnist.test_labels.numpy(),
                          stored["kind"], stored["per_class"], stored["seed"],
-                         tuple(stored["private_classes"]))
-    assert D.split_to_json(split, fmnist.sha256) == stored
+                         tuple(stored["private_classes"]), clusters)
+    assert D.split_to_json(split, fmnist.sha256, clusters) == stored
 
 
 @pytest.mark.parametrize("kind", D.SPLIT_KINDS)
@@ -44,7 +46,7 @@ def test_roles_are_disjoint_and_sized(kind, fmnist):
         assert (labels[split.private] == c).sum() == 100
         assert (labels[split.reference] == c).sum() == 100
     public_classes = set(labels[split.public].tolist())
-    assert public_classes == (set(range(10)) if kind == "same-class" else {1, 4, 6, 8, 9})
+    assert public_classes == ({1, 4, 6, 8, 9} if kind == "class-disjoint" else set(range(10)))
     assert split.private.size + split.reference.size + split.evaluator.size == 60000
 
 
@@ -82,3 +84,45 @@ def test_bad_split_requests(fmnist):
         D.make_split(fmnist.train_labels.numpy(), fmnist.test_labels.numpy(), "random")
     with pytest.raises(ValueError, match="need"):
         D.make_split(fmnist.train_labels.numpy(), fmnist.test_labels.numpy(), per_class=4000)
+
+
+def test_cluster_shift_draws_d_and_r_from_the_private_clusters(fmnist):
+    split = D.load_split(fmnist, "cluster-shift", 100, 0)
+    stored = json.loads(D.split_path("cluster-shift", 100, 0).read_text())
+    clusters = np.concatenate([np.asarray(v) for v in stored["private_clusters"].values()])
+    assert np.isin(np.r_[split.private, split.reference], clusters).all()
+    assert not np.isin(split.public, clusters).any()          # the shift: none in public
+    labels = fmnist.train_labels.numpy()
+    for c, members in stored["private_clusters"].items():
+        assert (labels[np.asarray(members)] == int(c)).all()
+        assert len(members) >= D.CLUSTER_SHIFT["min_cluster_per_class"] * 100
+    assert split.public.size == 60000 - clusters.size
+
+
+def test_private_clusters_pick_the_farthest_large_enough_cluster():
+    """Constructed classes: a large central blob, a far blob large enough, a farther one
+    too small and a near one — the rule picks the far, large enough one."""
+    rng = np.random.default_rng(0)
+
+    def blob(first, last, n):     # 16 pixels: the first 8 at ``first``, the last 8 at ``last``
+        return np.clip(np.r_[np.full(8, first), np.full(8, last)]
+                       + 0.01 * rng.normal(size=(n, 16)), 0, 1) * 255
+
+    images = np.concatenate([blob(0.5, 0.5, 300), blob(0.9, 0.5, 120), blob(0.5, 0.02, 20),
+                             blob(0.3, 0.5, 200)]).reshape(-1, 4, 4)
+    labels = np.zeros(len(images), dtype=int)
+    got = D.private_clusters(images, labels, (0,), per_class=25, seed=0)[0]
+    assert np.array_equal(got, np.arange(300, 420))            # 120 ≥ 4 × 25; 20 is too few
+    with pytest.raises(ValueError, match="no cluster of class 0 holds"):
+        D.private_clusters(images, labels, (0,), per_class=100, seed=0)
+
+
+def test_a_cluster_shift_file_without_its_clusters_is_refused(fmnist, tmp_path, monkeypatch):
+    src = D.split_path("cluster-shift", 20, 0)
+    stored = json.loads(src.read_text())
+    del stored["private_clusters"]
+    fake = tmp_path / src.name
+    fake.write_text(json.dumps(stored))
+    monkeypatch.setattr(D, "split_path", lambda *a: fake)
+    with pytest.raises(D.DataCorruptError, match="private clusters"):
+        D.load_split(fmnist, "cluster-shift", 20, 0)

@@ -49,7 +49,12 @@ SOURCE_SHA256 = {
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_DISJOINT_PUBLIC = [1, 4, 6, 8, 9]
-SPLIT_KINDS = ("same-class", "class-disjoint")
+SPLIT_KINDS = ("same-class", "class-disjoint", "cluster-shift")
+CLUSTER_SHIFT = {"pca_components": 20, "k": 4, "iterations": 50, "min_cluster_per_class": 4}
+"""The cluster-shift split's design, registered in docs/protocol.md before it was measured:
+per private class, pixel PCA to 20 components, k-means with k = 4 (k-means++, 50 iterations);
+the private cluster is the farthest from the class mean among those holding at least
+4 × ``private_per_class`` images."""
 
 
 def local_dir() -> Path:
@@ -255,19 +260,63 @@ def _digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
 
 
+def private_clusters(train_images: np.ndarray, train_labels: np.ndarray,
+                     private_classes: tuple[int, ...], per_class: int,
+                     seed: int) -> dict[int, np.ndarray]:
+    """The cluster-shift split's private appearance cluster of each private class (sorted
+    train indices), by the rule of ``CLUSTER_SHIFT`` (docs/protocol.md, "Choosing a shifted
+    split"): the class's images as pixel vectors in [0, 1], centred, projected on their top
+    principal components; k-means++ seeded by (``seed``, class); the cluster whose centroid is
+    farthest from the class mean (the origin) among those large enough, ties to the larger."""
+    from scipy.cluster.vq import kmeans2
+
+    k, need = CLUSTER_SHIFT["k"], CLUSTER_SHIFT["min_cluster_per_class"] * per_class
+    clusters = {}
+    for c in private_classes:
+        idx = np.flatnonzero(np.asarray(train_labels) == c)
+        x = np.asarray(train_images)[idx].reshape(len(idx), -1).astype(np.float64) / 255.0
+        x -= x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        scores = x @ vt[:CLUSTER_SHIFT["pca_components"]].T
+        centroids, assignment = kmeans2(scores, k, iter=CLUSTER_SHIFT["iterations"],
+                                        minit="++", seed=np.random.default_rng([seed, c]))
+        sizes = np.bincount(assignment, minlength=k)
+        eligible = [j for j in range(k) if sizes[j] >= need]
+        if not eligible:
+            raise InputError(f"cluster-shift: no cluster of class {c} holds {need} images "
+                             f"(sizes {sizes.tolist()}); use a smaller private_per_class")
+        far = max(eligible, key=lambda j: (float(np.linalg.norm(centroids[j])), sizes[j]))
+        clusters[int(c)] = np.sort(idx[assignment == far])
+    return clusters
+
+
 def make_split(train_labels: np.ndarray, test_labels: np.ndarray, kind: str = "same-class",
                per_class: int = 100, seed: int = 0,
-               private_classes: tuple[int, ...] = (0, 2, 3, 5, 7)) -> Split:
-    """Draw D and R (``per_class`` each per private class) with ``seed``; derive the rest."""
+               private_classes: tuple[int, ...] = (0, 2, 3, 5, 7),
+               clusters: dict[int, np.ndarray] | None = None) -> Split:
+    """Draw D and R (``per_class`` each per private class) with ``seed``; derive the rest.
+    ``cluster-shift`` draws them from each class's private cluster (``clusters``, from
+    ``private_clusters``) and leaves those clusters out of the public set."""
     if kind not in SPLIT_KINDS:
         raise InputError(f"unknown split {kind!r}; valid: {', '.join(SPLIT_KINDS)}")
+    if kind == "cluster-shift" and clusters is None:
+        raise InputError("the cluster-shift split needs its private clusters "
+                         "(lib.data.fashion_mnist.private_clusters)")
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     rng = np.random.default_rng(seed)
     private, reference = [], []
     for c in private_classes:
         idx = np.flatnonzero(train_labels == c)
+        if kind == "cluster-shift":
+            pool = np.asarray(clusters[int(c)], dtype=np.int64)
+            if not np.isin(pool, idx).all():
+                raise DataCorruptError(f"cluster-shift: the private cluster of class {c} holds "
+                                       "images of other classes; restore data/splits with git "
+                                       "checkout")
+            idx = pool
         if 2 * per_class > idx.size:
-            raise InputError(f"class {c} has {idx.size} train images; D and R need {2 * per_class}")
+            raise InputError(f"class {c} has {idx.size} train images to draw from; D and R need "
+                             f"{2 * per_class}")
         perm = rng.permutation(idx)
         private.append(np.sort(perm[:per_class]))
         reference.append(np.sort(perm[per_class:2 * per_class]))
@@ -275,8 +324,10 @@ def make_split(train_labels: np.ndarray, test_labels: np.ndarray, kind: str = "s
     rest = np.setdiff1d(np.arange(train_labels.size), np.concatenate([private, reference]))
     if kind == "same-class":
         public = rest
-    else:
+    elif kind == "class-disjoint":
         public = rest[np.isin(train_labels[rest], CLASS_DISJOINT_PUBLIC)]
+    else:
+        public = np.setdiff1d(rest, np.concatenate([clusters[int(c)] for c in private_classes]))
     test = np.flatnonzero(np.isin(test_labels, private_classes))
     split = Split(kind, seed, tuple(private_classes), per_class, private, reference,
                   public, rest, test)
@@ -288,8 +339,19 @@ def split_filename(kind: str, per_class: int, seed: int) -> str:
     return f"fashion-mnist_{kind}_n{per_class}_seed{seed}.json"
 
 
-def split_to_json(split: Split, source_sha256: dict) -> dict:
-    """The committed form: D and R listed; public/evaluator/test as count + sha256 + rule."""
+PUBLIC_RULES = {
+    "same-class": "train split minus D and R",
+    "class-disjoint": f"train images of classes {CLASS_DISJOINT_PUBLIC} minus D and R",
+    "cluster-shift": "train split minus the private clusters (which hold D and R)"}
+
+
+def split_to_json(split: Split, source_sha256: dict,
+                  clusters: dict[int, np.ndarray] | None = None) -> dict:
+    """The committed form: D and R listed; public/evaluator/test as count + sha256 + rule;
+    the cluster-shift split's private clusters listed (k-means is computed once, when the
+    file is written, so that another machine's floating point cannot move a border image)."""
+    extra = ({"private_clusters": {str(c): np.asarray(v).tolist() for c, v in clusters.items()},
+              "cluster_rule": dict(CLUSTER_SHIFT)} if clusters is not None else {})
     return {
         "dataset": "fashion-mnist",
         "kind": split.kind,
@@ -300,14 +362,14 @@ def split_to_json(split: Split, source_sha256: dict) -> dict:
         "reference": split.reference.tolist(),
         "derived": {
             "public": {"count": int(split.public.size), "sha256": _digest(split.public),
-                       "rule": ("train split minus D and R" if split.kind == "same-class" else
-                                f"train images of classes {CLASS_DISJOINT_PUBLIC} minus D and R")},
+                       "rule": PUBLIC_RULES[split.kind]},
             "evaluator": {"count": int(split.evaluator.size), "sha256": _digest(split.evaluator),
                           "rule": "train split minus D and R"},
             "test": {"count": int(split.test.size), "sha256": _digest(split.test),
                      "rule": "test split, private classes"},
         },
         "source_sha256": dict(source_sha256),
+        **extra,
     }
 
 
@@ -318,10 +380,13 @@ def split_path(kind: str, per_class: int, seed: int) -> Path:
 def write_split(data: FashionMNIST, kind: str, per_class: int, seed: int,
                 private_classes: tuple[int, ...]) -> Path:
     """Write the split index file (atomically); returns its path."""
+    clusters = (private_clusters(data.train_images.numpy(), data.train_labels.numpy(),
+                                 tuple(private_classes), per_class, seed)
+                if kind == "cluster-shift" else None)
     split = make_split(data.train_labels.numpy(), data.test_labels.numpy(), kind,
-                       per_class, seed, tuple(private_classes))
+                       per_class, seed, tuple(private_classes), clusters)
     path = split_path(kind, per_class, seed)
-    atomic_write_bytes(path, (json.dumps(split_to_json(split, data.sha256), indent=1)
+    atomic_write_bytes(path, (json.dumps(split_to_json(split, data.sha256, clusters), indent=1)
                               + "\n").encode())
     return path
 
@@ -347,8 +412,15 @@ def load_split(data: FashionMNIST, kind: str = "same-class", per_class: int = 10
     if list(stored["private_classes"]) != list(private_classes):
         raise InputError(f"{path} is for private classes {stored['private_classes']}, "
                          f"the config asks for {list(private_classes)}")
+    clusters = None
+    if kind == "cluster-shift":
+        if "private_clusters" not in stored:
+            raise DataCorruptError(f"{path} lacks the private clusters of the cluster-shift "
+                                   "split; restore it with git checkout data/splits")
+        clusters = {int(c): np.asarray(v, dtype=np.int64)
+                    for c, v in stored["private_clusters"].items()}
     split = make_split(data.train_labels.numpy(), data.test_labels.numpy(), kind, per_class,
-                       seed, tuple(private_classes))
+                       seed, tuple(private_classes), clusters)
     for role in ("private", "reference"):
         if not np.array_equal(np.asarray(stored[role]), getattr(split, role)):
             raise DataCorruptError(f"{path}: the {role} indices differ from the ones seed "
