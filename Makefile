@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 KERNEL := ddcs-mi
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install data weights reproduce publish smoke test unit nbval golden sweep ngd-damped regimes benchmarks gpu-bundle gpu-check lab clean-venv
+.PHONY: install data weights reproduce publish smoke test unit nbval golden sweep select-split ngd-damped regimes benchmarks gpu-bundle gpu-check lab clean-venv
 
 install: $(STAMP)
 
@@ -69,6 +69,13 @@ golden: data
 # chosen values (a test checks they agree).
 sweep: data
 	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli sweep --profile cpu $(if $(RUN),--run-dir $(RUN))
+
+# The choice of the shifted split (issue 26; docs/protocol.md, "Choosing a shifted split"): each
+# candidate measured by the registered criteria on vanilla, selection seeds 100-102 (about 20 min
+# per candidate on 2 cores); REF=runs/<same-class cpu run> reuses that run's T, E, P and prior for
+# criterion 4's reference. Writes results/split_selection.json; commit it.
+select-split: data
+	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study split-selection --profile cpu $(if $(REF),--reference-run $(REF))
 
 # The committed study of the fourth mode, entropy+ngd-damped (claim C2d; 5 min on a run
 # folder of `make reproduce`, RUN=runs/<folder>; from scratch without RUN): writes

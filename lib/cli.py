@@ -10,6 +10,8 @@
   ``make ngd-damped``);
 - ``study regimes [--run-dir DIR]``: the committed study of the memorisation regime
   (``make regimes``);
+- ``study split-selection [--reference-run DIR]``: the shifted-split candidates measured by
+  the criteria docs/protocol.md registered (``make select-split``);
 - ``report [--summary FILE]``: markdown tables of a run's summary (default: the published one);
 - ``compare A B [--rtol R]``: did two runs (run folders or ``results/``-style folders) give
   the same results? Each difference, then the count; exit 0 when none, 1 otherwise, 2 on bad
@@ -48,7 +50,7 @@ from .data import faces, fashion_mnist  # noqa: E402
 from .errors import DdcsMiError, RunnerError  # noqa: E402
 from .run import compare, context, findings, report, runner  # noqa: E402
 from .run.provenance import git_commit, git_dirty  # noqa: E402
-from .stages import damped_study, heavy, regimes  # noqa: E402
+from .stages import damped_study, heavy, regimes, split_selection, sweep_attacks  # noqa: E402
 from .stages import transfer as transfer_stage  # noqa: E402
 
 
@@ -105,7 +107,9 @@ def committed_job(args: argparse.Namespace, name: str, job, out: Path) -> dict:
 
 def sweep_command(args: argparse.Namespace) -> int:
     result = committed_job(args, "entropy_sweep",
-                           lambda ctx: {**transfer_stage.sweep(ctx, seed=args.seed),
+                           lambda ctx: {**transfer_stage.sweep(
+                                            ctx, seed=args.seed,
+                                            attack_view=sweep_attacks.attack_view(ctx, args.seed)),
                                         "config": config.transfer_config(ctx.cfg)},
                            Path(args.out))
     for mode, res in result["modes"].items():
@@ -114,7 +118,44 @@ def sweep_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_selection_command(args: argparse.Namespace) -> int:
+    """Measure the shifted-split candidates by the registered criteria; write the results."""
+    commit, dirty = git_commit(), git_dirty()
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    start = time.perf_counter()
+    out: dict = {"criteria_commit": split_selection.CRITERIA_COMMIT,
+                 "selection_seeds": split_selection.SELECTION_SEEDS, "candidates": {}}
+    for kind in split_selection.CANDIDATES:
+        ctx = context.setup(args.profile, str(runner.new_run_dir(args.profile)), args.seed,
+                            "auto", split_selection.overrides(kind),
+                            notebook="split_selection", show_config=False)
+        print(f"== {kind}: {context.display_path(ctx.run_dir)}", flush=True)
+        measured = split_selection.measure_candidate(ctx)
+        out["candidates"][kind] = {**measured, "run_dir": context.display_path(ctx.run_dir)}
+    ref = context.setup(args.profile, args.reference_run or str(runner.new_run_dir(args.profile)),
+                        args.seed, "auto", {"seeds": split_selection.SELECTION_SEEDS},
+                        notebook="split_selection", show_config=False)
+    print(f"== {split_selection.REFERENCE} (criterion 4's reference): "
+          f"{context.display_path(ref.run_dir)}", flush=True)
+    out["reference"] = {"split": split_selection.REFERENCE,
+                        "shift": split_selection.reference_shift(ref),
+                        "run_dir": context.display_path(ref.run_dir)}
+    for kind, cand in out["candidates"].items():
+        cand["criteria"] = split_selection.criteria(cand, out["reference"]["shift"])
+        print(f"{kind}: " + ", ".join(f"{k} {'pass' if v else 'FAIL'}"
+                                      for k, v in cand["criteria"]["checks"].items()))
+    out["chosen"] = split_selection.choose(out["candidates"])
+    print(f"chosen: {out['chosen'] or 'none (neither candidate passes)'}")
+    out.update(profile=args.profile, git_commit=commit, git_dirty=dirty, date=started,
+               seconds=round(time.perf_counter() - start, 1))
+    atomic_write_json(Path(args.out), split_selection.finite(out))
+    print(f"written {args.out}")
+    return 0
+
+
 def study_command(args: argparse.Namespace) -> int:
+    if args.name == "split-selection":
+        return split_selection_command(args)
     if args.name == "regimes":
         result = committed_job(args, "regimes", regimes.run_study, regimes.results_file())
         for r in result["regimes"]:
@@ -221,7 +262,12 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--out", default=str(transfer_stage.sweep_file()))
     st = sub.add_parser("study", help="a committed study (commit its output)")
-    st.add_argument("name", choices=["ngd-damped", "regimes"])
+    st.add_argument("name", choices=["ngd-damped", "regimes", "split-selection"])
+    st.add_argument("--reference-run", default="",
+                    help="split-selection: a same-class cpu run folder whose T, E, P and prior "
+                         "criterion 4 reuses (default: trained in a new folder)")
+    st.add_argument("--out", default=str(paths.results_dir() / "split_selection.json"),
+                    help="split-selection: where its measurements go")
     st.add_argument("--profile", default="cpu")
     st.add_argument("--run-dir", default="", help="reuse this run folder's artefacts (default: "
                                                   "a new run folder)")

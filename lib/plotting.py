@@ -114,3 +114,35 @@ def paired_differences_figure(rows, title: str = "") -> matplotlib.figure.Figure
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+SWEEP_METRIC_LABELS = {"ddcs_best_d_P": "DDCS_best (d_P), higher: more of D",
+                       "coverage": "coverage (E), higher: more of D",
+                       "fid_e": "FID-E to D, lower: closer"}
+
+
+def sweep_attack_figure(table, title: str = "") -> matplotlib.figure.Figure:
+    """One panel per C2 metric: its value for the attack on each mode's generator against λ_H
+    (log scale), crosses where the run collapsed, a ring at the chosen λ_H, dashed: the attack
+    on `vanilla`. ``table``: ``lib.stages.transfer.sweep_attack_table``."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.4 * max(len(metrics), 1), 3.6),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = table[table["metric"] == metric]
+        for i, (mode, rows) in enumerate(part.groupby("mode", sort=False)):
+            ax.plot(rows.weight, rows.value, marker="o", color=f"C{i + 1}", label=mode)
+            bad, chosen = rows[rows.collapsed], rows[rows.chosen]
+            ax.scatter(bad.weight, bad.value, marker="x", s=70, color="k", zorder=3)
+            ax.scatter(chosen.weight, chosen.value, s=160, facecolors="none",
+                       edgecolors=f"C{i + 1}", zorder=3)
+        vanilla = part["vanilla"].dropna()
+        if len(vanilla):
+            ax.axhline(float(vanilla.iloc[0]), color="C0", ls="--", lw=1, label="vanilla")
+        ax.set(xscale="log", xlabel="λ_H (authors' units)",
+               ylabel=SWEEP_METRIC_LABELS.get(metric, metric))
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -426,3 +426,26 @@ def test_32px_checkpoint_layout_is_unchanged():
     assert d_keys == {"net.0.weight": (4, 1, 4, 4), "net.0.bias": (4,), "net.2.weight": (8, 4, 4, 4),
                       "net.2.bias": (8,), "net.4.weight": (16, 8, 4, 4), "net.4.bias": (16,),
                       "net.7.weight": (1, 256), "net.7.bias": (1,)}
+
+
+def test_sweep_attack_table_and_figure():
+    """C2's metrics across a (constructed) sweep: a row per mode × λ × metric with `vanilla`
+    beside; a sweep without them gives an empty table."""
+    from lib.plotting import sweep_attack_figure
+    from lib.stages.transfer import sweep_attack_table
+
+    def row(weight, value, collapsed=False):
+        return {"weight": weight, "collapsed_any": collapsed,
+                "attack": {"ddcs_best_d_P": value, "coverage": value / 2, "fid_e": 10 - value}}
+
+    sweep = {"modes": {"entropy": {"rows": [row(0.01, 1.0), row(0.1, 2.0, True)],
+                                   "chosen": {"weight": 0.01}}},
+             "vanilla": {"attack": {"ddcs_best_d_P": 1.5, "coverage": 0.7, "fid_e": 8.0}}}
+    table = sweep_attack_table(sweep)
+    assert len(table) == 6 and set(table.metric) == {"ddcs_best_d_P", "coverage", "fid_e"}
+    first = table.query("weight == 0.01 and metric == 'coverage'").iloc[0]
+    assert first.value == 0.5 and first.vanilla == 0.7 and first.chosen and not first.collapsed
+    assert len(sweep_attack_figure(table).axes) == 3
+    for r in sweep["modes"]["entropy"]["rows"]:
+        del r["attack"]
+    assert sweep_attack_table(sweep).empty

@@ -250,20 +250,40 @@ def sweep_table(sweep_result: dict) -> pd.DataFrame:
                          for mode, res in sweep_result["modes"].items() for row in res["rows"]])
 
 
-def _sweep_row(result: TransferResult, report) -> dict:
-    """The monitor's final record of one sweep run, and the evaluator's view (reported only)."""
+def sweep_attack_table(sweep_result: dict) -> pd.DataFrame:
+    """One row per (mode, λ_H, metric) of a sweep that recorded C2's metrics of an attack at
+    every weight (``attack`` in its rows), with `vanilla`'s value beside; empty for a sweep
+    that did not."""
+    vanilla = sweep_result.get("vanilla", {}).get("attack") or {}
+    rows = [{"mode": mode, "weight": row["weight"], "metric": metric, "value": value,
+             "vanilla": vanilla.get(metric), "collapsed": row["collapsed_any"],
+             "chosen": row["weight"] == res["chosen"]["weight"]}
+            for mode, res in sweep_result["modes"].items() for row in res["rows"]
+            for metric, value in (row.get("attack") or {}).items()]
+    return pd.DataFrame(rows, columns=["mode", "weight", "metric", "value", "vanilla",
+                                       "collapsed", "chosen"])
+
+
+def _sweep_row(result: TransferResult, report, attack_view=None) -> dict:
+    """The monitor's final record of one sweep run, and the evaluator's view (reported only);
+    with ``attack_view`` also C2's three metrics of an attack on it (reported only)."""
     final = result.monitor[-1]
-    return {"final_entropy": final["mean_entropy"], "final_confidence": final["mean_confidence"],
-            "final_max_share": final["max_share"], "final_class_shares": final["class_shares"],
-            "collapsed_any": any(m["collapsed"] for m in result.monitor),
-            "evaluator": report(result)}
+    row = {"final_entropy": final["mean_entropy"], "final_confidence": final["mean_confidence"],
+           "final_max_share": final["max_share"], "final_class_shares": final["class_shares"],
+           "collapsed_any": any(m["collapsed"] for m in result.monitor),
+           "evaluator": report(result)}
+    if attack_view is not None:
+        row["attack"] = attack_view(result)
+    return row
 
 
 def sweep(ctx, modes: tuple[str, ...] = ("entropy", *NATURAL_GRADIENT_MODES), seed: int = 0,
-          weights: tuple[float, ...] = SWEEP_WEIGHTS) -> dict:
+          weights: tuple[float, ...] = SWEEP_WEIGHTS, attack_view=None) -> dict:
     """Fine-tune each mode at each entropy weight (λ_authors; one seed) and choose by
     ``SWEEP_RULE``, which reads the target's view only. Each row also reports the evaluator's
-    view of the generator (FID-E, E's private share, E agrees with T), never used to choose."""
+    view of the generator (FID-E, E's private share, E agrees with T), never used to choose;
+    ``attack_view`` (``lib.stages.sweep_attacks``): C2's metrics of an attack on each
+    generator and on `vanilla`'s, reported, never used to choose."""
     data, split = dataset.load(ctx.cfg)
     inputs = transfer_inputs(ctx, data, split)
     evaluator = require_classifier(ctx, "evaluator", data, split)[0]
@@ -290,7 +310,7 @@ def sweep(ctx, modes: tuple[str, ...] = ("entropy", *NATURAL_GRADIENT_MODES), se
         for weight in grid:
             start = time.perf_counter()
             result, _ = require_transfer(ctx, mode, seed, inputs, entropy_weight=weight)
-            rows.append({"weight": weight, **_sweep_row(result, report),
+            rows.append({"weight": weight, **_sweep_row(result, report, attack_view),
                          "seconds": time.perf_counter() - start})
             print(f"{mode:12s} λ={weight:<8g} entropy {rows[-1]['final_entropy']:.3f}  max share "
                   f"{rows[-1]['final_max_share']:.2f}  collapsed {rows[-1]['collapsed_any']}  "
@@ -298,5 +318,5 @@ def sweep(ctx, modes: tuple[str, ...] = ("entropy", *NATURAL_GRADIENT_MODES), se
         out["modes"][mode] = {"grid": grid, "gradient_scale": scale, "rows": rows,
                               "chosen": choose_weight(rows)}
     vanilla, _ = require_transfer(ctx, "vanilla", seed, inputs)
-    out["vanilla"] = _sweep_row(vanilla, report)
+    out["vanilla"] = _sweep_row(vanilla, report, attack_view)
     return out
