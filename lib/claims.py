@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import pandas as pd
 
@@ -165,15 +165,28 @@ def precondition_claim(results: pd.DataFrame, mode: str = "vanilla",
             "table": table}
 
 
-def precondition_of(c0b_table: pd.DataFrame | None, source: str) -> str:
-    """'ppa/vanilla; ppa C0b pass': the attack × mode a verdict rests on and its attack's
-    C0b result (``source``: '<attack>/<mode>'; a control or unknown attack: not tested)."""
+def c0b_by_attack(c0b_table: pd.DataFrame) -> dict[str, bool | None]:
+    """Each attack's C0b verdict (``precondition_claim``'s table), for the record; None for an
+    attack with fewer than 2 seeds (not run)."""
+    groups = c0b_table.groupby("attack", sort=False)
+    return {str(a): (None if int(g["seeds"].min()) < 2 else bool(g["attack_passes"].iloc[0]))
+            for a, g in groups}
+
+
+def precondition_text(by_attack: Mapping[str, bool | None] | None, source: str) -> str:
+    """'ppa/vanilla; ppa C0b pass': the attack × mode a verdict rests on and its attack's C0b
+    result (``source`` starts with '<attack>/'; an attack C0b did not test: not tested; one
+    it could not test, with one seed: not run)."""
     attack = source.split("/")[0]
-    rows = (c0b_table[c0b_table.attack == attack] if c0b_table is not None
-            else pd.DataFrame())
-    result = ("not tested" if rows.empty else
-              "pass" if bool(rows["attack_passes"].iloc[0]) else "FAIL")
+    by_attack = by_attack or {}
+    result = ("not tested" if attack not in by_attack else "not run" if by_attack[attack] is None
+              else "pass" if by_attack[attack] else "FAIL")
     return f"{source}; {attack} C0b {result}"
+
+
+def precondition_of(c0b_table: pd.DataFrame | None, source: str) -> str:
+    """``precondition_text`` from C0b's table."""
+    return precondition_text(None if c0b_table is None else c0b_by_attack(c0b_table), source)
 
 
 def c1_accuracy(split: str) -> str:

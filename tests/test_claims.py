@@ -210,6 +210,7 @@ def test_c0b_with_one_seed_is_not_run_rather_than_failed():
     results = _c0b_results(0, attack_like_members=True)
     out = precondition_claim(results[results.seed == 0])
     assert out["passed"] is None and "at least 2 seeds" in out["status"]
+    assert precondition_of(out["table"], "ppa/vanilla") == "ppa/vanilla; ppa C0b not run"
 
 
 def test_c0b_needs_the_control():
