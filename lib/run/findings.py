@@ -19,6 +19,7 @@ from ..claims import (DETECTED, IMPROVEMENT_METRICS, NOT_DETECTED, OPPOSITE, imp
 from ..metrics.stats import combined_p_value
 from ..stages.regimes import study_tests
 from .compare import STUDY_FILES
+from .report import attacks_table, markdown
 from .summary import source_mean, verdict, wall_seconds
 
 CONTROLS = ("real_test", "public_by_target", "random_generator")
@@ -216,6 +217,20 @@ def verdicts_table(summary: Mapping[str, Any]) -> str:
     return "\n".join([*head, *rows])
 
 
+README_ATTACK_COLUMNS = ("seeds", "DDCS_best D (d_P)", "D − R (d_P)", "shift Δ (d_P)",
+                         "resilient (d_P)", "coverage (E)", "FID-E", "E Acc@1 strict",
+                         "E Acc@1 restricted")
+
+
+def attacks_markdown(summary: Mapping[str, Any]) -> str:
+    """The attacks' means over seeds (``lib.run.report.attacks_table``), the README's columns;
+    "" when notebook 06 has not run."""
+    if not summary["metrics"].get("06_evaluation", {}).get("by_source"):
+        return ""
+    table = attacks_table(summary)
+    return markdown(table[[c for c in README_ATTACK_COLUMNS if c in table.columns]])
+
+
 def provenance_line(summary: Mapping[str, Any]) -> str:
     """Where a published run's numbers come from: the run, its wall time (the sum of each
     notebook's first complete execution) and the commits its notebooks were executed at."""
@@ -246,7 +261,10 @@ def published(results_dir: Path | None = None) -> str:
         summary = json.loads(path.read_text())
         head = ([] if path.parent == results_dir else
                 [f"*{path.parent.relative_to(results_dir).as_posix()}/*:", ""])
+        attacks = attacks_markdown(summary)
         blocks.append("\n".join(head + [provenance_line(summary), "", verdicts_table(summary), ""]
+                                 + ([f"The attacks (mean over seeds; `{summary['run']}`):", "",
+                                     attacks, ""] if attacks else [])
                                  + [f"- {f}" for f in findings(summary, studies)]))
     return "\n\n".join(blocks)
 
