@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 KERNEL := ddcs-mi
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install data weights reproduce publish smoke test unit nbval golden sweep select-split ngd-damped regimes benchmarks gpu-bundle gpu-check lab clean-venv
+.PHONY: install data weights reproduce publish smoke test unit nbval golden sweep select-split sweep-contrast contrast ngd-damped regimes benchmarks gpu-bundle gpu-check lab clean-venv
 
 install: $(STAMP)
 
@@ -76,6 +76,15 @@ sweep: data
 # criterion 4's reference. Writes results/split_selection.json; commit it.
 select-split: data
 	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study split-selection --profile cpu $(if $(REF),--reference-run $(REF))
+
+# The same-class contrast (issue 26; descriptive): its own entropy-weight sweep (a new run folder,
+# results/same-class/entropy_sweep.json), then the cpu profile on that split with the sweep's
+# choices; publish the run with make publish RUN=… (it goes to results/same-class/).
+sweep-contrast: data
+	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli sweep --profile cpu -o split=same-class --out results/same-class/entropy_sweep.json
+
+contrast: data
+	$(PY) run_all.py --profile cpu --contrast
 
 # The committed study of the fourth mode, entropy+ngd-damped (claim C2d; 5 min on a run
 # folder of `make reproduce`, RUN=runs/<folder>; from scratch without RUN): writes

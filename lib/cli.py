@@ -93,7 +93,8 @@ def committed_job(args: argparse.Namespace, name: str, job, out: Path) -> dict:
     commit, dirty = git_commit(), git_dirty()   # the code this job runs
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     run_dir = args.run_dir or str(runner.new_run_dir(args.profile))
-    ctx = context.setup(args.profile, run_dir, args.seed, "auto", {}, notebook=name,
+    ctx = context.setup(args.profile, run_dir, args.seed, "auto",
+                        dict(getattr(args, "override", None) or []), notebook=name,
                         show_config=False)
     start = time.perf_counter()
     result = job(ctx)
@@ -261,6 +262,9 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--run-dir", default="", help="reuse this run folder's models (default: new)")
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--out", default=str(transfer_stage.sweep_file()))
+    sw.add_argument("--override", "-o", action="append", default=[], type=runner.parse_override,
+                    metavar="KEY=VALUE", help="a profile override (the contrast's sweep: "
+                                              "-o split=same-class)")
     st = sub.add_parser("study", help="a committed study (commit its output)")
     st.add_argument("name", choices=["ngd-damped", "regimes", "split-selection"])
     st.add_argument("--reference-run", default="",

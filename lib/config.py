@@ -360,6 +360,27 @@ def attack_config(cfg: Mapping[str, Any], name: str) -> dict:
             "private_classes": list(cfg["private_classes"]), "transfer": transfer_config(cfg)}
 
 
+ENTROPY_WEIGHT_KEYS = {"entropy": "entropy_weight", "entropy+ngd": "ngd_entropy_weight",
+                       "entropy+ngd-damped": "ngd_damped_entropy_weight"}
+"""The config key holding each target-driven mode's λ_H (authors' units)."""
+CONTRAST_SPLIT = "same-class"
+"""The split kept beside the confirmatory one as a descriptive contrast (issue 26): its own
+committed sweep (``results/same-class/entropy_sweep.json``), its run published under
+``results/same-class/``."""
+
+
+def contrast_overrides(sweep: Mapping[str, Any]) -> dict[str, Any]:
+    """The cpu profile's overrides for the contrast run: its split and the λ_H its own
+    committed ``sweep`` chose per mode (``make contrast``)."""
+    split = sweep.get("config", {}).get("gan", {}).get("split")
+    if split != CONTRAST_SPLIT:
+        raise ConfigError(f"the contrast's sweep was made on the {split!r} split, not "
+                          f"{CONTRAST_SPLIT!r}; run `make sweep-contrast`")
+    return {"split": CONTRAST_SPLIT,
+            **{key: sweep["modes"][mode]["chosen"]["weight"]
+               for mode, key in ENTROPY_WEIGHT_KEYS.items() if mode in sweep["modes"]}}
+
+
 def attack_seeds(cfg: Mapping[str, Any], name: str, mode: str = "vanilla") -> list[int]:
     """The repetitions attack ``name`` runs in on generator ``mode``: every profile seed for
     PPA; for GMI the first ``gmi_vanilla_seeds`` on `vanilla` (C0b tests it) and the first

@@ -80,3 +80,18 @@ def test_cpu_entropy_weights_are_the_committed_sweep_choice():
             f"{sweep['modes'][mode]['chosen']['weight']} for {mode}")
     assert sweep["units"] == "authors"        # λ_H per 16-sample batch, as the paper states it
     assert resolve("paper")["entropy_weight"] == 1.0  # the faithful value stays one override away
+
+
+def test_contrast_overrides_come_from_its_own_sweep():
+    from lib.config import CONTRAST_SPLIT, ConfigError, contrast_overrides
+
+    sweep = {"config": {"gan": {"split": CONTRAST_SPLIT}},
+             "modes": {"entropy": {"chosen": {"weight": 0.02}},
+                       "entropy+ngd": {"chosen": {"weight": 5.0}},
+                       "entropy+ngd-damped": {"chosen": {"weight": 0.04}}}}
+    assert contrast_overrides(sweep) == {"split": CONTRAST_SPLIT, "entropy_weight": 0.02,
+                                         "ngd_entropy_weight": 5.0,
+                                         "ngd_damped_entropy_weight": 0.04}
+    sweep["config"]["gan"]["split"] = "cluster-shift"
+    with pytest.raises(ConfigError, match="make sweep-contrast"):
+        contrast_overrides(sweep)

@@ -418,3 +418,14 @@ def test_publishing_into_results_re_executes_the_overview_on_the_new_summary(tmp
     banner = "".join(json.loads((results / "notebooks" / "00_overview.ipynb").read_text())
                      ["cells"][0]["source"])
     assert "re-executed 1× by a resume" in banner
+
+
+def test_a_run_of_another_split_is_published_under_its_own_folder():
+    from lib import config, paths
+    from lib.run.runner import publish_dest
+
+    default = config.PROFILES["cpu"]["split"]
+    other = next(k for k in ("same-class", "class-disjoint") if k != default)
+    assert publish_dest({"profile": "cpu", "overrides": {}}) == paths.results_dir()
+    assert publish_dest({"profile": "cpu", "overrides": {"split": default}}) == paths.results_dir()
+    assert publish_dest({"profile": "cpu", "overrides": {"split": other}}) == paths.results_dir() / other

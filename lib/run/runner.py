@@ -293,7 +293,8 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
     published again, so that the published 00 shows this run's findings, not the last
     publication's."""
     run_dir = Path(run_dir).resolve()
-    dest = Path(dest) if dest is not None else paths.results_dir()
+    dest = (Path(dest) if dest is not None
+            else publish_dest(json.loads((run_dir / "summary.json").read_text())))
     _publish_once(run_dir, dest, log)
     if dest.resolve() == paths.results_dir().resolve():
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -305,6 +306,27 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
                               f"see {run_dir / 'notebooks' / (NOTEBOOKS[0] + '.ipynb')}")
         _publish_once(run_dir, dest, log)
     return dest
+
+
+def contrast_run_overrides() -> dict[str, Any]:
+    """``config.contrast_overrides`` of the contrast's committed sweep (a clear error when it
+    has not been run)."""
+    from ..stages.transfer import load_sweep, sweep_file
+
+    path = sweep_file(config.CONTRAST_SPLIT)
+    sweep = load_sweep(path)
+    if sweep is None:
+        raise RunnerError(f"{path} is missing: run `make sweep-contrast` first (the "
+                          f"{config.CONTRAST_SPLIT} contrast's own entropy-weight sweep)")
+    return config.contrast_overrides(sweep)
+
+
+def publish_dest(summary: Mapping[str, Any]) -> Path:
+    """Where a run is published: ``results/`` for a run of its profile's split, else
+    ``results/<split>/`` (the contrast: ``results/same-class/``)."""
+    split = summary.get("overrides", {}).get("split")
+    default = config.PROFILES.get(summary["profile"], {}).get("split")
+    return paths.results_dir() if split in (None, default) else paths.results_dir() / split
 
 
 def _publish_once(run_dir: Path, dest: Path, log: Callable[[str], None]) -> None:
@@ -460,7 +482,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="regenerate the committed smoke notebooks in place")
     parser.add_argument("--list", action="store_true", help="list the notebooks in order")
     parser.add_argument("--publish", metavar="RUN_DIR",
-                        help="copy a finished run's summary and headline figure into results/")
+                        help="copy a finished run's summary and headline figure into results/ "
+                             "(a run of another split than its profile's: results/<split>/)")
+    parser.add_argument("--contrast", action="store_true",
+                        help=f"the {config.CONTRAST_SPLIT} contrast: the cpu profile on that split "
+                             "with the λ_H of its own committed sweep (make contrast)")
     args = parser.parse_args(argv)
     try:
         if args.list:
@@ -472,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
             publish(args.publish)
             return 0
         profile, overrides, seed = args.profile or "cpu", dict(args.override), args.seed
+        if args.contrast:
+            overrides = {**contrast_run_overrides(), **overrides}
         if args.resume and args.profile is None:   # continue a run as it was started
             saved = resume_settings(args.resume)
             profile, overrides = saved["profile"], saved["overrides"]

@@ -229,9 +229,10 @@ def evaluator_view(ctx, data, split, samples: dict[tuple[str, int], torch.Tensor
 
 
 # ----------------------------------------------------------------------------- λ sweep
-def sweep_file() -> Path:
-    """Where the committed sweep lives (``results/entropy_sweep.json``)."""
-    return paths.results_dir() / "entropy_sweep.json"
+def sweep_file(split_folder: str = "") -> Path:
+    """Where the committed sweep lives (``results/entropy_sweep.json``; a contrast split's:
+    ``results/<split>/entropy_sweep.json``)."""
+    return paths.results_dir() / split_folder / "entropy_sweep.json"
 
 
 def load_sweep(path: Path | None = None) -> dict | None:
