@@ -365,8 +365,7 @@ ENTROPY_WEIGHT_KEYS = {"entropy": "entropy_weight", "entropy+ngd": "ngd_entropy_
 """The config key holding each target-driven mode's λ_H (authors' units)."""
 CONTRAST_SPLIT = "same-class"
 """The split kept beside the confirmatory one as a descriptive contrast (issue 26): its own
-committed sweep (``results/same-class/entropy_sweep.json``), its run published under
-``results/same-class/``."""
+committed sweep and its published run, in a results folder named after the split."""
 
 
 def contrast_overrides(sweep: Mapping[str, Any]) -> dict[str, Any]:
