@@ -70,14 +70,14 @@ golden: data
 sweep: data
 	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli sweep --profile cpu $(if $(RUN),--run-dir $(RUN))
 
-# The choice of the shifted split (issue 26; docs/protocol.md, "Choosing a shifted split"): each
+# The choice of the shifted split (docs/protocol.md, "Choosing a shifted split"): each
 # candidate measured by the registered criteria on vanilla, selection seeds 100-102 (about 20 min
 # per candidate on 2 cores); REF=runs/<same-class cpu run> reuses that run's T, E, P and prior for
 # criterion 4's reference. Writes results/split_selection.json; commit it.
 select-split: data
 	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study split-selection --profile cpu $(if $(REF),--reference-run $(REF))
 
-# The same-class contrast (issue 26; descriptive): its own entropy-weight sweep (a new run folder,
+# The same-class contrast (descriptive): its own entropy-weight sweep (a new run folder,
 # results/same-class/entropy_sweep.json), then the cpu profile on that split with the sweep's
 # choices; publish the run with make publish RUN=… (it goes to results/same-class/).
 sweep-contrast: data

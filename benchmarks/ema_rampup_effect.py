@@ -1,4 +1,4 @@
-"""What the transfer's EMA ramp-up does to one seed (issue 26): each mode fine-tuned at seed 0
+"""What the transfer's EMA ramp-up does to one seed: each mode fine-tuned at seed 0
 with the ramp-up (``transfer_ema_rampup`` 0.05, the default) and without it (a fixed 10-kimg
 half-life, which keeps 0.5^(19.2/10) ≈ 26% of the prior's weights after 300 steps of 64), from
 the same prior and target; printed: the EMA generator's final target entropy and largest class

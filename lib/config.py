@@ -364,7 +364,7 @@ ENTROPY_WEIGHT_KEYS = {"entropy": "entropy_weight", "entropy+ngd": "ngd_entropy_
                        "entropy+ngd-damped": "ngd_damped_entropy_weight"}
 """The config key holding each target-driven mode's λ_H (authors' units)."""
 CONTRAST_SPLIT = "same-class"
-"""The split kept beside the confirmatory one as a descriptive contrast (issue 26): its own
+"""The split kept beside the confirmatory one as a descriptive contrast: its own
 committed sweep and its published run, in a results folder named after the split."""
 
 

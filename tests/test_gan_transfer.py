@@ -86,7 +86,7 @@ def test_ema_update_and_half_life():
 @pytest.mark.parametrize("profile", ["smoke", "cpu"])
 def test_the_transfer_ema_keeps_at_most_one_percent_of_the_prior(profile):
     """A parameter that is 1 in the prior and 0 in G from the first step on: after the
-    transfer's updates its EMA keeps ≤ 1% of the prior (issue 26); without the ramp-up the
+    transfer's updates its EMA keeps ≤ 1% of the prior; without the ramp-up the
     same run keeps more (the cpu run: 0.5^(19.2/10) ≈ 26%), so the test can fail."""
     settings = transfer.TransferSettings.from_config(resolve(profile), "vanilla")
     residuals = {}

@@ -1,4 +1,4 @@
-"""C2's three metrics at every entropy weight of the committed sweep (issue 26): for one
+"""C2's three metrics at every entropy weight of the committed sweep: for one
 seed, the PPA-style attack on each swept generator and on `vanilla`'s, scored by the judge —
 reported beside the sweep and in notebook 04's figure, never used to choose a weight (the rule
 reads the target's view only, ``lib.transfer.SWEEP_RULE``)."""
