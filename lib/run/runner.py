@@ -311,10 +311,8 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
 def contrast_run_overrides() -> dict[str, Any]:
     """``config.contrast_overrides`` of the contrast's committed sweep (a clear error when it
     has not been run)."""
-    from ..stages.transfer import load_sweep, sweep_file
-
-    path = sweep_file(config.CONTRAST_SPLIT)
-    sweep = load_sweep(path)
+    path = paths.results_dir() / config.CONTRAST_SPLIT / "entropy_sweep.json"
+    sweep = artifacts.read_json_if_present(path)
     if sweep is None:
         raise RunnerError(f"{path} is missing: run `make sweep-contrast` first (the "
                           f"{config.CONTRAST_SPLIT} contrast's own entropy-weight sweep)")
@@ -323,7 +321,7 @@ def contrast_run_overrides() -> dict[str, Any]:
 
 def publish_dest(summary: Mapping[str, Any]) -> Path:
     """Where a run is published: ``results/`` for a run of its profile's split, else
-    ``results/<split>/`` (the contrast: ``results/same-class/``)."""
+    ``results/<split>/`` (the contrast's folder is named after its split)."""
     split = summary.get("overrides", {}).get("split")
     default = config.PROFILES.get(summary["profile"], {}).get("split")
     return paths.results_dir() if split in (None, default) else paths.results_dir() / split
