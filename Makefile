@@ -73,9 +73,11 @@ sweep: data
 # The choice of the shifted split (docs/protocol.md, "Choosing a shifted split"): each
 # candidate measured by the registered criteria on vanilla, selection seeds 100-102 (about 20 min
 # per candidate on 2 cores); REF=runs/<same-class cpu run> reuses that run's T, E, P and prior for
-# criterion 4's reference. Writes results/split_selection.json; commit it.
+# criterion 4's reference; CD=runs/… and CS=runs/… continue the class-disjoint and cluster-shift
+# candidates in those folders. Writes split_selection.json into results/; commit it.
 select-split: data
-	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study split-selection --profile cpu $(if $(REF),--reference-run $(REF))
+	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study split-selection --profile cpu $(if $(REF),--reference-run $(REF)) \
+	  $(if $(CD),--candidate-run class-disjoint=$(CD)) $(if $(CS),--candidate-run cluster-shift=$(CS))
 
 # The same-class contrast (descriptive): its own entropy-weight sweep (a new run folder,
 # results/same-class/entropy_sweep.json), then the cpu profile on that split with the sweep's

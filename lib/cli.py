@@ -126,8 +126,14 @@ def split_selection_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out: dict = {"criteria_commit": split_selection.CRITERIA_COMMIT,
                  "selection_seeds": split_selection.SELECTION_SEEDS, "candidates": {}}
+    given = dict(args.candidate_run)
+    unknown = sorted(set(given) - set(split_selection.CANDIDATES))
+    if unknown:
+        raise RunnerError(f"--candidate-run {unknown}: not a candidate; valid: "
+                          + ", ".join(split_selection.CANDIDATES))
     for kind in split_selection.CANDIDATES:
-        ctx = context.setup(args.profile, str(runner.new_run_dir(args.profile)), args.seed,
+        run_dir = given.get(kind) or str(runner.new_run_dir(args.profile))
+        ctx = context.setup(args.profile, run_dir, args.seed,
                             "auto", split_selection.overrides(kind),
                             notebook="split_selection", show_config=False)
         print(f"== {kind}: {context.display_path(ctx.run_dir)}", flush=True)
@@ -272,6 +278,9 @@ def parser() -> argparse.ArgumentParser:
                          "criterion 4 reuses (default: trained in a new folder)")
     st.add_argument("--out", default=str(paths.results_dir() / "split_selection.json"),
                     help="split-selection: where its measurements go")
+    st.add_argument("--candidate-run", action="append", default=[], type=runner.parse_override,
+                    metavar="KIND=DIR", help="split-selection: continue this candidate in DIR "
+                                             "(its finished artefacts are reused)")
     st.add_argument("--profile", default="cpu")
     st.add_argument("--run-dir", default="", help="reuse this run folder's artefacts (default: "
                                                   "a new run folder)")

@@ -5,7 +5,7 @@ the selection seeds 100–102, never on the claim seeds.
 ``make select-split`` runs it: one run folder per candidate (its T, E, P, prior, `vanilla`
 transfers, PPA-style attacks and `random_generator` controls), the same-class split's shift
 quantity beside them (criterion 4 compares against it), and writes
-``results/split_selection.json`` with every measurement and the choice the rule makes.
+``split_selection.json`` into ``results/``, with every measurement and the choice the rule makes.
 """
 from __future__ import annotations
 
