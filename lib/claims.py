@@ -258,7 +258,6 @@ def resilience_claim(results: pd.DataFrame, space: str = "d_P", threshold: float
                 f"{CONTROL_NAMES[s]}: Acc@1 {r[f'E_acc1_{name}']:.2f}, resilient "
                 f"{r.resilient_fraction:.3f}, {'met' if r.criterion_met else 'not met'}"
                 for s, r in table.iloc[1:].iterrows()),
-            "source": strongest,
             "table": table}
 
 

@@ -29,6 +29,7 @@ from .. import artifacts, config, paths
 from ..audit import example as audit_example
 from ..data import dataset
 from ..errors import DdcsMiError, RunnerError
+from ..stages.transfer import load_sweep, sweep_file
 from . import notebooks as nbfiles
 from .provenance import environment_info, git_commit, git_dirty_files
 from .summary import record_execution, validate_summary, write_summary
@@ -311,8 +312,8 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
 def contrast_run_overrides() -> dict[str, Any]:
     """``config.contrast_overrides`` of the contrast's committed sweep (a clear error when it
     has not been run)."""
-    path = paths.results_dir() / config.CONTRAST_SPLIT / "entropy_sweep.json"
-    sweep = artifacts.read_json_if_present(path)
+    path = sweep_file(config.CONTRAST_SPLIT)
+    sweep = load_sweep(path)
     if sweep is None:
         raise RunnerError(f"{path} is missing: run `make sweep-contrast` first (the "
                           f"{config.CONTRAST_SPLIT} contrast's own entropy-weight sweep)")

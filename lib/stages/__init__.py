@@ -8,7 +8,7 @@ run on its own rebuilds what it is missing through the same calls. Submodules lo
 import importlib
 
 __all__ = ["attacks", "classifiers", "damped_study", "defense", "evaluation", "gan", "heavy",
-           "regimes", "transfer"]
+           "regimes", "split_selection", "sweep_attacks", "transfer"]
 
 
 def __getattr__(name: str):

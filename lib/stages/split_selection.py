@@ -18,7 +18,7 @@ import torch
 
 from ..claims import soundness_claim
 from ..data import dataset
-from ..inference import generate, predict_logits
+from ..inference import generate
 from ..metrics.controls import public_by_target
 from ..metrics.fidelity import frechet_distance
 from ..seeding import derive_seed
@@ -27,7 +27,7 @@ from .classifiers import (require_classifiers, require_perceptual_distance, role
                           test_classifiers)
 from .evaluation import build_judge, control_draws, score_sets
 from .gan import require_gan
-from .transfer import require_transfer, transfer_inputs
+from .transfer import transfer_inputs
 
 CRITERIA_COMMIT = "6eef667a66506eb7b549fc07025096a0c7ee3607"
 """The commit that fixed the criteria and the candidates' design (docs/protocol.md), before
@@ -45,6 +45,11 @@ def overrides(kind: str) -> dict[str, Any]:
     return {"split": kind, "seeds": list(SELECTION_SEEDS)}
 
 
+def penultimate(judge, images: torch.Tensor) -> torch.Tensor:
+    """E's penultimate features of ``images`` as the judge extracts them (no distance spaces)."""
+    return judge.extract(images, (), small=True)[1]["penultimate"]
+
+
 def shift_quantity(ctx, data, split, target: torch.nn.Module, prior: torch.nn.Module,
                    judge) -> dict[str, Any]:
     """Criterion 4's quantity: FID-E of the prior's random samples (``fid_samples`` codes) to
@@ -55,16 +60,14 @@ def shift_quantity(ctx, data, split, target: torch.nn.Module, prior: torch.nn.Mo
     codes = torch.randn(cfg["fid_samples"], prior.z_dim,
                         generator=torch.Generator().manual_seed(derive_seed(0, "shift_samples")))
     samples = generate(prior, codes)
-    labels = np.asarray(classes)[predict_logits(target, samples).argmax(1).numpy()]
-    sample_features = judge.features(samples, labels).penultimate
+    sample_features = penultimate(judge, samples)
     to_d = frechet_distance(sample_features, judge.private.penultimate, strict=True)
     per_class = len(split.private) // len(classes)
     values = []
     for redraw in range(SHIFT_REDRAWS):
-        images, drawn = public_by_target(data, split, target, classes, per_class,
+        images, _ = public_by_target(data, split, target, classes, per_class,
                                          derive_seed(redraw, "shift_public_draw"))
-        to_public = frechet_distance(sample_features, judge.features(images, drawn).penultimate,
-                                     strict=True)
+        to_public = frechet_distance(sample_features, penultimate(judge, images), strict=True)
         values.append(to_d - to_public)
     return {"fid_e_to_D": to_d, "differences": values, "mean": float(np.mean(values)),
             "sd": float(np.std(values, ddof=1)), "samples": int(cfg["fid_samples"]),
@@ -82,11 +85,10 @@ def measure_candidate(ctx) -> dict[str, Any]:
                          len(cfg["private_classes"]),
                          len(role_classes("evaluator", cfg, split)))
     inputs = transfer_inputs(ctx, data, split)
-    prior = require_gan(ctx, data, split)[1]
+    prior = inputs.generator_ema
     draw = control_draws(ctx, data, split, nets["target"], prior)["random_generator"]
     sets = {}
     for seed in cfg["seeds"]:
-        require_transfer(ctx, "vanilla", seed, inputs)
         run, _ = require_attack(ctx, "ppa", "vanilla", seed, inputs, target=nets["target"])
         sets["ppa/vanilla", seed] = (run.images, run.original_labels, None)
         sets["random_generator", seed] = (*draw(derive_seed(seed, "random_generator")), None)
