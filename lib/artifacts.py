@@ -110,6 +110,45 @@ def verify(run_dir: Path, path: Path) -> None:
             "rebuild it, or start a new run folder")
 
 
+PARTIAL_SUFFIX = ".partial.safetensors"
+"""The files of ``PartialState``: not registered (they change while a stage runs), tied to
+their config when read, removed when the stage finishes."""
+
+
+def verify_all(run_dir: Path) -> list[str]:
+    """Check the sha256 of every artefact registered in the run's manifest, in order; raise
+    ``ArtifactError`` at the first that differs (nothing is changed). Returns the registered
+    paths whose files are missing (deleted to be rebuilt)."""
+    run_dir = Path(run_dir)
+    missing = []
+    for rel, entry in sorted(read_manifest(run_dir).items()):
+        path = run_dir / rel
+        if not path.is_file():
+            missing.append(rel)
+            continue
+        digest = sha256_file(path)
+        if digest != entry.get("sha256"):
+            raise ArtifactError(
+                f"artefact {rel} of {run_dir.name} was modified after it was written (sha256 "
+                f"{digest[:12]}…, manifest {str(entry.get('sha256'))[:12]}…). Nothing was "
+                "overwritten. Delete the file to rebuild it, or start a new run folder")
+    return missing
+
+
+def unregistered_files(run_dir: Path, keep: tuple[str, ...] = ()) -> list[str]:
+    """Files under ``run_dir`` that the manifest does not list (parts cut in flight), less
+    ``keep`` (top-level files or folders, by name) and partial states."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    out = []
+    for path in sorted(run_dir.rglob("*")):
+        rel = path.relative_to(run_dir).as_posix()
+        if (path.is_file() and rel not in manifest and rel.split("/")[0] not in keep
+                and not path.name.endswith(PARTIAL_SUFFIX)):
+            out.append(rel)
+    return out
+
+
 def exists(run_dir: Path, rel: str) -> bool:
     return (Path(run_dir) / rel).is_file()
 

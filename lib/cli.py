@@ -220,7 +220,7 @@ def stage_command(args: argparse.Namespace) -> int:
         if world.main and not state.is_file():          # a folder run_all.py can resume
             state.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(state, {"profile": profile, "overrides": overrides, "seed": seed,
-                                      "notebooks": {}})
+                                      "device": args.device, "notebooks": {}})
         world.barrier()
         ctx = context.setup(profile, args.run, seed, args.device, overrides,
                             notebook=f"stage_{args.stage}", show_config=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import textwrap
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -124,8 +125,9 @@ _BASE: dict[str, Any] = {
     "reach_per_class": 20,           # D and R images per class projected onto the prior
     "projection_steps": 150,         # Adam steps of an oracle projection (lr 0.05)
     "projection_restarts": 4,        # random starting codes per projected image
-    # runner
-    "cell_timeout_s": 1800,
+    # runner (settings that cannot change results: not compared on a resume)
+    "cell_timeout_s": 0,             # a cell's time limit in seconds (0: none; each notebook's
+                                     #   wall time is printed against its budget instead)
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -160,7 +162,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "reach_per_class": 5,
         "projection_steps": 20,
         "projection_restarts": 2,
-        "cell_timeout_s": 300,
     },
     "cpu": {**_BASE,
             "seeds": [0, 1, 2, 3, 4],     # five seeds: C0b, C2, C2d read paired t intervals
@@ -201,7 +202,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "attack_lr": 0.005,
         "attack_truncation": 0.5,
         "attack_final_aug": 100,
-        "cell_timeout_s": 3 * 3600,
     },
 }
 
@@ -210,6 +210,123 @@ PROFILE_NOTES = {
     "cpu": "small-scale reproduction of every claim on real data, with seeds (default)",
     "paper": "the paper's scale (faces, larger models) on a GPU; resumable stages",
 }
+
+
+# ------------------------------------------------------------------ what each key may hold
+RUNNER_KEYS = ("cell_timeout_s",)
+"""Keys that cannot change a result: a resume does not compare them and the notebooks do not
+receive them (their fingerprints stay the same when they change)."""
+DEVICES = ("auto", "cpu", "cuda")
+DATASET_CLASSES = {"fashion-mnist": 10}
+"""Classes of the data sets whose classes are known without reading them (faces: the split
+file says, checked by ``lib.data.faces.check_inputs``)."""
+SPLIT_KINDS = ("same-class", "class-disjoint", "cluster-shift")
+IMAGE_SIZES = (32, 56, 64, 112, 128)
+"""The generator's sizes (``lib.models.GAN_SIZES``; a test keeps the two equal)."""
+CLASSIFIER_ARCHS = ("mcnn", "scnn", "vgg16_bn", "resnet18", "resnet50", "resnet")
+"""``lib.models``' architectures (a test keeps the two equal); P may also be ``lpips-vgg``."""
+
+_INT_AT_LEAST_0 = ("split_seed", "checkpoint_every_s", "eval_train_limit", "perc_train_limit",
+                   "gan_train_limit", "lpips_resize", "cell_timeout_s")
+_INT_AT_LEAST_1 = ("batch_size", "target_width", "target_epochs", "eval_width", "eval_epochs",
+                   "perc_width", "perc_epochs", "recon_per_class", "prdc_k", "n_permutations",
+                   "gan_z_dim", "gan_width", "gan_d_width", "gan_steps", "gan_r1_every",
+                   "transfer_steps", "ngd_rank", "ngd_codes", "ngd_refresh_every",
+                   "monitor_samples", "monitor_every", "attack_pool", "attack_candidates",
+                   "attack_steps", "attack_final_aug", "gmi_steps", "gmi_restarts", "gmi_seeds",
+                   "gmi_vanilla_seeds", "defense_retrain_seeds", "reach_per_class",
+                   "projection_steps", "projection_restarts")
+_INT_AT_LEAST_2 = ("gan_batch", "fid_samples")          # batch statistics, a covariance
+_POSITIVE = ("target_lr", "eval_lr", "perc_lr", "gan_lr", "transfer_lr", "attack_lr", "gmi_lr",
+             "attack_truncation", "gan_ema_kimg")
+_NON_NEGATIVE = ("focal_gamma", "gan_r1_gamma", "transfer_ema_rampup", "entropy_weight",
+                 "ngd_entropy_weight", "ngd_damped_entropy_weight", "ngd_damping",
+                 "ngd_damped_gamma", "gmi_lambda_id")
+CHOICES: dict[str, tuple] = {
+    "dataset": ("fashion-mnist", "faces"), "split": SPLIT_KINDS, "device": DEVICES,
+    "image_size": IMAGE_SIZES, "target_arch": CLASSIFIER_ARCHS, "eval_arch": CLASSIFIER_ARCHS,
+    "perc_arch": CLASSIFIER_ARCHS + ("lpips-vgg",), "target_loss": ("focal", "ce"),
+    "target_head": ("gap", "flatten-bn"), "fid_network": ("evaluator", "inception"),
+    "entropy_reduction": ("sum", "mean"), "entropy_objective": ("entropy", "spread"),
+    "ngd_mode": ("faithful", "per-sample")}
+
+
+def _index_list(value: list, high: int | None) -> str | None:
+    """What is wrong with a list of class indices or seeds (None: nothing)."""
+    if not value:
+        return "a non-empty list"
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        return "a list of integers ≥ 0"
+    if len(set(value)) != len(value):
+        return "a list without repeats"
+    if high is not None and max(value) >= high:
+        return f"a list of classes of the data set, each in 0..{high - 1}"
+    return None
+
+
+def domain_problem(key: str, cfg: Mapping[str, Any]) -> str | None:
+    """What ``cfg[key]`` must be when its value is outside the key's domain; None when it is
+    inside. Types are checked before (``resolve``)."""
+    value = cfg[key]
+    if key in CHOICES:
+        return None if value in CHOICES[key] else "one of " + ", ".join(map(str, CHOICES[key]))
+    for keys, low, text in ((_INT_AT_LEAST_0, 0, "an integer ≥ 0"),
+                            (_INT_AT_LEAST_1, 1, "an integer ≥ 1"),
+                            (_INT_AT_LEAST_2, 2, "an integer ≥ 2")):
+        if key in keys:
+            return None if value >= low else text
+    if key in _POSITIVE:
+        return None if value > 0 and math.isfinite(value) else "a finite number > 0"
+    if key in _NON_NEGATIVE:
+        return None if value >= 0 and math.isfinite(value) else "a finite number ≥ 0"
+    if key == "collapse_max_share":
+        return None if 0 < value <= 1 else "a share in (0, 1]"
+    if key == "seeds":
+        return _index_list(value, None)
+    if key == "private_classes":
+        return _index_list(value, DATASET_CLASSES.get(cfg["dataset"]))
+    if key == "private_per_class":
+        if cfg["dataset"] == "fashion-mnist":     # D and R from each class's 6,000 train images
+            return None if 1 <= value <= 3000 else "an integer in 1..3000 for fashion-mnist"
+        return None if value >= 0 else "an integer ≥ 0 (0: every image of the identity)"
+    if key == "face_split" and cfg["dataset"] == "faces":
+        return None if value else "the path of the face split file (python -m lib.cli faces split)"
+    return None
+
+
+def _cross_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Constraints between keys, each one line naming both."""
+    problems = []
+    if cfg["attack_candidates"] < cfg["recon_per_class"]:
+        problems.append(f"attack_candidates={cfg['attack_candidates']} must be ≥ recon_per_class="
+                        f"{cfg['recon_per_class']} (the best candidates of a class are kept)")
+    if cfg["attack_pool"] < cfg["attack_candidates"]:
+        problems.append(f"attack_pool={cfg['attack_pool']} must be ≥ attack_candidates="
+                        f"{cfg['attack_candidates']} (candidates are drawn from the pool)")
+    return problems
+
+
+def check_domains(cfg: Mapping[str, Any], changed: Sequence[str] = ()) -> None:
+    """Raise ``ConfigError`` naming the key, its value and what is allowed when a value is
+    outside its domain (the keys in ``changed``, the overrides, are named as such)."""
+    for key in sorted(cfg, key=lambda k: (k not in changed, k)):
+        allowed = domain_problem(key, cfg)
+        if allowed is not None:
+            kind = "override" if key in changed else "profile value"
+            raise ConfigError(f"{kind} {key}={cfg[key]!r} is not allowed: {key} must be {allowed}")
+    problems = _cross_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def check_device(device: str, cfg: Mapping[str, Any]) -> None:
+    """Raise ``ConfigError`` for a ``--device`` that is not auto, cpu or cuda, or that leaves
+    the CPU under the smoke profile (whether CUDA is present is checked where it is used)."""
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
+    if cfg["profile"] == "smoke" and device not in ("auto", "cpu"):
+        raise ConfigError("the smoke profile always runs on the CPU (its golden outputs are CPU "
+                          "values); use --device auto or cpu, or the cpu profile")
 
 
 def _compatible(default: Any, value: Any) -> bool:
@@ -225,8 +342,9 @@ def _compatible(default: Any, value: Any) -> bool:
 def resolve(profile: str, overrides: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     """The config of ``profile`` with ``overrides`` applied, read-only.
 
-    Raises ``ValueError`` for an unknown profile, an unknown override key, a value of the
-    wrong type, or an attempt to leave the CPU under ``smoke``.
+    Raises ``ValueError`` (a ``ConfigError``) for an unknown profile, an unknown override key,
+    a value of the wrong type or outside its domain (``check_domains``), or an attempt to
+    leave the CPU under ``smoke``.
     """
     if profile not in PROFILES:
         raise ConfigError(
@@ -248,6 +366,7 @@ def resolve(profile: str, overrides: Mapping[str, Any] | None = None) -> Mapping
     if profile == "smoke" and cfg["device"] != "cpu":
         raise ConfigError("the smoke profile always runs on the CPU (its golden outputs are CPU "
                          "values); drop the 'device' override or use the cpu profile")
+    check_domains(cfg, changed=list(dict(overrides or {})))
     cfg["profile"] = profile
     return MappingProxyType(cfg)
 

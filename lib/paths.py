@@ -16,6 +16,7 @@ this package reads — and nothing else reads them:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 ROOT_MARKER = "run_all.py"
@@ -78,6 +79,16 @@ def runs_dir() -> Path:
 def headless() -> bool:
     """Progress bars off (``DDCS_MI_HEADLESS`` set by the runner and the tests)."""
     return _env(ENV_HEADLESS) is not None
+
+
+def progress_enabled(progress: bool | None = None) -> bool:
+    """Progress bars on unless headless (``DDCS_MI_HEADLESS``), or standard error is neither a
+    terminal nor a Jupyter kernel's (a redirected log gets no carriage-return flood), or
+    ``progress`` says otherwise."""
+    if progress is not None:
+        return progress
+    interactive = sys.stderr is not None and (sys.stderr.isatty() or "ipykernel" in sys.modules)
+    return interactive and not headless()
 
 
 def fashion_mnist_dir() -> Path | None:

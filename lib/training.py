@@ -35,11 +35,6 @@ from .seeding import derive_seed, global_seed, rank_seed
 ExtraLoss = Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]]
 
 
-def progress_enabled(progress: bool | None = None) -> bool:
-    """Progress bars on unless headless (``DDCS_MI_HEADLESS``) or ``progress`` says otherwise."""
-    return (not paths.headless()) if progress is None else progress
-
-
 # ------------------------------------------------------------------------------- classifiers
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Mean focal loss −(1 − p_t)^γ log p_t (Lin et al. 2017); γ = 0 is cross-entropy."""
@@ -140,7 +135,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         saved = loop.restore() or {"position": 0, "history": {"loss": [], "train_acc": []}}
         history, first = saved["history"], int(saved["position"])
         bar = tqdm(total=epochs * steps_per_epoch, initial=first * steps_per_epoch, desc=desc,
-                   disable=not progress_enabled(progress) or not world.main, leave=False)
+                   disable=not paths.progress_enabled(progress) or not world.main, leave=False)
         for epoch in range(first, epochs):
             order = _epoch_order(epoch, len(images), shuffle, sampler)
             sums = _classifier_epoch(net, opt, sched, images, labels, order, aug, loss_fn,
@@ -328,7 +323,7 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, images: torch.Tens
         for name, items in (extra_state or {}).items():
             items[:] = saved["extra"].get(name, items)
         for step in tqdm(range(first, steps), desc=desc, leave=False, initial=first, total=steps,
-                         disable=not progress_enabled(progress) or not world.main):
+                         disable=not paths.progress_enabled(progress) or not world.main):
             real = images[torch.randint(len(images), (local,), generator=draws)].to(device)
             z = torch.randn(local, G.z_dim, generator=draws).to(device)
             r1_weight = 0.5 * r1_gamma * r1_every if r1_gamma > 0 and step % r1_every == 0 else 0.0

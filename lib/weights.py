@@ -39,15 +39,21 @@ def _prefix(name: str) -> str:
     return Path(name).stem.rsplit("-", 1)[-1]
 
 
+USES = {LPIPS_VGG_WEIGHTS_FILE: "the LPIPS-VGG distance (the paper profile's d_P, the audit's "
+                                "--distance lpips-vgg)",
+        INCEPTION_WEIGHTS_FILE: "Inception FID (the paper profile)"}
+
+
 def require(names=tuple(WEIGHTS), folder: str | Path | None = None) -> Path:
     """The weights folder, after checking every file in ``names`` is there and intact."""
     folder = Path(folder) if folder is not None else weights_dir()
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
+        uses = "; ".join(f"{n} for {USES.get(n, 'this computation')}" for n in missing)
         raise WeightsError(
-            f"the paper profile needs the pretrained weights {', '.join(missing)} in {folder} "
-            "(missing); nothing is downloaded at run time. Run `make weights` on a machine with "
-            "internet (or set DDCS_MI_WEIGHTS to a folder that holds them)")
+            f"missing pretrained weights in {folder}: {uses}; nothing is downloaded at run "
+            "time. Run `make weights` on a machine with internet (or set DDCS_MI_WEIGHTS to a "
+            "folder that holds them)")
     recorded = _read_sums(folder)
     for name in names:
         digest = sha256_file(folder / name)

@@ -316,10 +316,14 @@ def test_corrupt_or_truncated_image(good, capsys, damage):
     bad = recons / "a" / "r000.png"
     data = bad.read_bytes()
     bad.write_bytes(b"not a png at all" if damage == "text" else data[: len(data) // 2])
-    with pytest.raises(DataCorruptError, match=re.escape(str(bad))):
+    # a file that is no image at all is found by the survey of headers (listed by reason);
+    # one whose header reads but whose data is cut short, when it is decoded
+    error, says = ((InputError, "not an image") if damage == "text"
+                   else (DataCorruptError, "not a readable image"))
+    with pytest.raises(error, match=re.escape(str(bad))):
         audit(members, recons, distance="pixel", progress=False)
     expect_refusal(capsys, ["--members", str(members), "--reconstructions", str(recons),
-                            "--distance", "pixel"], out, str(bad), "not a readable image")
+                            "--distance", "pixel"], out, str(bad), says)
 
 
 def test_mixed_sizes_without_size(good, capsys):
@@ -400,8 +404,9 @@ def test_command_help_and_console_script():
 
 
 def test_cli_error_in_a_subprocess_has_no_traceback(tmp_path):
+    (tmp_path / "recons").mkdir()
     done = subprocess.run([sys.executable, "-m", "lib.audit", "--members", str(tmp_path / "nope"),
-                           "--reconstructions", str(tmp_path), "--distance", "pixel",
+                           "--reconstructions", str(tmp_path / "recons"), "--distance", "pixel",
                            "--out", str(tmp_path / "out")], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -433,3 +438,180 @@ def test_tools_notebook_is_not_a_pipeline_notebook_and_carries_a_golden():
             text = "".join(out.get("text", "")) + json.dumps(
                 {k: v for k, v in out.get("data", {}).items() if not k.startswith("image/")})
             assert not re.search(r"(/work/|/home/|/root/|/tmp/|/Users/)", text), text[:200]
+
+
+# ------------------------------------------------------------------------------ unusable inputs
+def _audit_args(members, recons, *extra):
+    return ["--members", str(members), "--reconstructions", str(recons), "--distance", "pixel",
+            *extra]
+
+
+def test_symlinks_that_loop_dangle_or_leave_the_folder_are_refused_then_skipped(good, capsys,
+                                                                                tmp_path):
+    members, recons, _, out = good
+    (members / "a" / "loop").symlink_to(members / "a")                  # a loop
+    (members / "a" / "gone.png").symlink_to(members / "a" / "missing.png")   # dangling
+    outside = tmp_path / "elsewhere.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(outside)
+    (members / "b" / "outside.png").symlink_to(outside)                # leaves the folder
+    expect_refusal(capsys, _audit_args(members, recons), out, "3 input entries cannot be used",
+                   "symlink loop (1)", "dangling link (1)", "outside the folder (1)",
+                   "--skip-unusable")
+    code, stdout, _ = run_cli(_audit_args(members, recons, "--skip-unusable", "--out", str(out)),
+                              capsys)
+    assert code == 0 and stdout.count("left out (members)") == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(u["reason"] for u in summary["unusable"]) == [
+        "dangling link", "outside the folder", "symlink loop"]
+    assert summary["n_members"] == 5                                   # the usable ones
+    assert "Left out" in (out / "report.md").read_text()
+
+
+def test_unreadable_folders_are_called_unreadable(good, capsys, monkeypatch):
+    import os
+
+    members, recons, _, out = good
+    (members / "a" / "sub").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(members / "a" / "sub" / "x.png")
+    locked = {str(members / "a" / "sub"), str(recons / "b")}
+    real_scandir = os.scandir
+
+    def scandir(path="."):          # as an unreadable folder behaves (root ignores chmod 000)
+        if str(path) in locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    expect_refusal(capsys, _audit_args(members, recons), out, "unreadable (2)",
+                   str(members / "a" / "sub"), str(recons / "b"))
+    code, stderr = run_cli(_audit_args(members, recons, "--out", str(out)), capsys)[::2]
+    assert "holds no images" not in stderr
+
+
+def test_an_unreadable_image_file_is_listed(good, capsys, monkeypatch):
+    import os
+
+    members, recons, _, out = good
+    victim = members / "a" / "m001.png"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: (Path(p) != victim
+                                                       and real_access(p, mode)))
+    expect_refusal(capsys, _audit_args(members, recons), out, "unreadable (1)", str(victim))
+
+
+def _png_header_only(path: Path, width: int, height: int, bit_depth: int) -> None:
+    """A PNG declaring width × height (grey, ``bit_depth``) with no pixel data: a decompression
+    bomb made small."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_an_image_above_max_pixels_is_refused_before_decoding(good, capsys, bit_depth):
+    members, recons, _, out = good
+    bomb = members / "a" / "bomb.png"
+    _png_header_only(bomb, 13000, 13000, bit_depth)
+    expect_refusal(capsys, _audit_args(members, recons, "--size", "8"), out, "too large (1)",
+                   str(bomb))
+    expect_refusal(capsys, _audit_args(members, recons, "--size", "8", "--max-pixels", "1000"),
+                   out, "too large")
+
+
+def test_reading_that_would_not_fit_in_memory_is_refused(good, capsys, monkeypatch):
+    from lib.audit import images
+
+    members, recons, _, out = good
+    monkeypatch.setattr(images, "available_bytes", lambda: 10 << 20)
+    monkeypatch.setattr("lib.audit.api.available_bytes", lambda: 10 << 20)
+    expect_refusal(capsys, _audit_args(members, recons), out, "would need about",
+                   "GiB is available")
+
+
+def test_sixteen_bit_images_decode_in_integers_as_before(tmp_path):
+    from lib.audit.images import _to_uint8, decode
+
+    values = np.arange(0, 65536, 7, dtype=np.uint16)[:4096].reshape(64, 64)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    arr, alpha = decode(path, "L")
+    expected = np.clip(np.rint(values.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    assert arr.shape == (1, 64, 64) and not alpha and np.array_equal(arr[0], expected)
+    assert _to_uint8(np.full((3, 3), 65535, np.int32)).max() == 255
+
+
+@pytest.mark.parametrize("flag, value, says", [("--permutations", "100000000", "1,000,000"),
+                                               ("--size", "100000", "1..2048"),
+                                               ("--max-pixels", "0", "must be ≥ 1")])
+def test_out_of_range_arguments_exit_2_at_once_without_heavy_imports(tmp_path, flag, value, says):
+    import time
+
+    (tmp_path / "m").mkdir()
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "lib.audit", "--members", str(tmp_path / "m"),
+                           "--reconstructions", str(tmp_path / "m"), "--out",
+                           str(tmp_path / "out"), flag, value], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    seconds = time.monotonic() - t0
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert says in done.stderr and "Traceback" not in done.stderr
+    assert seconds < 10           # ~0.1 s; the bound leaves room for a loaded machine
+    from lib.audit import cli as audit_cli
+    assert "torch" not in audit_cli.__dict__ and "api" not in audit_cli.__dict__
+
+
+@pytest.mark.parametrize("where", ["equal", "inside", "containing"])
+def test_an_output_folder_overlapping_an_input_is_refused(good, capsys, where):
+    members, recons, _, _ = good
+    out = {"equal": recons, "inside": members / "a" / "audit_out",
+           "containing": members.parent}[where]
+    code, _, stderr = run_cli(_audit_args(members, recons, "--out", str(out)), capsys)
+    assert code == 2 and "write the audit outside every input folder" in stderr
+    assert not (members / "a" / "audit_out").exists()
+
+
+def test_an_existing_file_as_out_is_called_a_file(good, capsys, tmp_path):
+    members, recons, _, _ = good
+    out = tmp_path / "a-file"
+    out.write_text("x")
+    code, _, stderr = run_cli(_audit_args(members, recons, "--out", str(out)), capsys)
+    assert code == 2 and "is a file" in stderr and "not empty" not in stderr
+
+
+def test_a_newline_in_a_file_name_keeps_the_report_table_whole(good, capsys):
+    from lib.audit.report import cell
+
+    members, recons, _, out = good
+    for f in sorted((members / "a").iterdir()):
+        f.rename(f.with_name(f.stem + "\nx|y" + f.suffix))
+    code, _, _ = run_cli(_audit_args(members, recons, "--out", str(out)), capsys)
+    report = (out / "report.md").read_text()
+    assert code == 0 and "\nx|y" not in report and "\\nx\\|y" in report
+    table = [line for line in report.splitlines() if line.startswith("| ") and ".png" in line]
+    assert table and all(line.endswith("|") for line in table)
+    assert cell("a\tb`c") == "a\\tb\\`c"
+
+
+def test_an_alpha_channel_is_noted(good, capsys):
+    members, recons, _, out = good
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 3] = 128
+    Image.fromarray(rgba, "RGBA").save(members / "a" / "m000.png")
+    code, stdout, _ = run_cli(_audit_args(members, recons, "--out", str(out)), capsys)
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 0 and summary["alpha_dropped"]["members"]["count"] == 1
+    assert "alpha channel" in stdout and "Alpha dropped" in (out / "report.md").read_text()
+
+
+def test_the_lpips_weights_message_names_the_distance_not_a_profile(tmp_path):
+    from lib import weights
+
+    with pytest.raises(WeightsError) as err:
+        weights.require((weights.LPIPS_VGG_WEIGHTS_FILE,), tmp_path)
+    assert "LPIPS-VGG distance" in str(err.value) and "paper profile needs" not in str(err.value)

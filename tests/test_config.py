@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 from lib import config as profiles  # the profiles table lives in lib.config
+from lib import config
+from lib.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", list(profiles.PROFILES))
@@ -95,3 +97,71 @@ def test_contrast_overrides_come_from_its_own_sweep():
     sweep["config"]["gan"]["split"] = "cluster-shift"
     with pytest.raises(ConfigError, match="make sweep-contrast"):
         contrast_overrides(sweep)
+
+
+@pytest.mark.parametrize("override, allowed", [
+    ({"private_per_class": -5}, "an integer in 1..3000"),
+    ({"private_per_class": 3001}, "an integer in 1..3000"),
+    ({"seeds": []}, "a non-empty list"),
+    ({"seeds": [1, 1]}, "without repeats"),
+    ({"seeds": [-1]}, "integers ≥ 0"),
+    ({"image_size": -8}, "one of 32, 56, 64, 112, 128"),
+    ({"batch_size": 0}, "an integer ≥ 1"),
+    ({"private_classes": [0, 99]}, "each in 0..9"),
+    ({"private_classes": []}, "a non-empty list"),
+    ({"split": "bogus"}, "one of same-class, class-disjoint, cluster-shift"),
+    ({"target_lr": 0.0}, "a finite number > 0"),
+    ({"entropy_weight": -1.0}, "a finite number ≥ 0"),
+    ({"collapse_max_share": 1.5}, "a share in (0, 1]"),
+    ({"fid_samples": 1}, "an integer ≥ 2"),
+    ({"cell_timeout_s": -1}, "an integer ≥ 0"),
+    ({"perc_arch": "vgg"}, "one of mcnn, scnn"),
+    ({"device": "banana"}, "one of auto, cpu, cuda"),
+])
+def test_values_outside_their_domain_name_the_key_the_value_and_what_is_allowed(override, allowed):
+    ((key, value),) = override.items()
+    with pytest.raises(ConfigError) as err:
+        config.resolve("cpu", override)
+    text = str(err.value)
+    assert f"override {key}={value!r} is not allowed" in text and allowed in text
+    assert "\n" not in text
+
+
+def test_constraints_between_keys_name_both():
+    with pytest.raises(ConfigError, match="attack_candidates=5 must be ≥ recon_per_class=100"):
+        config.resolve("cpu", {"attack_candidates": 5})
+    with pytest.raises(ConfigError, match="attack_pool=10 must be ≥ attack_candidates=150"):
+        config.resolve("cpu", {"attack_pool": 10})
+
+
+def test_the_faces_profile_allows_every_image_per_identity_and_needs_a_split_file():
+    assert config.resolve("paper")["private_per_class"] == 0
+    with pytest.raises(ConfigError, match="face_split must be the path"):
+        config.resolve("paper", {"face_split": ""})
+
+
+def test_every_key_is_checked_and_the_domains_follow_the_code():
+    from lib import models
+    from lib.data import fashion_mnist
+
+    cfg = dict(config.resolve("cpu"))
+    unchecked = []
+    for key, value in cfg.items():        # a value of the key's type but outside every domain
+        bad = {int: -10 ** 9, float: -1e300, str: "\x00", list: []}.get(type(value))
+        if key == "profile" or bad is None or (key == "face_split"):
+            continue
+        if config.domain_problem(key, {**cfg, key: bad}) is None:
+            unchecked.append(key)
+    assert unchecked == []
+    assert set(config.IMAGE_SIZES) == set(models.GAN_SIZES)
+    assert set(config.CLASSIFIER_ARCHS) == (set(models.ARCHITECTURES)
+                                            | set(models.TorchvisionClassifier.ARCHS))
+    assert config.SPLIT_KINDS == fashion_mnist.SPLIT_KINDS
+
+
+def test_the_class_disjoint_split_refuses_private_classes_among_its_public_ones():
+    from lib.data import dataset
+
+    with pytest.raises(ValueError, match=r"share \[1\] with the class-disjoint split"):
+        dataset.check_inputs(config.resolve("cpu", {"split": "class-disjoint",
+                                                   "private_classes": [0, 1]}))

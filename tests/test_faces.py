@@ -106,7 +106,7 @@ def _paper(split_path, **over):
     from lib.config import resolve
 
     return resolve("paper", {"face_split": str(split_path), "private_classes": [0, 1, 2],
-                             "image_size": 16, "device": "cpu", **over})
+                             "image_size": 32, "device": "cpu", **over})
 
 
 @pytest.fixture()
@@ -128,7 +128,7 @@ def test_split_file_records_where_the_data_are(tmp_path):
 def test_load_for_config_gives_the_papers_roles(tmp_path, cache_dir):
     path = _standin_split(tmp_path)
     data, split = faces.load_for_config(_paper(path))
-    assert data.train_images.dtype == torch.uint8 and data.train_images.shape[1:] == (3, 16, 16)
+    assert data.train_images.dtype == torch.uint8 and data.train_images.shape[1:] == (3, 32, 32)
     labels = data.train_labels.numpy()
     assert len(split.private) == 3 * 5 and len(split.reference) == 3 * 2   # 7 images, 2 held out
     assert sorted(set(labels[split.private])) == [0, 1, 2]
@@ -139,7 +139,7 @@ def test_load_for_config_gives_the_papers_roles(tmp_path, cache_dir):
     assert split.eval_classes == (0, 1, 2) and len(split.public_classes) == 3
     assert data.class_names == ["pri0000", "pri0001", "pri0002"]
     x, y = __import__("lib.data.images", fromlist=["subset"]).subset(data, split.private[:4])
-    assert x.shape == (4, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
+    assert x.shape == (4, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
     cached = list(cache_dir.glob("*.safetensors"))
     assert len(cached) == 1                                    # decoded once, then read
     again, _ = faces.load_for_config(_paper(path))
@@ -184,7 +184,8 @@ def test_paper_profile_refuses_clearly_without_the_split_or_the_weights(tmp_path
     assert not (tmp_path / "run").exists()                  # refused before any folder is made
     path = _standin_split(tmp_path)
     monkeypatch.setenv("DDCS_MI_WEIGHTS", str(tmp_path / "no_weights"))
-    with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth, inception_v3.*make weights"):
+    with pytest.raises(FileNotFoundError,
+                       match="vgg16-397923af.pth for the LPIPS-VGG.*inception_v3.*make weights"):
         check_inputs(_paper(path))
     with pytest.raises(FileNotFoundError, match="inception_v3_google"):
         check_inputs(_paper(path, perc_arch="mcnn"))

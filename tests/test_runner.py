@@ -32,7 +32,8 @@ class FakeExecutor:
             artifacts.save_json(os.path.join(run_dir, "metrics", "claims.json"),
                                 {"C0": {"id": "C0", "claim": "sound", "criterion": "x",
                                         "measured": "T 0.9", "passed": True,
-                                        "notebook": name, "profile": "smoke"}}, run_dir)
+                                        "notebook": name, "profile": "smoke"}}, run_dir,
+                                producer=name)
         if parameters and name == "06_evaluation":  # per-source metrics, as notebook 06 records
             run_dir = parameters["RUN_DIR"]
             from lib import artifacts
@@ -42,7 +43,7 @@ class FakeExecutor:
                                                                "metrics": {"ddcs_best_d_P": metric}},
                                                "real_test": {"seeds": [0, 1],
                                                              "metrics": {"ddcs_best_d_P": metric}}}},
-                                run_dir)
+                                run_dir, producer=name)
         if name in self.fail:
             raise RuntimeError(f"{name} exploded")
 
@@ -60,7 +61,7 @@ def test_runs_all_in_order_and_writes_a_summary(tmp_runs):
     assert [c[0] for c in ex.calls] == runner.NOTEBOOKS
     assert ex.calls[0][1] == {"PROFILE": "smoke", "RUN_DIR": str(run_dir), "SEED": 0,
                               "DEVICE": "auto", "OVERRIDES": {}}
-    assert ex.calls[0][2] == 300 and set(ex.env) == {"0"}
+    assert ex.calls[0][2] is None and set(ex.env) == {"0"}     # no cell time limit by default
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary) == SUMMARY_KEYS
     assert [n["status"] for n in summary["notebooks"]] == ["ok"] * len(runner.NOTEBOOKS)
@@ -94,10 +95,90 @@ def test_resume_skips_unchanged_successes_only(tmp_runs):
 
 def test_resume_refuses_another_profile_or_folder(tmp_runs, tmp_path):
     _, run_dir = run(profile="smoke", executor=FakeExecutor())
-    with pytest.raises(RunnerError, match="same ones"):
+    with pytest.raises(RunnerError, match="started with profile 'smoke'"):
         run(profile="cpu", executor=FakeExecutor(), resume=run_dir)
     with pytest.raises(RunnerError, match="not a run folder"):
         run(profile="smoke", executor=FakeExecutor(), resume=tmp_path)
+
+
+def test_resume_compares_seed_and_device_but_not_the_time_limit(tmp_runs):
+    _, run_dir = run(profile="smoke", executor=FakeExecutor())
+    with pytest.raises(RunnerError, match=r"seed 0 \(asked: 7\)"):
+        run(profile="smoke", seed=7, executor=FakeExecutor(), resume=run_dir,
+            notebooks=["02_classifiers"])
+    with pytest.raises(RunnerError, match="device 'auto' \\(asked: 'cpu'\\)"):
+        run(profile="smoke", device="cpu", executor=FakeExecutor(), resume=run_dir)
+    ex = FakeExecutor()                  # a longer limit is not another configuration
+    code, _ = run(profile="smoke", overrides={"cell_timeout_s": 7200}, executor=ex,
+                  resume=run_dir)
+    assert code == 0 and ex.calls == []
+    ex = FakeExecutor()
+    _, run_dir = run(profile="smoke", overrides={"cell_timeout_s": 60}, executor=ex,
+                     notebooks=["00_overview"])
+    state = json.loads((run_dir / runner.STATE).read_text())
+    assert ex.calls[0][2] == 60 and ex.calls[0][1]["OVERRIDES"] == {}
+    assert state["overrides"] == {} and state["settings"] == {"cell_timeout_s": 60}
+
+
+def test_cli_resume_takes_the_runs_seed_and_refuses_another(tmp_runs, monkeypatch, capsys):
+    _, run_dir = run(profile="smoke", seed=3, executor=FakeExecutor())
+    calls = []
+    monkeypatch.setattr(runner, "run", lambda *a, **k: calls.append(a) or (0, run_dir))
+    assert runner.main(["--resume", str(run_dir), "--only", "02_classifiers"]) == 0
+    assert calls[-1][2:4] == (3, "auto")             # the run's own seed and device
+    monkeypatch.undo()
+    monkeypatch.setenv("DDCS_MI_RUNS", str(tmp_runs))
+    assert runner.main(["--resume", str(run_dir), "--seed", "7", "--only", "02_classifiers"]) == 2
+    assert "seed 3 (asked: 7)" in capsys.readouterr().err
+
+
+def test_resume_verifies_every_artefact_and_overwrites_nothing(tmp_runs):
+    from lib.errors import ArtifactError
+
+    _, run_dir = run(profile="smoke", executor=FakeExecutor())
+    claims = run_dir / "metrics" / "claims.json"     # registered, read by no re-run notebook
+    flipped = bytearray(claims.read_bytes())
+    flipped[5] ^= 0x01
+    claims.write_bytes(bytes(flipped))
+    ex = FakeExecutor()
+    with pytest.raises(ArtifactError, match="metrics/claims.json .*modified"):
+        run(profile="smoke", executor=ex, resume=run_dir)
+    assert ex.calls == [] and claims.read_bytes() == bytes(flipped)
+    with pytest.raises(ArtifactError, match="metrics/claims.json"):
+        runner.publish(run_dir, dest=tmp_runs / "published")
+    assert not (tmp_runs / "published").exists()
+
+
+def test_resume_sets_aside_unregistered_files_and_rebuilds_missing_ones(tmp_runs):
+    _, run_dir = run(profile="smoke", executor=FakeExecutor())
+    cut = run_dir / "models" / ".target.safetensors.x1y2.safetensors"   # a write cut in flight
+    cut.parent.mkdir(parents=True, exist_ok=True)
+    cut.write_bytes(b"half")
+    partial = run_dir / "models" / "gan_prior.partial.safetensors"     # a stage's partial state
+    partial.write_bytes(b"kept")
+    (run_dir / "metrics" / "06_evaluation.json").unlink()              # deleted to be rebuilt
+    logs, ex = [], FakeExecutor()
+    code, _ = run(profile="smoke", executor=ex, resume=run_dir, log=logs.append)
+    assert code == 0 and [c[0] for c in ex.calls] == ["06_evaluation"]
+    assert not cut.exists() and partial.read_bytes() == b"kept"
+    aside = list((run_dir / "set-aside").rglob(cut.name))
+    assert len(aside) == 1 and aside[0].read_bytes() == b"half"
+    assert any("set aside 1 file" in line for line in logs)
+    assert (run_dir / "metrics" / "06_evaluation.json").is_file()
+
+
+def test_a_run_killed_in_its_first_notebook_resumes(tmp_runs):
+    class Killed(FakeExecutor):
+        def __call__(self, input_path, output_path, parameters, cwd, timeout):
+            output_path.write_text("{\"cells\": [")              # papermill's half-written output
+            raise KeyboardInterrupt                              # like kill: not caught
+
+    with pytest.raises(KeyboardInterrupt):
+        run(profile="smoke", executor=Killed())
+    (run_dir,) = tmp_runs.iterdir()
+    ex = FakeExecutor()
+    code, _ = run(profile="smoke", executor=ex, resume=run_dir)
+    assert code == 0 and [c[0] for c in ex.calls] == runner.NOTEBOOKS
 
 
 def test_fingerprint_changes_with_parameters_and_code(tmp_path):
@@ -133,6 +214,27 @@ def test_bad_arguments_fail_before_any_folder_is_made(tmp_runs):
         run(profile="smoke", overrides={"nope": 1}, executor=FakeExecutor())
     with pytest.raises(RunnerError, match="unknown notebook"):
         run(profile="smoke", notebooks=["42_magic"], executor=FakeExecutor())
+    with pytest.raises(ValueError, match="unknown device 'banana'"):
+        run(profile="smoke", device="banana", executor=FakeExecutor())
+    assert not tmp_runs.exists() or not any(tmp_runs.iterdir())
+
+
+@pytest.mark.parametrize("override", ["private_per_class=-5", "seeds=[]", "image_size=-8",
+                                      "batch_size=0", "private_classes=[0,99]", "split=bogus"])
+def test_values_outside_their_domain_exit_2_and_create_nothing(tmp_runs, capsys, override):
+    from lib import paths
+
+    splits = sorted(paths.splits_dir().iterdir()) if paths.splits_dir().is_dir() else []
+    assert runner.main(["--profile", "smoke", "-o", override, "--only", "01_data"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and override.split("=")[0] in err and "must be" in err
+    assert not tmp_runs.exists() or not any(tmp_runs.iterdir())
+    assert (sorted(paths.splits_dir().iterdir()) if paths.splits_dir().is_dir() else []) == splits
+
+
+def test_an_unknown_device_exits_2(tmp_runs, capsys):
+    assert runner.main(["--profile", "smoke", "--device", "banana"]) == 2
+    assert "unknown device 'banana'; valid: auto, cpu, cuda" in capsys.readouterr().err
     assert not tmp_runs.exists() or not any(tmp_runs.iterdir())
 
 
@@ -433,3 +535,37 @@ def test_a_run_of_another_split_is_published_under_its_own_folder():
     assert publish_dest({"profile": "cpu", "overrides": {}}) == paths.results_dir()
     assert publish_dest({"profile": "cpu", "overrides": {"split": default}}) == paths.results_dir()
     assert publish_dest({"profile": "cpu", "overrides": {"split": other}}) == paths.results_dir() / other
+
+
+def test_progress_bars_only_on_a_terminal_or_in_a_kernel(monkeypatch):
+    import io
+    import sys
+
+    from lib import paths
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv(paths.ENV_HEADLESS, raising=False)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())       # a redirected log
+    assert paths.progress_enabled() is False and paths.progress_enabled(True) is True
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert paths.progress_enabled() is True
+    monkeypatch.setenv(paths.ENV_HEADLESS, "1")
+    assert paths.progress_enabled() is False
+
+
+def test_a_notebook_run_prints_no_kernel_transport_warning(tmp_path, capfd):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    nb.metadata["kernelspec"] = {"name": runner.KERNEL_NAME, "display_name": "ddcs-mi",
+                                 "language": "python"}
+    src, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, src)
+    runner.papermill_executor(src, out, None, tmp_path, None)
+    assert "42" in out.read_text()
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out

@@ -14,7 +14,7 @@ The command ``ddcs-audit`` (``python -m lib.audit``) writes the result's ``save(
 """
 import importlib
 
-__all__ = ["api", "cli", "distances", "example", "images", "report", "scoring"]
+__all__ = ["api", "arguments", "cli", "distances", "example", "images", "report", "scoring"]
 API = ("audit", "AuditResult", "load_sets")
 """Names of ``lib.audit.api`` available as ``lib.audit.<name>``."""
 

@@ -1,6 +1,7 @@
 """The audit's API: ``audit(...)`` and its result (see the package's docstring)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -13,7 +14,10 @@ from .. import paths
 from ..errors import InputError
 from . import distances, report
 from .distances import Distance
-from .images import MODES, ImageSet, SizeCheck, as_signed, from_tensors, read_folder, to_channels
+from .arguments import DEFAULT_MAX_PIXELS, check_limits
+from .images import (MODES, ImageSet, SizeCheck, Survey, as_signed, available_bytes,
+                     estimate_bytes, from_tensors, read_survey, survey, to_channels,
+                     unusable_message)
 from .scoring import Scores, Timings, score
 
 __all__ = ["AuditResult", "Distance", "ImageSet", "audit", "load_sets"]
@@ -70,10 +74,12 @@ class AuditResult:
 
 
 def _load(source: Source, role: str, classes: list[str] | None, mode: str | None,
-          size: int | None, sizes: SizeCheck, progress: bool) -> ImageSet:
-    """One set from a folder, an ``ImageSet`` or ``(images, labels)``, in ``mode``."""
-    if isinstance(source, (str, Path)):
-        return read_folder(source, role, classes, mode, size, sizes, progress)
+          size: int | None, sizes: SizeCheck, progress: bool, found: Survey | None = None,
+          max_pixels: int | None = None, skip_unusable: bool = False) -> ImageSet:
+    """One set from a folder (its ``survey``), an ``ImageSet`` or ``(images, labels)``, in
+    ``mode``."""
+    if found is not None:
+        return read_survey(found, mode, size, sizes, progress, max_pixels, skip_unusable)
     if isinstance(source, ImageSet):
         images, labels = source.images, np.asarray(source.classes)[source.labels]
     elif isinstance(source, (tuple, list)) and len(source) == 2:
@@ -83,26 +89,55 @@ def _load(source: Source, role: str, classes: list[str] | None, mode: str | None
                          f"{type(source).__name__}")
     out = from_tensors(images, labels, role, classes, size)
     if isinstance(source, ImageSet):                  # keep where its images came from
-        out = ImageSet(out.images, out.labels, out.classes, source.files, source.root,
-                       source.skipped)
+        out = dataclasses.replace(source, images=out.images, labels=out.labels,
+                                  classes=out.classes)
     if mode is not None and out.mode != mode:
-        out = ImageSet(to_channels(as_signed(out.images), MODES[mode]), out.labels, out.classes,
-                       out.files, out.root, out.skipped)
+        out = dataclasses.replace(out, images=to_channels(as_signed(out.images), MODES[mode]))
     return out
 
 
+def _survey(source: Source | None, role: str, classes: list[str] | None,
+            max_pixels: int) -> Survey | None:
+    if isinstance(source, (str, Path)):
+        return survey(source, role, classes, max_pixels)
+    return None
+
+
 def load_sets(members: Source, reconstructions: Source, nonmembers: Source | None = None,
-              channels: int | None = None, size: int | None = None, progress: bool = False
-              ) -> tuple[ImageSet, ImageSet, ImageSet | None]:
+              channels: int | None = None, size: int | None = None, progress: bool = False,
+              skip_unusable: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+              memory_mb: int = 1024) -> tuple[ImageSet, ImageSet, ImageSet | None]:
     """The three sets with the members' classes, in one mode (``channels``, else the
     members'), of one size (``size`` × ``size`` when given), checked: every member class has
-    reconstructions."""
+    reconstructions.
+
+    Folders are surveyed first (headers only): their unusable entries are refused, listed
+    by reason, unless ``skip_unusable`` (then each set's ``unusable`` lists them), and the
+    reading's memory, estimated from the headers, must fit in the memory available."""
     mode = {1: "L", 3: "RGB"}.get(channels) if channels else None
     sizes = SizeCheck()
-    m = _load(members, "members", None, mode, size, sizes, progress)
-    r = _load(reconstructions, "reconstructions", m.classes, m.mode, size, sizes, progress)
-    n = (_load(nonmembers, "nonmembers", m.classes, m.mode, size, sizes, progress)
-         if nonmembers is not None else None)
+    fm = _survey(members, "members", None, max_pixels)
+    m = None if fm is not None else _load(members, "members", None, mode, size, sizes, progress)
+    classes = fm.classes if fm is not None else m.classes
+    fr = _survey(reconstructions, "reconstructions", classes, max_pixels)
+    fn = _survey(nonmembers, "nonmembers", classes, max_pixels) if nonmembers is not None else None
+    folders = [f for f in (fm, fr, fn) if f is not None]
+    unusable = [u for f in folders for u in f.unusable]
+    if unusable and not skip_unusable:
+        raise InputError(unusable_message(unusable))
+    need, have = estimate_bytes(folders, size, channels or 3, memory_mb), available_bytes()
+    if have is not None and need > have:
+        raise InputError(f"reading these images would need about {need / 2**30:.1f} GiB (their "
+                         f"headers: {sum(len(f.files) for f in folders):,} images) but "
+                         f"{have / 2**30:.1f} GiB is available; pass a smaller --size, a lower "
+                         "--max-pixels, or fewer images")
+    if m is None:
+        m = _load(members, "members", None, mode, size, sizes, progress, fm, max_pixels,
+                  skip_unusable)
+    r = _load(reconstructions, "reconstructions", m.classes, m.mode, size, sizes, progress, fr,
+              max_pixels, skip_unusable)
+    n = (_load(nonmembers, "nonmembers", m.classes, m.mode, size, sizes, progress, fn, max_pixels,
+               skip_unusable) if nonmembers is not None else None)
     for role, x in (("reconstructions", r), ("nonmembers", n)):
         if x is not None and x.size != m.size:
             raise InputError(f"the {role} are {x.size[1]}×{x.size[0]} but the members are "
@@ -120,7 +155,8 @@ def load_sets(members: Source, reconstructions: Source, nonmembers: Source | Non
 def audit(members: Source, reconstructions: Source, nonmembers: Source | None = None,
           distance: str | Distance = "lpips-vgg", size: int | None = None, *,
           n_permutations: int = 1000, seed: int = 0, batch_size: int = 256,
-          memory_mb: int = 1024, progress: bool | None = None) -> AuditResult:
+          memory_mb: int = 1024, progress: bool | None = None, skip_unusable: bool = False,
+          max_pixels: int = DEFAULT_MAX_PIXELS) -> AuditResult:
     """DDCS of ``reconstructions`` against ``members`` under ``distance``, per member and
     per class, and the membership test against ``nonmembers`` when given.
 
@@ -128,16 +164,17 @@ def audit(members: Source, reconstructions: Source, nonmembers: Source | None = 
     ``size``: resize every image to size × size first (bilinear, antialiased); without it all
     images must have one size. ``memory_mb``: the bound on the embeddings held at once.
     ``seed``: the membership test's permutations and equal-size subsample.
+    ``skip_unusable``: audit the usable images of folders holding unusable entries
+    (unreadable, not an image, broken or outside links, above ``max_pixels``), listed in
+    the summary; without it they are refused. Limits: ``lib.audit.arguments``.
     """
-    if size is not None and size < 1:
-        raise InputError(f"size must be a positive number of pixels (got {size})")
-    if n_permutations < 1 or memory_mb < 1 or batch_size < 1:
-        raise InputError("n_permutations, memory_mb and batch_size must be >= 1")
-    progress = (not paths.headless()) if progress is None else progress
+    check_limits(size, n_permutations, max_pixels, memory_mb, batch_size)
+    progress = paths.progress_enabled(progress)
     timings = Timings()
     dist = distances.resolve(distance, batch_size)
     with timings("reading"):
-        m, r, n = load_sets(members, reconstructions, nonmembers, dist.channels, size, progress)
+        m, r, n = load_sets(members, reconstructions, nonmembers, dist.channels, size, progress,
+                            skip_unusable, max_pixels, memory_mb)
     scores = score(m, r, n, dist, memory_mb << 20, n_permutations, seed, progress, timings)
     with timings("report"):
         frame = report.table(m, r, scores)

@@ -12,9 +12,12 @@ repository's convention). ``as_signed`` turns either into float32 in [-1, 1] exa
 """
 from __future__ import annotations
 
+import errno
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import DataCorruptError, DataNotFoundError, InputError
+from .arguments import DEFAULT_MAX_PIXELS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -40,6 +44,8 @@ class ImageSet:
     files: list[str]                  # per image: path relative to ``root`` (tensors: index)
     root: Path | None = None          # the folder read (None: tensors)
     skipped: list[str] = field(default_factory=list)  # non-image files, relative to root
+    alpha_dropped: list[str] = field(default_factory=list)  # files whose alpha was dropped
+    unusable: list["Unusable"] = field(default_factory=list)  # entries left out (skip_unusable)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -92,46 +98,202 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ folders
-def scan(root: str | Path, role: str) -> tuple[dict[str, list[str]], list[str]]:
-    """(class name → sorted image paths relative to ``root``, skipped non-image files)."""
+UNUSABLE_REASONS = ("unreadable", "not an image", "symlink loop", "dangling link",
+                    "outside the folder", "too large")
+"""Why an entry of an input folder cannot be used (``--skip-unusable`` leaves them out)."""
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """An entry of an input folder that cannot be used, and why (one of UNUSABLE_REASONS)."""
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def _walk(folder: Path, inside: Path, seen: set[Path], unusable: list[Unusable]
+          ) -> list[Path]:
+    """The files under ``folder`` (links followed while they stay ``inside``), sorted;
+    entries that cannot be used are added to ``unusable``."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        unusable.append(Unusable(str(folder), "unreadable"))
+        return []
+    files: list[Path] = []
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_symlink():
+            try:
+                target = path.resolve(strict=True)
+            except RuntimeError:                       # Python's "Symlink loop from ..."
+                unusable.append(Unusable(str(path), "symlink loop"))
+                continue
+            except FileNotFoundError:
+                unusable.append(Unusable(str(path), "dangling link"))
+                continue
+            except OSError as err:                     # ELOOP and the like
+                reason = "symlink loop" if err.errno == errno.ELOOP else "unreadable"
+                unusable.append(Unusable(str(path), reason))
+                continue
+            if target != inside and inside not in target.parents:
+                unusable.append(Unusable(str(path), "outside the folder"))
+                continue
+        if entry.is_dir():
+            real = path.resolve()
+            if real in seen:
+                unusable.append(Unusable(str(path), "symlink loop"))
+                continue
+            files += _walk(path, inside, seen | {real}, unusable)
+        elif entry.is_file():
+            files.append(path)
+        else:                                          # a pipe, a socket, a device
+            unusable.append(Unusable(str(path), "not an image"))
+    return files
+
+
+def scan(root: str | Path, role: str, unusable: list[Unusable] | None = None
+         ) -> tuple[dict[str, list[str]], list[str]]:
+    """(class name → sorted image paths relative to ``root``, skipped non-image files).
+
+    Entries that cannot be used (``UNUSABLE_REASONS``) go to ``unusable`` when it is given
+    (the caller decides), else the first of them is an ``InputError``."""
     root = Path(root)
     if not root.is_dir():
         raise DataNotFoundError(f"the {role} folder {root} does not exist (or is not a folder)")
+    collect = [] if unusable is None else unusable
+    inside = root.resolve()
     skipped, classes = [], {}
-    entries = sorted(root.iterdir())
-    for entry in entries:
-        if entry.is_file():
-            skipped.append(entry.name)
-    for folder in (e for e in entries if e.is_dir() and not e.name.startswith(".")):
+    top = _walk_top(root, inside, collect)
+    for entry in top["files"]:
+        skipped.append(entry.name)
+    for folder in top["folders"]:
+        before = len(collect)
+        paths_ = _walk(folder, inside, {folder.resolve()}, collect)
         files = []
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        for path in paths_:
             rel = path.relative_to(root).as_posix()
             is_image = path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+            if is_image and not os.access(path, os.R_OK):
+                collect.append(Unusable(str(path), "unreadable"))
+                continue
             (files if is_image else skipped).append(rel)
-        if not files:
+        if files:
+            classes[folder.name] = files
+        elif len(collect) == before:
             raise InputError(f"the {role} class folder {folder} holds no images (PNG, JPEG or "
                              "WebP); remove the empty class folder or add its images")
-        classes[folder.name] = files
-    if not classes:
+    if unusable is None and collect:
+        raise InputError(f"{collect[0]}; pass --skip-unusable (skip_unusable=True) to audit "
+                         "the other images")
+    if not classes and not collect:
         raise InputError(f"the {role} folder {root} has no class subfolders, so no images; it must "
                          f"have the ImageFolder layout {root}/<class>/<image>")
     return classes, sorted(skipped)
 
 
+def _walk_top(root: Path, inside: Path, unusable: list[Unusable]) -> dict[str, list[Path]]:
+    """The class folders (not hidden; links resolved inside ``root``) and loose files of
+    the top of ``root``."""
+    out: dict[str, list[Path]] = {"folders": [], "files": []}
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        unusable.append(Unusable(str(root), "unreadable"))
+        return out
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_symlink():
+            try:
+                target = path.resolve(strict=True)
+            except (RuntimeError, OSError) as err:
+                reason = ("dangling link" if isinstance(err, FileNotFoundError) else
+                          "symlink loop" if isinstance(err, RuntimeError)
+                          or getattr(err, "errno", None) == errno.ELOOP else "unreadable")
+                unusable.append(Unusable(str(path), reason))
+                continue
+            if target != inside and inside not in target.parents:
+                unusable.append(Unusable(str(path), "outside the folder"))
+                continue
+        if entry.is_dir() and not entry.name.startswith("."):
+            out["folders"].append(path)
+        elif entry.is_file():
+            out["files"].append(path)
+    return out
+
+
 def _to_uint8(img) -> np.ndarray:
-    """A decoded 16- or 32-bit grey PIL image as uint8 (H, W), scaled from 0..65535."""
-    arr = np.asarray(img, dtype=np.float64)
-    return np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
+    """A decoded 16- or 32-bit grey PIL image as uint8 (H, W), scaled from 0..65535 by
+    rounding x / 257, in integers (no float copy of the image)."""
+    arr = np.asarray(img)
+    out = np.empty(arr.shape, dtype=np.uint8)
+    for i in range(0, arr.shape[0], 256):        # row blocks: one small int64 copy at a time
+        block = arr[i:i + 256].astype(np.int64)
+        out[i:i + 256] = np.clip((block + 128) // 257, 0, 255)
+    return out
 
 
-def decode(path: Path, mode: str | None) -> np.ndarray:
-    """One image file as uint8 (C, H, W) in ``mode`` ("L" or "RGB"; None: grey files grey,
-    others RGB). A file that does not decode is a ``DataCorruptError`` naming it."""
+@dataclass(frozen=True)
+class Header:
+    """What an image file's header says, before decoding: size, mode, bytes per pixel."""
+    width: int
+    height: int
+    mode: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def decoded_bytes(self) -> int:
+        """PIL's decoded image and the array made from it, at most (bytes)."""
+        bands = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "RGBA": 4,
+                 "CMYK": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}.get(self.mode, 4)
+        return self.pixels * (2 * bands + 8)     # decoded + converted + one int64 row block
+
+
+@contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """PIL's decompression-bomb limit off: the audit applies its own (``--max-pixels``)
+    from the header, before decoding, and names the file."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def read_header(path: Path) -> Header:
+    """The header of an image file; ``DataCorruptError`` when it is not an image."""
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with _own_pixel_limit(), Image.open(path) as img:
+            return Header(int(img.width), int(img.height), img.mode)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataCorruptError(f"{path} is not a readable image ({err})") from err
+
+
+def decode(path: Path, mode: str | None, max_pixels: int | None = None
+           ) -> tuple[np.ndarray, bool]:
+    """One image file as uint8 (C, H, W) in ``mode`` ("L" or "RGB"; None: grey files grey,
+    others RGB), and whether it had an alpha channel (dropped). A file that does not decode,
+    or holds more than ``max_pixels``, is a ``DataCorruptError`` naming it."""
+    from PIL import Image
+
+    if max_pixels is None:
+        max_pixels = DEFAULT_MAX_PIXELS
+    try:
+        with _own_pixel_limit(), Image.open(path) as img:
+            if img.width * img.height > max_pixels:
+                raise DataCorruptError(f"{path} is {img.width}×{img.height}, more than "
+                                       f"--max-pixels {max_pixels:,}")
             img.load()
+            alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
             native = "L" if img.mode in GREY_MODES else "RGB"
             target = mode or native
             if img.mode in ("I", "I;16", "I;16B", "I;16L"):
@@ -142,7 +304,7 @@ def decode(path: Path, mode: str | None) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataCorruptError(f"{path} is not a readable image ({err}); replace or remove "
                                "it") from err
-    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return (arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))), alpha
 
 
 def _fit(arr: np.ndarray, size: int | None) -> np.ndarray:
@@ -169,18 +331,29 @@ class SizeCheck:
                 "to N×N (bilinear, antialiased)")
 
 
-def read_folder(root: str | Path, role: str, classes: Sequence[str] | None = None,
-                mode: str | None = None, size: int | None = None,
-                sizes: SizeCheck | None = None, progress: bool = False) -> ImageSet:
-    """Every image of an ImageFolder-style folder as uint8 (N, C, H, W).
+@dataclass
+class Survey:
+    """A folder before decoding: its images (class index, path relative to root, header),
+    its skipped non-image files and its unusable entries."""
+    root: Path
+    role: str
+    classes: list[str]
+    files: list[tuple[int, str, Header]]
+    skipped: list[str]
+    unusable: list[Unusable]
+
+
+def survey(root: str | Path, role: str, classes: Sequence[str] | None = None,
+           max_pixels: int | None = None) -> Survey:
+    """Scan an ImageFolder-style folder and read every image's header (nothing decoded).
 
     ``classes``: the member classes (None: this folder's classes, i.e. this is the members'
-    folder); a class folder outside them is an error. ``mode``: "L" or "RGB" (None: grey
-    when every file is grey, else RGB). ``size``: resize to size × size; without it every
-    image must have the size of the first one ``sizes`` saw (shared across folders).
-    """
+    folder); a class folder outside them is an error. Unreadable entries, broken links,
+    links leaving the folder, files named as images that are not, and images above
+    ``max_pixels`` are collected in ``unusable`` (the caller refuses or skips them)."""
     root = Path(root)
-    found, skipped = scan(root, role)
+    unusable: list[Unusable] = []
+    found, skipped = scan(root, role, unusable)
     if classes is None:
         classes = sorted(found)
     unknown = [name for name in found if name not in classes]
@@ -188,18 +361,106 @@ def read_folder(root: str | Path, role: str, classes: Sequence[str] | None = Non
         raise InputError(f"the {role} class {unknown[0]!r} ({root / unknown[0]}) is not a member "
                          f"class; the member classes are {', '.join(classes)}. Every class "
                          "needs its member folder of the same name")
+    files = []
+    for name in sorted(found):
+        for rel in found[name]:
+            try:
+                header = read_header(root / rel)
+            except DataCorruptError:
+                unusable.append(Unusable(str(root / rel), "not an image"))
+                continue
+            if max_pixels is not None and header.pixels > max_pixels:
+                unusable.append(Unusable(str(root / rel), f"too large ({header.width}×"
+                                         f"{header.height}, more than --max-pixels {max_pixels:,})"))
+                continue
+            files.append((list(classes).index(name), rel, header))
+    return Survey(root, role, list(classes), files, skipped, unusable)
+
+
+def read_survey(found: Survey, mode: str | None = None, size: int | None = None,
+                sizes: SizeCheck | None = None, progress: bool = False,
+                max_pixels: int | None = None, skip_unusable: bool = False) -> ImageSet:
+    """Decode the images of a ``survey`` as uint8 (N, C, H, W). ``mode``: "L" or "RGB"
+    (None: grey when every file is grey, else RGB). ``size``: resize to size × size;
+    without it every image must have the size of the first one ``sizes`` saw (shared
+    across folders). A file whose header read but whose data does not decode is an error,
+    or with ``skip_unusable`` one more entry of ``found.unusable``."""
     sizes = sizes if sizes is not None else SizeCheck()
-    files = [(classes.index(name), rel) for name in sorted(found) for rel in found[name]]
-    arrays = []
-    for _, rel in tqdm(files, desc=f"reading {role}", unit="img", disable=not progress):
-        arr = _fit(decode(root / rel, mode), size)
-        sizes.check(str(root / rel), arr.shape[1:])
+    arrays, kept, alpha = [], [], []
+    for label, rel, _ in tqdm(found.files, desc=f"reading {found.role}", unit="img",
+                              disable=not progress):
+        try:
+            arr, had_alpha = decode(found.root / rel, mode, max_pixels)
+        except DataCorruptError:
+            if not skip_unusable:
+                raise
+            found.unusable.append(Unusable(str(found.root / rel), "not an image"))
+            continue
+        arr = _fit(arr, size)
+        sizes.check(str(found.root / rel), arr.shape[1:])
         arrays.append(arr)
+        kept.append((label, rel))
+        if had_alpha:
+            alpha.append(rel)
+    if not arrays:
+        raise InputError(f"the {found.role} folder {found.root} has no usable images")
     if mode is None and len({a.shape[0] for a in arrays}) > 1:   # mixed grey and colour: RGB
         arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
     images = torch.from_numpy(np.stack(arrays))
-    labels = np.array([c for c, _ in files], dtype=np.int64)
-    return ImageSet(images, labels, list(classes), [rel for _, rel in files], root, skipped)
+    labels = np.array([c for c, _ in kept], dtype=np.int64)
+    return ImageSet(images, labels, found.classes, [rel for _, rel in kept], found.root,
+                    found.skipped, alpha, list(found.unusable))
+
+
+def read_folder(root: str | Path, role: str, classes: Sequence[str] | None = None,
+                mode: str | None = None, size: int | None = None,
+                sizes: SizeCheck | None = None, progress: bool = False) -> ImageSet:
+    """Every image of an ImageFolder-style folder as uint8 (N, C, H, W) (``survey`` then
+    ``read_survey``); an unusable entry is an ``InputError``."""
+    found = survey(root, role, classes)
+    if found.unusable:
+        raise InputError(unusable_message(found.unusable))
+    return read_survey(found, mode, size, sizes, progress)
+
+
+def unusable_message(unusable: Sequence[Unusable], limit: int = 20) -> str:
+    """One paragraph listing the unusable entries by reason (at most ``limit`` paths)."""
+    by_reason: dict[str, list[str]] = {}
+    for u in unusable:
+        by_reason.setdefault(u.reason.split(" (")[0], []).append(u.path)
+    parts = [f"{reason} ({len(p)}): {', '.join(p[:limit])}{' …' if len(p) > limit else ''}"
+             for reason, p in by_reason.items()]
+    return (f"{len(unusable)} input entr{'y' if len(unusable) == 1 else 'ies'} cannot be used — "
+            + "; ".join(parts) + ". Fix or remove them, or pass --skip-unusable "
+            "(skip_unusable=True) to audit the other images and list these in summary.json")
+
+
+def estimate_bytes(surveys: Sequence[Survey], size: int | None, channels: int,
+                   memory_mb: int) -> int:
+    """Peak memory of reading and scoring these sets, from their headers: the images kept
+    (uint8, resized), the largest one being decoded (and its float copy for resizing), and
+    the embeddings' bound ``memory_mb``."""
+    kept = peak = 0
+    for found in surveys:
+        for _, _, h in found.files:
+            side = (size, size) if size else (h.height, h.width)
+            kept += channels * side[0] * side[1]
+            peak = max(peak, h.decoded_bytes + (4 * channels * h.pixels if size else 0))
+    return 2 * kept + peak + (memory_mb << 20)        # the stack copies the kept images once
+
+
+def available_bytes() -> int | None:
+    """Memory available to this process now (Linux: MemAvailable), None when unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 # ------------------------------------------------------------------------------ tensors

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pandas as pd
 from ..artifacts import atomic_path
 from ..errors import InputError
 from ..plotting import image_grid
+from .arguments import check_out_folder
 from .images import ImageSet, as_signed
 from .scoring import Scores
 
@@ -80,6 +82,11 @@ def summary(members: ImageSet, recons: ImageSet, nonmembers: ImageSet | None, sc
         "classes": _per_class(members, recons, nonmembers, scores),
         "skipped": {role: {"count": len(x.skipped), "examples": x.skipped[:SKIPPED_EXAMPLES]}
                     for role, x in sets.items()},
+        "unusable": [{"role": role, "path": u.path, "reason": u.reason}
+                     for role, x in sets.items() for u in x.unusable],
+        "alpha_dropped": {role: {"count": len(x.alpha_dropped),
+                                 "examples": x.alpha_dropped[:SKIPPED_EXAMPLES]}
+                          for role, x in sets.items() if x.alpha_dropped},
         "inputs": {role: (str(x.root) if x.root is not None else "tensors")
                    for role, x in sets.items()},
     }
@@ -184,6 +191,14 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
+def cell(text: Any) -> str:
+    """``text`` safe inside a Markdown table cell: control characters (a newline in a file
+    name) shown as escapes, pipes and backticks escaped."""
+    out = "".join(repr(ch)[1:-1] if unicodedata.category(ch).startswith("C") else ch
+                  for ch in str(text))
+    return out.replace("|", "\\|").replace("`", "\\`")
+
+
 def report_markdown(summary_: dict[str, Any], frame: pd.DataFrame, k: int = 10) -> str:
     """``report.md``: the numbers, the figure, what the distance is and is not."""
     s = summary_
@@ -199,8 +214,16 @@ def report_markdown(summary_: dict[str, Any], frame: pd.DataFrame, k: int = 10) 
     skipped = {role: v for role, v in s["skipped"].items() if v["count"]}
     if skipped:
         lines += ["", "**Skipped (not images):** " + "; ".join(
-            f"{role}: {v['count']} ({', '.join(v['examples'])}"
+            f"{role}: {v['count']} ({', '.join(map(cell, v['examples']))}"
             f"{', …' if v['count'] > len(v['examples']) else ''})" for role, v in skipped.items())]
+    if s.get("unusable"):
+        lines += ["", f"**Left out (`--skip-unusable`): {len(s['unusable'])} entries** — "
+                  + "; ".join(f"{u['role']}: {cell(u['path'])} ({u['reason']})"
+                              for u in s["unusable"])]
+    for role, v in s.get("alpha_dropped", {}).items():
+        lines += ["", f"**Alpha dropped:** {v['count']} {role} image(s) had an alpha channel "
+                  f"(transparency), which the audit ignores: "
+                  f"{', '.join(map(cell, v['examples']))}{', …' if v['count'] > len(v['examples']) else ''}"]
     lines += [
         "",
         "## Scores",
@@ -233,7 +256,7 @@ def report_markdown(summary_: dict[str, Any], frame: pd.DataFrame, k: int = 10) 
                   "train on) for the membership test."]
     lines += ["", "| class | members | reconstructions | DDCS_best | resilient |",
               "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {name} | {v['n_members']} | {v['n_reconstructions']} | {_fmt(v['ddcs_best'])} "
+    lines += [f"| {cell(name)} | {v['n_members']} | {v['n_reconstructions']} | {_fmt(v['ddcs_best'])} "
               f"| {_fmt(v['resilient_fraction'])} |" for name, v in s["classes"].items()]
     lines += ["", "## The most exposed members", "",
               "![The most exposed members above their nearest reconstructions](most_exposed.png)",
@@ -241,23 +264,14 @@ def report_markdown(summary_: dict[str, Any], frame: pd.DataFrame, k: int = 10) 
               "| --- | --- | --- | --- | --- |"]
     for _, row in frame.head(k).iterrows():
         near = row["nearest_reconstruction"]
-        lines.append(f"| {row['file']} | {row['class']} | {_fmt(row['ddcs_best'])} | "
-                     f"{near if near is not None else ''} | "
+        lines.append(f"| {cell(row['file'])} | {cell(row['class'])} | {_fmt(row['ddcs_best'])} | "
+                     f"{cell(near) if near is not None else ''} | "
                      f"{_fmt(row['nearest_distance']) if near is not None else ''} |")
     lines += ["", "`audit.csv` lists every member; `summary.json` holds these numbers.", ""]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ saving
-def check_out_folder(folder: str | Path) -> Path:
-    """``folder`` as a Path, unless it exists and is not an empty folder."""
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise InputError(f"the output folder {folder} exists and is not empty; pass a new "
-                         "folder (nothing was written)")
-    return folder
-
-
 def save_outputs(folder: str | Path, frame: pd.DataFrame, summary_: dict[str, Any],
                  gallery: matplotlib.figure.Figure) -> Path:
     """Write ``FILES`` into ``folder`` (new or empty): all of them, or nothing."""

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from .. import paths
+from ..config import SPLIT_KINDS
 from ..artifacts import atomic_write_bytes
 from ..errors import DataCorruptError, DataNotFoundError, InputError
 from .images import role_indices
@@ -49,7 +50,6 @@ SOURCE_SHA256 = {
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_DISJOINT_PUBLIC = [1, 4, 6, 8, 9]
-SPLIT_KINDS = ("same-class", "class-disjoint", "cluster-shift")
 CLUSTER_SHIFT = {"pca_components": 20, "k": 4, "iterations": 50, "min_cluster_per_class": 4}
 """The cluster-shift split's design, registered in docs/protocol.md before it was measured:
 per private class, pixel PCA to 20 components, k-means with k = 4 (k-means++, 50 iterations);
@@ -446,7 +446,14 @@ def split_file(cfg) -> Path:
 
 
 def check_inputs(cfg) -> None:
-    """Nothing to check before loading: ``load_fashion_mnist`` names what is missing."""
+    """The split's constraints on the private classes (before a run folder or a split file
+    is made); ``load_fashion_mnist`` names missing data when it loads."""
+    if cfg["split"] == "class-disjoint":
+        shared = sorted(set(cfg["private_classes"]) & set(CLASS_DISJOINT_PUBLIC))
+        if shared:
+            raise InputError(f"private_classes={list(cfg['private_classes'])} share {shared} with "
+                             f"the class-disjoint split's public classes {CLASS_DISJOINT_PUBLIC}; "
+                             "choose private classes among the others or use split=same-class")
 
 
 def write_splits(data: FashionMNIST, configs) -> list[Path]:

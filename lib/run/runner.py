@@ -131,14 +131,21 @@ def check_kernel(name: str = KERNEL_NAME) -> str:
     return kernel_python
 
 
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+"""The kernels' own log (not the notebooks' outputs) at errors only: the local kernel's
+warning about TCP without encryption would otherwise open every notebook's log lines."""
+
+
 def papermill_executor(input_path: Path, output_path: Path, parameters: dict | None,
-                       cwd: Path, timeout: int) -> None:
-    """Execute one notebook with papermill (the default executor)."""
+                       cwd: Path, timeout: int | None) -> None:
+    """Execute one notebook with papermill (the default executor); ``timeout`` per cell in
+    seconds, None for none."""
     import papermill as pm  # only the runner executes notebooks
 
     pm.execute_notebook(str(input_path), str(output_path), parameters=parameters or None,
                         kernel_name=KERNEL_NAME, cwd=str(cwd), progress_bar=False,
-                        log_output=False, execution_timeout=timeout)
+                        log_output=False, execution_timeout=timeout,
+                        extra_arguments=KERNEL_ARGUMENTS)
 
 
 def clean_golden(nb_path: Path, name: str, commit: str) -> None:
@@ -196,11 +203,62 @@ def _error_text(err: BaseException) -> str:
 
 # ---------------------------------------------------------------------------- main entry
 def resume_settings(run_dir: str | Path) -> dict:
-    """The profile, overrides and seed a run folder was started with (its state file)."""
+    """The profile, overrides, seed and device a run folder was started with (its state file)."""
     path = Path(run_dir) / STATE
     if not path.is_file():
         raise RunnerError(f"{run_dir} is not a run folder of this runner (no {STATE})")
     return json.loads(path.read_text())
+
+
+RUN_FILES = (STATE, artifacts.MANIFEST, "env.json", "summary.json", "summary.md", "set-aside")
+"""What the runner keeps in a run folder besides the registered artefacts."""
+
+
+def check_resume(state: Mapping[str, Any], profile: str, overrides: Mapping[str, Any],
+                 seed: int, device: str) -> None:
+    """Raise unless a resume asks for what the run was started with: profile, overrides
+    (less ``config.RUNNER_KEYS``), seed and device. A new commit is allowed (each notebook's
+    execution records its own)."""
+    saved_overrides = {k: v for k, v in dict(state.get("overrides") or {}).items()
+                       if k not in config.RUNNER_KEYS}
+    saved = {"profile": state.get("profile"), "overrides": saved_overrides,
+             "seed": state.get("seed", 0), "device": state.get("device", "auto")}
+    wanted = {"profile": profile, "overrides": dict(overrides), "seed": seed, "device": device}
+    differ = [f"{k} {saved[k]!r} (asked: {wanted[k]!r})" for k in saved if saved[k] != wanted[k]]
+    if differ:
+        raise RunnerError(f"the run was started with {'; '.join(differ)}; resume it with the same "
+                          "(leave --profile, --seed and --device out to use the run's own), or "
+                          "start a new run")
+
+
+def prepare_resume(run_dir: Path, log: Callable[[str], None]) -> list[str]:
+    """Before a resume: verify the sha256 of every registered artefact (the first mismatch
+    stops it, nothing overwritten); move files that are not registered (parts cut in flight)
+    into ``set-aside/<UTC>/``. Returns the notebooks that must run again because a file they
+    registered is missing."""
+    missing = artifacts.verify_all(run_dir)
+    loose = artifacts.unregistered_files(run_dir, keep=RUN_FILES)
+    if loose:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = run_dir / "set-aside" / stamp
+        for rel in loose:
+            (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(run_dir / rel, aside / rel)
+        log(f"set aside {len(loose)} file(s) not in the manifest (cut in flight) → "
+            f"set-aside/{stamp}/: {', '.join(loose[:5])}" + (" ..." if len(loose) > 5 else ""))
+    manifest = artifacts.read_manifest(run_dir)
+    rerun = set()
+    for rel in missing:
+        producer = manifest[rel].get("producer")
+        if producer == "runner" and rel.startswith("notebooks/"):
+            producer = Path(rel).stem
+        if producer in NOTEBOOKS:
+            rerun.add(producer)
+    if missing:
+        log(f"{len(missing)} registered file(s) missing, rebuilt by re-running "
+            f"{', '.join(sorted(rerun)) or 'nothing here (written by a study)'}: "
+            f"{', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    return [n for n in NOTEBOOKS if n in rerun]
 
 
 def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: int = 0,
@@ -208,54 +266,64 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
         notebooks: list[str] | None = None, executor: Executor | None = None,
         kernel_check: bool = True, timeout: int | None = None,
         log: Callable[[str], None] = print) -> tuple[int, Path]:
-    """Execute ``notebooks`` (default: all, in order) under ``profile``; (exit code, run dir)."""
+    """Execute ``notebooks`` (default: all, in order) under ``profile``; (exit code, run dir).
+
+    Everything is checked before a run folder is made: the profile, every override's type
+    and domain, the device, the notebooks' names, the data and weights. ``timeout`` (or the
+    ``cell_timeout_s`` override) limits each cell; 0 or None: no limit."""
     overrides = dict(overrides or {})
-    cfg = config.resolve(profile, overrides)            # unknown profile/key: ConfigError
-    dataset.check_inputs(cfg)                           # paper: face data and weights present
+    cfg = config.resolve(profile, overrides)            # profile, keys, types, domains
+    config.check_device(device, cfg)
+    dataset.check_inputs(cfg)                           # split constraints; paper: data, weights
     selected = list(notebooks or NOTEBOOKS)
     unknown = [n for n in selected if n not in NOTEBOOKS]
     if unknown:
         raise RunnerError(f"unknown notebook(s) {unknown}; valid: {', '.join(NOTEBOOKS)}")
     selected = [n for n in NOTEBOOKS if n in selected]   # always in pipeline order
+    settings = {k: overrides.pop(k) for k in config.RUNNER_KEYS if k in overrides}
     executor = executor or papermill_executor
     if kernel_check:
         check_kernel()
     paths.set_kernel_environment()          # inherited by the kernels papermill starts
+    rerun: list[str] = []
     if resume:
         run_dir = Path(resume).resolve()
-        if not (run_dir / STATE).is_file():
-            raise RunnerError(f"{run_dir} is not a run folder of this runner (no {STATE})")
-        state_all = json.loads((run_dir / STATE).read_text())
-        if state_all.get("profile") != profile or state_all.get("overrides") != overrides:
-            raise RunnerError(f"{run_dir} was run with profile {state_all.get('profile')!r} "
-                              f"and overrides {state_all.get('overrides')}; resume it with the "
-                              "same ones, or start a new run")
+        state_all = resume_settings(run_dir)
+        check_resume(state_all, profile, overrides, seed, device)
+        rerun = prepare_resume(run_dir, log)
     else:
         run_dir = new_run_dir(profile)
-        state_all = {"profile": profile, "overrides": overrides, "seed": seed, "notebooks": {}}
+        state_all = {"profile": profile, "overrides": overrides, "seed": seed, "device": device,
+                     "notebooks": {}}
     # the run started when its folder did: a resume keeps that start (a state file written
     # before starts were kept gets this resume's)
     started = state_all.setdefault("started", _now())
+    state_all["settings"] = settings
     commit = git_commit(short=False)
     artifacts.atomic_write_json(run_dir / STATE, state_all)    # resumable from its first notebook
     artifacts.atomic_write_json(run_dir / "env.json", environment_info(device))
     (run_dir / "notebooks").mkdir(exist_ok=True)
-    timeout = timeout or int(cfg["cell_timeout_s"])
+    limit = timeout if timeout is not None else int(settings.get("cell_timeout_s",
+                                                                  cfg["cell_timeout_s"]))
     log(f"run folder: {run_dir}")
     state = state_all["notebooks"]
+    for name in rerun:
+        if name not in selected:
+            log(f"{name} must run again to rebuild its missing files: add it to --only")
     for i, name in enumerate(selected, 1):
         params = {"PROFILE": profile, "RUN_DIR": str(run_dir), "SEED": seed,
                   "DEVICE": device, "OVERRIDES": overrides}
         fp = fingerprint(notebook_path(name), params)
         prev = state.get(name, {})
-        if resume and prev.get("status") == "ok" and prev.get("fingerprint") == fp:
+        if (resume and name not in rerun and prev.get("status") == "ok"
+                and prev.get("fingerprint") == fp):
             log(f"[{i}/{len(selected)}] {name}: unchanged since it succeeded here, skipped")
             continue
         log(f"[{i}/{len(selected)}] {name}: running ...")
         out = run_dir / "notebooks" / f"{name}.ipynb"
         execution_started, t0 = _now(), time.monotonic()
         try:
-            executor(notebook_path(name), out, params, notebook_path(name).parent, timeout)
+            executor(notebook_path(name), out, params, notebook_path(name).parent, limit or None)
             entry = {"status": "ok", "error": None}
             nb = nbfiles.set_banner(nbfiles.read(out), nbfiles.run_banner(profile, run_dir.name))
             artifacts.atomic_write_bytes(out, nbfiles.dumps(nb))
@@ -300,7 +368,8 @@ def publish(run_dir: str | Path, dest: Path | None = None, log: Callable[[str], 
     if dest.resolve() == paths.results_dir().resolve():
         summary = json.loads((run_dir / "summary.json").read_text())
         code, _ = run(profile=summary["profile"], overrides=summary["overrides"],
-                      seed=summary["seed"], resume=run_dir, notebooks=[NOTEBOOKS[0]],
+                      seed=summary["seed"], device=resume_settings(run_dir).get("device", "auto"),
+                      resume=run_dir, notebooks=[NOTEBOOKS[0]],
                       executor=executor, kernel_check=kernel_check, log=log)
         if code:
             raise RunnerError(f"re-executing {NOTEBOOKS[0]} on the published summary failed; "
@@ -336,8 +405,13 @@ def _publish_once(run_dir: Path, dest: Path, log: Callable[[str], None]) -> None
     if failed or [n["name"] for n in summary["notebooks"]] != NOTEBOOKS:
         raise RunnerError(f"{run_dir.name} is not a complete, successful run (failed: {failed}; "
                           f"ran {[n['name'] for n in summary['notebooks']]}); publish a full run")
+    missing = artifacts.verify_all(run_dir)      # every registered artefact: sha256 first
+    if missing:
+        raise RunnerError(f"{run_dir.name} lacks {len(missing)} registered file(s) "
+                          f"({', '.join(missing[:5])}); resume the run to rebuild them, then "
+                          "publish")
     for rel in ["figures/99_headline.png", *(f"notebooks/{n}.ipynb" for n in NOTEBOOKS)]:
-        artifacts.verify(run_dir, run_dir / rel)          # registered artefacts: sha256 first
+        artifacts.verify(run_dir, run_dir / rel)          # present and registered
     dest.mkdir(parents=True, exist_ok=True)
     for rel in PUBLISHED:
         shutil.copyfile(run_dir / rel, dest / Path(rel).name)
@@ -437,7 +511,8 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
                 shutil.rmtree(audit_example.example_dir(), ignore_errors=True)   # it rebuilds it
             t0 = time.monotonic()
             try:
-                executor(path, out, None, path.parent, config.PROFILES["smoke"]["cell_timeout_s"])
+                executor(path, out, None, path.parent,
+                         config.PROFILES["smoke"]["cell_timeout_s"] or None)
                 if label in TOOL_NOTEBOOKS:
                     nb = nbfiles.strip_machine_paths(nbfiles.strip_execution_metadata(
                         nbfiles.read(out)), {str(paths.repo_root()) + "/": ""})
@@ -471,8 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None,
                         help=f"one of {', '.join(config.PROFILES)} (default: cpu; with "
                              "--resume: the run's own)")
-    parser.add_argument("--seed", type=int, default=0, help="master seed")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="master seed (default: 0; with --resume: the run's own)")
+    parser.add_argument("--device", default=None,
+                        help="auto | cpu | cuda (default: auto; with --resume: the run's own)")
     parser.add_argument("--override", "-o", action="append", default=[], type=parse_override,
                         metavar="KEY=VALUE", help="override a profile key (JSON value)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run folder")
@@ -496,15 +573,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.publish:
             publish(args.publish)
             return 0
-        profile, overrides, seed = args.profile or "cpu", dict(args.override), args.seed
+        profile, overrides = args.profile or "cpu", dict(args.override)
+        seed, device = (0 if args.seed is None else args.seed), args.device or "auto"
         if args.contrast:
             overrides = {**contrast_run_overrides(), **overrides}
-        if args.resume and args.profile is None:   # continue a run as it was started
+        if args.resume:                 # continue a run as it was started (run() compares)
             saved = resume_settings(args.resume)
-            profile, overrides = saved["profile"], saved["overrides"]
-            overrides = {**overrides, **dict(args.override)}
-            seed = saved.get("seed", seed)
-        code, _ = run(profile, overrides, seed, args.device, args.resume, args.only)
+            if args.profile is None:
+                profile, overrides = saved["profile"], {**saved["overrides"], **overrides}
+            seed = saved.get("seed", 0) if args.seed is None else args.seed
+            device = saved.get("device", "auto") if args.device is None else args.device
+        code, _ = run(profile, overrides, seed, device, args.resume, args.only)
         return code
     except (DdcsMiError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
