@@ -131,9 +131,10 @@ def check_kernel(name: str = KERNEL_NAME) -> str:
     return kernel_python
 
 
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
-"""The kernels' own log (not the notebooks' outputs) at errors only: the local kernel's
-warning about TCP without encryption would otherwise open every notebook's log lines."""
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+"""The kernels' own log (not the notebooks' outputs: a failing cell still fails the notebook,
+with its error) off: the local kernel's warning about TCP without encryption, and the
+KeyboardInterrupt it logs when papermill stops it, would otherwise fill the runner's log."""
 
 
 def papermill_executor(input_path: Path, output_path: Path, parameters: dict | None,
