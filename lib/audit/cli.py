@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import audit as package       # light: its API loads on first use (lib/audit/__init__)
+from .. import audit as package  # light: its API loads on first use (lib/audit/__init__.py)
 from ..errors import DdcsMiError
 from .arguments import (DEFAULT_MAX_PIXELS, MAX_PERMUTATIONS, MAX_SIZE, check_limits,
                         check_out_apart, check_out_folder)
