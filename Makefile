@@ -102,7 +102,7 @@ regimes: data
 
 benchmarks: data
 	@for f in benchmarks/*.py; do case $$f in *gpu_check.py) continue;; \
-	  *ema_statistics.py|*ema_rampup_effect.py) echo "== $$f: reads a finished run folder, run it by hand"; continue;; esac; \
+	  *ema_statistics.py|*ema_rampup_effect.py|*selection_positive_control.py) echo "== $$f: reads a finished run folder, run it by hand"; continue;; esac; \
 	  echo "== $$f"; $(PY) $$f || exit 1; done
 
 # The GPU check (benchmarks/gpu_check.sh) on a machine with no package registry: bundle what
