@@ -75,11 +75,11 @@ class AuditResult:
 
 def _load(source: Source, role: str, classes: list[str] | None, mode: str | None,
           size: int | None, sizes: SizeCheck, progress: bool, found: Survey | None = None,
-          max_pixels: int | None = None, skip_unusable: bool = False) -> ImageSet:
+          skip_unusable: bool = False) -> ImageSet:
     """One set from a folder (its ``survey``), an ``ImageSet`` or ``(images, labels)``, in
     ``mode``."""
     if found is not None:
-        return read_survey(found, mode, size, sizes, progress, max_pixels, skip_unusable)
+        return read_survey(found, mode, size, sizes, progress, skip_unusable)
     if isinstance(source, ImageSet):
         images, labels = source.images, np.asarray(source.classes)[source.labels]
     elif isinstance(source, (tuple, list)) and len(source) == 2:
@@ -132,11 +132,10 @@ def load_sets(members: Source, reconstructions: Source, nonmembers: Source | Non
                          f"{have / 2**30:.1f} GiB is available; pass a smaller --size, a lower "
                          "--max-pixels, or fewer images")
     if m is None:
-        m = _load(members, "members", None, mode, size, sizes, progress, fm, max_pixels,
-                  skip_unusable)
+        m = _load(members, "members", None, mode, size, sizes, progress, fm, skip_unusable)
     r = _load(reconstructions, "reconstructions", m.classes, m.mode, size, sizes, progress, fr,
-              max_pixels, skip_unusable)
-    n = (_load(nonmembers, "nonmembers", m.classes, m.mode, size, sizes, progress, fn, max_pixels,
+              skip_unusable)
+    n = (_load(nonmembers, "nonmembers", m.classes, m.mode, size, sizes, progress, fn,
                skip_unusable) if nonmembers is not None else None)
     for role, x in (("reconstructions", r), ("nonmembers", n)):
         if x is not None and x.size != m.size:

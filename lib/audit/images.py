@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import DataCorruptError, DataNotFoundError, InputError
-from .arguments import DEFAULT_MAX_PIXELS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -113,6 +112,22 @@ class Unusable:
         return f"{self.path}: {self.reason}"
 
 
+def _link_problem(link: Path, inside: Path) -> str | None:
+    """Why the symbolic link ``link`` cannot be followed (a symlink loop, a dangling link, a
+    target outside the folder ``inside``, unreadable), or None."""
+    try:
+        target = link.resolve(strict=True)
+    except RuntimeError:                               # Python's "Symlink loop from ..."
+        return "symlink loop"
+    except FileNotFoundError:
+        return "dangling link"
+    except OSError as err:                             # ELOOP and the like
+        return "symlink loop" if err.errno == errno.ELOOP else "unreadable"
+    if target != inside and inside not in target.parents:
+        return "outside the folder"
+    return None
+
+
 def _walk(folder: Path, inside: Path, seen: set[Path], unusable: list[Unusable]
           ) -> list[Path]:
     """The files under ``folder`` (links followed while they stay ``inside``), sorted;
@@ -125,22 +140,10 @@ def _walk(folder: Path, inside: Path, seen: set[Path], unusable: list[Unusable]
     files: list[Path] = []
     for entry in entries:
         path = Path(entry.path)
-        if entry.is_symlink():
-            try:
-                target = path.resolve(strict=True)
-            except RuntimeError:                       # Python's "Symlink loop from ..."
-                unusable.append(Unusable(str(path), "symlink loop"))
-                continue
-            except FileNotFoundError:
-                unusable.append(Unusable(str(path), "dangling link"))
-                continue
-            except OSError as err:                     # ELOOP and the like
-                reason = "symlink loop" if err.errno == errno.ELOOP else "unreadable"
-                unusable.append(Unusable(str(path), reason))
-                continue
-            if target != inside and inside not in target.parents:
-                unusable.append(Unusable(str(path), "outside the folder"))
-                continue
+        problem = _link_problem(path, inside) if entry.is_symlink() else None
+        if problem:
+            unusable.append(Unusable(str(path), problem))
+            continue
         if entry.is_dir():
             real = path.resolve()
             if real in seen:
@@ -154,41 +157,36 @@ def _walk(folder: Path, inside: Path, seen: set[Path], unusable: list[Unusable]
     return files
 
 
-def scan(root: str | Path, role: str, unusable: list[Unusable] | None = None
+def scan(root: str | Path, role: str, unusable: list[Unusable]
          ) -> tuple[dict[str, list[str]], list[str]]:
-    """(class name → sorted image paths relative to ``root``, skipped non-image files).
-
-    Entries that cannot be used (``UNUSABLE_REASONS``) go to ``unusable`` when it is given
-    (the caller decides), else the first of them is an ``InputError``."""
+    """(class name → sorted image paths relative to ``root``, skipped non-image files);
+    entries that cannot be used (``UNUSABLE_REASONS``) are added to ``unusable`` (the caller
+    refuses or skips them)."""
     root = Path(root)
     if not root.is_dir():
         raise DataNotFoundError(f"the {role} folder {root} does not exist (or is not a folder)")
-    collect = [] if unusable is None else unusable
     inside = root.resolve()
     skipped, classes = [], {}
-    top = _walk_top(root, inside, collect)
+    top = _walk_top(root, inside, unusable)
     for entry in top["files"]:
         skipped.append(entry.name)
     for folder in top["folders"]:
-        before = len(collect)
-        paths_ = _walk(folder, inside, {folder.resolve()}, collect)
+        before = len(unusable)
+        paths_ = _walk(folder, inside, {folder.resolve()}, unusable)
         files = []
         for path in paths_:
             rel = path.relative_to(root).as_posix()
             is_image = path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
             if is_image and not os.access(path, os.R_OK):
-                collect.append(Unusable(str(path), "unreadable"))
+                unusable.append(Unusable(str(path), "unreadable"))
                 continue
             (files if is_image else skipped).append(rel)
         if files:
             classes[folder.name] = files
-        elif len(collect) == before:
+        elif len(unusable) == before:
             raise InputError(f"the {role} class folder {folder} holds no images (PNG, JPEG or "
                              "WebP); remove the empty class folder or add its images")
-    if unusable is None and collect:
-        raise InputError(f"{collect[0]}; pass --skip-unusable (skip_unusable=True) to audit "
-                         "the other images")
-    if not classes and not collect:
+    if not classes and not unusable:
         raise InputError(f"the {role} folder {root} has no class subfolders, so no images; it must "
                          f"have the ImageFolder layout {root}/<class>/<image>")
     return classes, sorted(skipped)
@@ -205,18 +203,10 @@ def _walk_top(root: Path, inside: Path, unusable: list[Unusable]) -> dict[str, l
         return out
     for entry in entries:
         path = Path(entry.path)
-        if entry.is_symlink():
-            try:
-                target = path.resolve(strict=True)
-            except (RuntimeError, OSError) as err:
-                reason = ("dangling link" if isinstance(err, FileNotFoundError) else
-                          "symlink loop" if isinstance(err, RuntimeError)
-                          or getattr(err, "errno", None) == errno.ELOOP else "unreadable")
-                unusable.append(Unusable(str(path), reason))
-                continue
-            if target != inside and inside not in target.parents:
-                unusable.append(Unusable(str(path), "outside the folder"))
-                continue
+        problem = _link_problem(path, inside) if entry.is_symlink() else None
+        if problem:
+            unusable.append(Unusable(str(path), problem))
+            continue
         if entry.is_dir() and not entry.name.startswith("."):
             out["folders"].append(path)
         elif entry.is_file():
@@ -278,20 +268,15 @@ def read_header(path: Path) -> Header:
         raise DataCorruptError(f"{path} is not a readable image ({err})") from err
 
 
-def decode(path: Path, mode: str | None, max_pixels: int | None = None
-           ) -> tuple[np.ndarray, bool]:
+def decode(path: Path, mode: str | None) -> tuple[np.ndarray, bool]:
     """One image file as uint8 (C, H, W) in ``mode`` ("L" or "RGB"; None: grey files grey,
-    others RGB), and whether it had an alpha channel (dropped). A file that does not decode,
-    or holds more than ``max_pixels``, is a ``DataCorruptError`` naming it."""
+    others RGB), and whether it had an alpha channel (dropped). A file that does not decode
+    is a ``DataCorruptError`` naming it. Its size is not bounded here: ``survey`` refused
+    the headers above ``--max-pixels`` first."""
     from PIL import Image
 
-    if max_pixels is None:
-        max_pixels = DEFAULT_MAX_PIXELS
     try:
         with _own_pixel_limit(), Image.open(path) as img:
-            if img.width * img.height > max_pixels:
-                raise DataCorruptError(f"{path} is {img.width}×{img.height}, more than "
-                                       f"--max-pixels {max_pixels:,}")
             img.load()
             alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
             native = "L" if img.mode in GREY_MODES else "RGB"
@@ -379,7 +364,7 @@ def survey(root: str | Path, role: str, classes: Sequence[str] | None = None,
 
 def read_survey(found: Survey, mode: str | None = None, size: int | None = None,
                 sizes: SizeCheck | None = None, progress: bool = False,
-                max_pixels: int | None = None, skip_unusable: bool = False) -> ImageSet:
+                skip_unusable: bool = False) -> ImageSet:
     """Decode the images of a ``survey`` as uint8 (N, C, H, W). ``mode``: "L" or "RGB"
     (None: grey when every file is grey, else RGB). ``size``: resize to size × size;
     without it every image must have the size of the first one ``sizes`` saw (shared
@@ -390,7 +375,7 @@ def read_survey(found: Survey, mode: str | None = None, size: int | None = None,
     for label, rel, _ in tqdm(found.files, desc=f"reading {found.role}", unit="img",
                               disable=not progress):
         try:
-            arr, had_alpha = decode(found.root / rel, mode, max_pixels)
+            arr, had_alpha = decode(found.root / rel, mode)
         except DataCorruptError:
             if not skip_unusable:
                 raise
@@ -410,17 +395,6 @@ def read_survey(found: Survey, mode: str | None = None, size: int | None = None,
     labels = np.array([c for c, _ in kept], dtype=np.int64)
     return ImageSet(images, labels, found.classes, [rel for _, rel in kept], found.root,
                     found.skipped, alpha, list(found.unusable))
-
-
-def read_folder(root: str | Path, role: str, classes: Sequence[str] | None = None,
-                mode: str | None = None, size: int | None = None,
-                sizes: SizeCheck | None = None, progress: bool = False) -> ImageSet:
-    """Every image of an ImageFolder-style folder as uint8 (N, C, H, W) (``survey`` then
-    ``read_survey``); an unusable entry is an ``InputError``."""
-    found = survey(root, role, classes)
-    if found.unusable:
-        raise InputError(unusable_message(found.unusable))
-    return read_survey(found, mode, size, sizes, progress)
 
 
 def unusable_message(unusable: Sequence[Unusable], limit: int = 20) -> str:

@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 
 from .. import paths
-from ..config import SPLIT_KINDS
 from ..artifacts import atomic_write_bytes
+from ..config import SPLIT_KINDS
 from ..errors import DataCorruptError, DataNotFoundError, InputError
 from .images import role_indices
 from .split import Split

@@ -16,7 +16,7 @@ import torch
 
 from .. import artifacts, config, paths, plotting, seeding
 from ..data import dataset
-from ..errors import ArtifactError, ConfigError
+from ..errors import ArtifactError
 from .profiling import start_if_requested
 from .provenance import provenance_text
 
@@ -34,11 +34,8 @@ def display_path(path: Path) -> str:
 
 def resolve_device(requested: str, cfg: Mapping[str, Any]) -> str:
     """``DEVICE`` parameter (auto|cpu|cuda) against the profile; smoke is always the CPU."""
+    config.check_device(requested, cfg)      # cfg["device"] itself was checked by resolve
     choice = cfg["device"] if requested == "auto" else requested
-    if choice not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"unknown device {requested!r}; valid: auto, cpu, cuda")
-    if cfg["profile"] == "smoke" and choice != "cpu":
-        raise ConfigError("the smoke profile always runs on the CPU; use DEVICE='auto' or 'cpu'")
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and not torch.cuda.is_available():

@@ -304,8 +304,7 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
     artifacts.atomic_write_json(run_dir / STATE, state_all)    # resumable from its first notebook
     artifacts.atomic_write_json(run_dir / "env.json", environment_info(device))
     (run_dir / "notebooks").mkdir(exist_ok=True)
-    limit = timeout if timeout is not None else int(settings.get("cell_timeout_s",
-                                                                  cfg["cell_timeout_s"]))
+    limit = timeout if timeout is not None else cfg["cell_timeout_s"]
     log(f"run folder: {run_dir}")
     state = state_all["notebooks"]
     for name in rerun:

@@ -66,7 +66,7 @@ def shift_quantity(ctx, data, split, target: torch.nn.Module, prior: torch.nn.Mo
     values = []
     for redraw in range(SHIFT_REDRAWS):
         images, _ = public_by_target(data, split, target, classes, per_class,
-                                         derive_seed(redraw, "shift_public_draw"))
+                                     derive_seed(redraw, "shift_public_draw"))
         to_public = frechet_distance(sample_features, penultimate(judge, images), strict=True)
         values.append(to_d - to_public)
     return {"fid_e_to_D": to_d, "differences": values, "mean": float(np.mean(values)),
