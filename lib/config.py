@@ -72,6 +72,8 @@ _BASE: dict[str, Any] = {
     "recon_per_class": 100,
     "prdc_k": 3,
     "n_permutations": 1000,
+    "judge_streaming": False,        # the judge embeds D, R and every scored set class by class,
+                                     #   never holding a whole set's distance embeddings (paper)
     # the attacker's GAN prior (DCGAN-style, 32×32), pretrained on the public set only
     "gan_z_dim": 64,
     "gan_width": 32,                 # generator channels at 16×16 (×2, ×4 deeper)
@@ -202,6 +204,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "attack_lr": 0.005,
         "attack_truncation": 0.5,
         "attack_final_aug": 100,
+        "judge_streaming": True,     # LPIPS-VGG at 256 px: 32 MB per image (docs/paper_profile.md)
     },
 }
 

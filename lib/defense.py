@@ -109,16 +109,16 @@ def nearest_distances(queries: torch.Tensor, pool: torch.Tensor, k: int = 1,
 def cheap_signals(target: torch.nn.Module, distance, images: torch.Tensor,
                   target_labels: torch.Tensor, public_images: torch.Tensor,
                   prior_images: torch.Tensor, k_public: int = 10,
-                  batch_size: int = 256) -> pd.DataFrame:
+                  batch_size: int = 256, device: str | torch.device = "cpu") -> pd.DataFrame:
     """Per private sample, the signals of ``SIGNALS`` (one row per image, in order).
 
     ``distance`` is the attacker's ``PerceptualDistance`` (d_P); ``target_labels`` are in
-    T's label space. None of them needs an attack.
+    T's label space. None of them needs an attack. The networks run on ``device``.
     """
-    probs = torch.softmax(predict_logits(target, images, batch_size), dim=1)
-    emb = distance.embed_batched(images, batch_size)
-    public = distance.embed_batched(public_images, batch_size)
-    prior = distance.embed_batched(prior_images, batch_size)
+    probs = torch.softmax(predict_logits(target, images, batch_size, device), dim=1)
+    emb = distance.embed_batched(images, batch_size, device)
+    public = distance.embed_batched(public_images, batch_size, device)
+    prior = distance.embed_batched(prior_images, batch_size, device)
     return pd.DataFrame({
         "target_confidence": probs.gather(1, target_labels.long()[:, None]).squeeze(1).numpy(),
         "public_typicality": (-nearest_distances(emb, public, k_public).mean(dim=1)).numpy(),

@@ -85,6 +85,20 @@ def test_dose_is_nested_and_leaks_distinct_members():
         dose(labels, labels, 1.5, seed=4)
 
 
+def test_a_dose_beyond_the_members_cycles_through_them():
+    """The face split: 50 reconstructions per identity, about 27 members."""
+    recon_labels, member_labels = np.repeat([0, 1], 5), np.repeat([0, 1], 3)
+    rows, members = dose(recon_labels, member_labels, 1.0, seed=4)
+    assert len(rows) == 10 and (member_labels[members] == recon_labels[rows]).all()
+    for c in (0, 1):
+        mine = members[recon_labels[rows] == c]
+        assert len(set(mine[:3])) == 3 and (mine[3:] == mine[:2]).all()   # each once, then again
+    half_rows, half_members = dose(recon_labels, member_labels, 0.6, seed=4)
+    assert set(zip(half_rows, half_members)) <= set(zip(rows, members))
+    with pytest.raises(ValueError, match="no members to leak"):
+        dose(recon_labels, np.repeat([0], 3), 0.5, seed=4)
+
+
 def test_blend_refuses_an_exact_copy_and_partners_are_same_class():
     a, b = torch.ones(2, 1, 2, 2), -torch.ones(2, 1, 2, 2)
     assert torch.allclose(blend(a, b, 0.25), torch.full_like(a, -0.5))

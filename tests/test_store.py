@@ -113,10 +113,10 @@ def test_a_file_holding_another_key_is_an_error(tmp_path):
 def test_the_starts_half_of_the_null_is_computed_once_per_set_of_starts_and_seed():
     judge, labels = make_judge()
     rng = np.random.default_rng(0)
-    d_priv, d_ref = rng.random((12, 12)), rng.random((12, 12))
-    s_priv, s_ref = rng.random((12, 12)), rng.random((12, 12))
+    d_priv, d_ref, s_priv, s_ref = ({c: rng.random((6, 6)) for c in (0, 2)} for _ in range(4))
     _, first = judge.membership_tests(labels, d_priv, d_ref, s_priv, s_ref)
-    _, again = judge.membership_tests(labels, d_priv * 0.5, d_ref, s_priv, s_ref)
+    halved = {c: b * 0.5 for c, b in d_priv.items()}
+    _, again = judge.membership_tests(labels, halved, d_ref, s_priv, s_ref)
     assert len(judge._start_cache) == 1            # other doses, the same starts
     judge.seed = 1                                 # another null: never served the old one
     _, reseeded = judge.membership_tests(labels, d_priv, d_ref, s_priv, s_ref)

@@ -41,16 +41,16 @@ def _per_class_draw(labels: np.ndarray, classes, per_class: int, rng,
 
 
 def public_by_target(data, split, target: torch.nn.Module, classes, per_class: int,
-                     seed: int, size: int | None = None,
-                     candidates: int = 20) -> tuple[torch.Tensor, np.ndarray]:
-    """``per_class`` public images per private class, labelled by the target's argmax. A
-    class that the target gives fewer public images (many identities, few public images) is
-    filled with the public images most probable for it under the target."""
+                     seed: int, size: int | None = None, candidates: int = 20,
+                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, np.ndarray]:
+    """``per_class`` public images per private class, labelled by the target's argmax (run
+    on ``device``). A class that the target gives fewer public images (many identities, few
+    public images) is filled with the public images most probable for it under the target."""
     rng = np.random.default_rng(seed)
     n = min(len(split.public), candidates * per_class * len(classes))
     idx = np.sort(rng.choice(split.public, size=n, replace=False))
     images, _ = subset(data, idx, train=True, size=size)
-    logits = predict_logits(target, images)
+    logits = predict_logits(target, images, device=device)
     predicted = np.asarray(classes)[logits.argmax(1).numpy()]
     counts = np.array([(predicted == c).sum() for c in classes])
     if (counts >= per_class).all():
@@ -87,15 +87,16 @@ def real_test(data, split, classes, per_class: int, seed: int,
 
 
 def random_generator(generator: torch.nn.Module, target: torch.nn.Module, classes,
-                     per_class: int, seed: int, candidates: int = 20,
-                     batch_size: int = 512) -> tuple[torch.Tensor, np.ndarray]:
+                     per_class: int, seed: int, candidates: int = 20, batch_size: int = 512,
+                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, np.ndarray]:
     """Samples of ``generator`` at random codes, no optimisation: of ``candidates`` ×
     ``per_class`` × len(classes) samples, the ``per_class`` most target-confident for each
-    class (the PPA-style attack's candidate selection without its optimisation)."""
+    class (the PPA-style attack's candidate selection without its optimisation); the networks
+    run on ``device``."""
     n = candidates * per_class * len(classes)
     latents = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    images = generate(generator, latents, batch_size)
-    probs = torch.softmax(predict_logits(target, images), dim=1)
+    images = generate(generator, latents, batch_size, device)
+    probs = torch.softmax(predict_logits(target, images, device=device), dim=1)
     chosen = torch.cat([probs[:, j].topk(per_class).indices for j in range(len(classes))])
     labels = np.repeat(np.asarray(classes), per_class)
     return images[chosen], labels

@@ -60,17 +60,59 @@ def check_distances(dist: np.ndarray, m: int, n: int) -> None:
                          "(clamp round-off of squared distances at 0)")
 
 
-def assign(dist: np.ndarray, recon_labels: np.ndarray, train_labels: np.ndarray) -> np.ndarray:
-    """Index of the nearest same-class training sample of each reconstruction (lowest on ties)."""
+Blocks = dict[int, np.ndarray]
+"""Distances class by class: ``blocks[c]`` is (rows of class c) × (columns of class c), rows
+and columns in their sets' order; pairs of different classes are never stored."""
+
+
+def class_blocks_of(dist: np.ndarray, row_labels: np.ndarray, col_labels: np.ndarray) -> Blocks:
+    """The same-class blocks of a dense (rows, columns) matrix, for every class of the rows."""
+    return {int(c): dist[np.ix_(np.flatnonzero(row_labels == c), np.flatnonzero(col_labels == c))]
+            for c in np.unique(row_labels)}
+
+
+def check_missing(recon_labels: np.ndarray, train_labels: np.ndarray) -> None:
+    """Raise unless every reconstruction class has training samples."""
     missing = sorted(set(np.unique(recon_labels).tolist()) - set(np.unique(train_labels).tolist()))
     if missing:
         raise InputError(f"reconstruction class(es) {missing} have no training samples; pass "
                          "the training samples of every evaluated class")
+
+
+def check_block(block: np.ndarray, c: int, rows: int, cols: int) -> np.ndarray:
+    """``block`` as a float64 array, checked like ``check_distances`` for class ``c``."""
+    block = as_numpy(block, np.float64)
+    if block.shape != (rows, cols):
+        raise InputError(f"class {c}: distance block has shape {block.shape}; expected "
+                         f"(reconstructions, training samples of the class) = ({rows}, {cols})")
+    if not np.isfinite(block).all():
+        raise InputError("NaN or inf in the distance matrix; check the features it came from")
+    if block.size and (block < 0).any():
+        raise InputError(f"negative distances (min {block.min():.3g}); a distance must be >= 0 "
+                         "(clamp round-off of squared distances at 0)")
+    return block
+
+
+def assign(dist: np.ndarray, recon_labels: np.ndarray, train_labels: np.ndarray) -> np.ndarray:
+    """Index of the nearest same-class training sample of each reconstruction (lowest on ties)."""
+    check_missing(recon_labels, train_labels)
+    return assign_blocks(class_blocks_of(dist, recon_labels, train_labels), recon_labels,
+                         train_labels)[0]
+
+
+def assign_blocks(blocks: Blocks, recon_labels: np.ndarray,
+                  train_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the nearest same-class training sample of each reconstruction, lowest on
+    ties; its distance) from the class blocks."""
     nearest = np.empty(len(recon_labels), dtype=np.int64)
+    distance = np.empty(len(recon_labels))
     for c in np.unique(recon_labels):                  # per class: memory O(M_c × N_c)
         rows, cols = np.flatnonzero(recon_labels == c), np.flatnonzero(train_labels == c)
-        nearest[rows] = cols[dist[np.ix_(rows, cols)].argmin(axis=1)]  # first min → lowest
-    return nearest
+        block = check_block(blocks[int(c)], int(c), rows.size, cols.size)
+        arg = block.argmin(axis=1)                     # first min → lowest
+        nearest[rows] = cols[arg]
+        distance[rows] = block[np.arange(rows.size), arg]
+    return nearest, distance
 
 
 def ddcs(dist, recon_labels, train_labels, eps: float = DEFAULT_EPS) -> DDCSResult:
@@ -80,15 +122,30 @@ def ddcs(dist, recon_labels, train_labels, eps: float = DEFAULT_EPS) -> DDCSResu
     torch; only same-class pairs are read, other entries may hold any finite value ≥ 0).
     N is ``len(train_labels)``: samples of classes without reconstructions count with score 0,
     so pass only the evaluated classes. Distances are floored at ``eps`` before inversion.
+    ``ddcs_blocks`` is the same from the same-class blocks alone.
     """
     check_eps(eps)
     recon_labels = as_labels(recon_labels, "reconstruction labels")
     train_labels = as_labels(train_labels, "training labels")
     dist = as_numpy(dist, np.float64)
+    check_distances(dist, len(recon_labels), len(train_labels))
+    check_missing(recon_labels, train_labels)
+    return ddcs_blocks(class_blocks_of(dist, recon_labels, train_labels), recon_labels,
+                       train_labels, eps)
+
+
+def ddcs_blocks(blocks: Blocks, recon_labels, train_labels,
+                eps: float = DEFAULT_EPS) -> DDCSResult:
+    """``ddcs`` from the same-class blocks (``Blocks``): the (M, N) matrix is never built."""
+    check_eps(eps)
+    recon_labels = as_labels(recon_labels, "reconstruction labels")
+    train_labels = as_labels(train_labels, "training labels")
     m, n = len(recon_labels), len(train_labels)
-    check_distances(dist, m, n)
-    nearest = assign(dist, recon_labels, train_labels)
-    d = dist[np.arange(m), nearest]
+    if m == 0 or n == 0:
+        raise InputError(f"DDCS needs at least one reconstruction and one training sample "
+                         f"(got {m} and {n})")
+    check_missing(recon_labels, train_labels)
+    nearest, d = assign_blocks(blocks, recon_labels, train_labels)
     counts = np.bincount(nearest, minlength=n)
     min_dist = np.full(n, np.inf)
     np.minimum.at(min_dist, nearest, d)

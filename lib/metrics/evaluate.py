@@ -1,10 +1,13 @@
 """One entry point for every metric of a set of reconstructions, and the per-sample audit.
 
 ``Judge`` holds the frozen networks and the features of the private set D and the reference
-set R (extracted once). ``Judge.evaluate(images, labels)`` returns the dataset-level metrics,
-each with the feature space it was computed in, and the audit table: one row per private
-training sample with its DDCS scores, how many reconstructions were assigned to it, and its
-nearest reconstruction — which training images an attack leaks.
+set R (extracted once; a streaming judge keeps only their small features and embeds a class
+when its distance blocks need it). ``Judge.evaluate(images, labels)`` returns the dataset-level
+metrics, each with the feature space it was computed in, and the audit table: one row per
+private training sample with its DDCS scores, how many reconstructions were assigned to it,
+and its nearest reconstruction — which training images an attack leaks. Everything is
+computed from same-class distance blocks (``lib.metrics.ddcs.Blocks``); no (M, N) matrix is
+built.
 """
 from __future__ import annotations
 
@@ -19,12 +22,12 @@ import torch
 from ..errors import InputError, TooFewSamplesError
 from ..models import StagedClassifier
 from ..inference import apply, batched, embed as penultimate, predict_logits
-from .ddcs import DDCSResult, ddcs
+from .ddcs import Blocks, DDCSResult, ddcs_blocks
 from .distances import PerceptualDistance, pairwise_sq_distances
 from .store import ScoreStore, SetScores, module_digest, score_key, tensor_digest
 from .fidelity import frechet_distance, knn_distance, per_class_prdc, restricted_accuracy, topk_accuracy
-from .membership import (MembershipResult, ShiftResult, StartTerms, membership_gap,
-                         membership_shift, shift_start_terms)
+from .membership import (MembershipResult, ShiftResult, StartTerms, membership_gap_blocks,
+                         membership_shift_blocks, shift_start_terms_blocks)
 
 # What each feature space is, and how it deviates from the paper (docs/protocol.md).
 SPACES = {
@@ -109,15 +112,23 @@ class Judge:
                  private: tuple, reference: tuple, private_classes, k: int = 3,
                  n_permutations: int = 1000, seed: int = 0, allow_not_computed: bool = False,
                  batch_size: int = 256, inception: torch.nn.Module | None = None,
-                 class_names: list[str] | None = None, store: ScoreStore | None = None) -> None:
+                 class_names: list[str] | None = None, store: ScoreStore | None = None,
+                 stream: bool = False, device: str | torch.device = "cpu") -> None:
         """``private`` and ``reference`` are (images, original labels, dataset indices).
         ``perceptual``: a network with ``feature_maps`` or a ready ``PerceptualDistance``
         (LPIPS-VGG); ``inception``: images → pool3 features, for the Inception FID;
         ``class_names``: the data set's class names for the audit table (default: the ids).
         ``allow_not_computed``: a metric with too few samples is reported as not computed
         (smoke sizes) instead of raising. ``store``: where scored sets are kept (default: in
-        memory only)."""
+        memory only). ``stream``: D's and R's distance embeddings are never held whole but
+        computed for one class when its blocks need them (``class_embedding``), and every
+        scored set is embedded a batch at a time (``scores``), so memory is bounded by the
+        largest class and one batch, not by the number of classes; the numbers are the same
+        (the same batches). ``device``: where every network runs (the distances' matrix
+        products too); results come back to the CPU."""
         self.evaluator, self.batch_size = evaluator.eval(), batch_size
+        self.stream, self.device = stream, torch.device(device)
+        self._last_batch: dict[tuple[str, str], tuple[int, torch.Tensor]] = {}
         self.inception = inception
         self.class_names = class_names
         d_p = (perceptual if isinstance(perceptual, PerceptualDistance)
@@ -138,7 +149,7 @@ class Judge:
         """``images`` in the distance ``space`` (d_P or d_E); NaN or inf is an error."""
         if space not in self.distances:
             raise InputError(f"unknown distance {space!r}; valid: {', '.join(self.distances)}")
-        emb = self.distances[space].embed_batched(images, self.batch_size)
+        emb = self.distances[space].embed_batched(images, self.batch_size, self.device)
         return self._finite(emb, space)
 
     @staticmethod
@@ -174,8 +185,8 @@ class Judge:
                 pen = maps[-1].mean(dim=(2, 3))
                 return torch.cat([d_e.embed_maps(maps), pen, E.head(pen)], dim=1)
 
-            E.eval()
-            out = batched(one_pass, images, self.batch_size, input_dtype=net_dtype,
+            E.eval().to(self.device)
+            out = batched(one_pass, images, self.batch_size, self.device, input_dtype=net_dtype,
                           output_dtype=torch.float32)
             n_emb = out.shape[1] - E.embed_dim - E.head.out_features
             emb["d_E"] = self._finite(out[:, :n_emb].contiguous(), "d_E")
@@ -185,21 +196,67 @@ class Judge:
             if space not in emb:
                 emb[space] = self.embed(images, space)
         if small and not fused:
-            feats["penultimate"] = penultimate(self.evaluator, images, self.batch_size)
-            feats["logits"] = predict_logits(self.evaluator, images, self.batch_size)
+            feats["penultimate"] = penultimate(self.evaluator, images, self.batch_size, self.device)
+            feats["logits"] = predict_logits(self.evaluator, images, self.batch_size, self.device)
         if small and self.inception is not None:
-            feats["Inception-pool3"] = apply(self.inception, images, self.batch_size)
+            feats["Inception-pool3"] = apply(self.inception, images, self.batch_size, self.device)
         return emb, feats
 
     def features(self, images: torch.Tensor, labels, indices=None) -> SetFeatures:
         """Every feature space of a fixed set (D or R), embeddings kept: the columns of every
         distance block."""
         labels = np.asarray(labels, dtype=np.int64)
-        emb, feats = self.extract(images, tuple(self.distances), small=True)
+        emb, feats = self.extract(images, self.whole_set_spaces(), small=True)
         if self.inception is not None:
             emb["Inception-pool3"] = feats["Inception-pool3"]
         return SetFeatures(labels, np.arange(len(labels)) if indices is None else np.asarray(indices),
                            emb, feats["penultimate"], images)
+
+    def describe(self) -> list[str]:
+        """One line per feature space of D: its dimension and how the judge holds it."""
+        n = len(self.private.labels)
+        lines = [f"{name}: {emb.shape[1]}-dimensional embedding of {len(emb)} private images"
+                 for name, emb in self.private.embeddings.items()]
+        if self.stream:
+            first = int(self.private.labels[0])
+            lines = [f"{space}: {self.class_embedding('D', space, first).shape[1]}-dimensional "
+                     f"embedding of the {n} private images, computed class by class (never "
+                     "held whole)" for space in self.distances] + lines
+        return lines + [f"E-penultimate: {self.private.penultimate.shape[1]}-dimensional"]
+
+    def whole_set_spaces(self) -> tuple[str, ...]:
+        """The distance spaces embedded a whole set at a time: every one, or none when the
+        judge streams (``stream``: class by class)."""
+        return () if self.stream else tuple(self.distances)
+
+    def class_embedding(self, side: str, space: str, c: int) -> torch.Tensor:
+        """The ``space`` embeddings of class ``c`` of D (``side`` "D") or R ("R"), in the set's
+        order: a slice of what the judge holds, or (``stream``) gathered from the batches of
+        the set that hold the class — the batches of ``batch_size`` in set order that a judge
+        holding the set embeds, so the numbers are the same. Only the last batch computed is
+        kept (per side and space): in a set in class order it holds the next class's first
+        rows."""
+        features = {"D": self.private, "R": self.reference}[side]
+        rows = np.flatnonzero(features.labels == c)
+        if not self.stream:
+            return features.embeddings[space][torch.as_tensor(rows)]
+        size, parts = self.batch_size, []
+        for j in np.unique(rows // size):
+            last = self._last_batch.get((side, space))
+            if last is None or last[0] != j:
+                last = (int(j), self.embed(features.images[j * size:(j + 1) * size], space))
+                self._last_batch[side, space] = last
+            inside = rows[(rows >= j * size) & (rows < (j + 1) * size)] - j * size
+            parts.append(last[1][torch.as_tensor(inside)])
+        return torch.cat(parts) if parts else torch.zeros((0, 0))
+
+    def _block(self, emb: torch.Tensor, side: str, space: str, c: int) -> np.ndarray:
+        """Squared distances (float64, on the judge's device) between ``emb`` (images of class
+        ``c``) and the class's images of D or R; (rows, 0) when the class has none there."""
+        columns = self.class_embedding(side, space, c)
+        if len(columns) == 0:
+            return np.zeros((len(emb), 0))
+        return pairwise_sq_distances(emb.to(self.device), columns.to(self.device)).cpu().numpy()
 
     def producer(self) -> str:
         """The digest of what this judge's scores depend on: its networks, batch size, and D
@@ -220,22 +277,63 @@ class Judge:
         """A set's distance blocks to D and R in ``spaces`` and (``small``) its small
         features, class by class: from the store, else computed (and stored)."""
         labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) == 0 or len(labels) != len(images):
+            raise InputError(f"a scored set needs one label per image and at least one image "
+                             f"(got {len(images)} images, {len(labels)} labels)")
         if self._parent is not None:
             return self._restrict(self._parent.scores(images, labels, spaces, small))
         key = score_key(self.producer(), images, labels, tuple(spaces) + (("small",) if small else ()))
         found = self.store.get(key)
         if found is not None:
             return found
-        emb, feats = self.extract(images, tuple(spaces), small)
-        priv, ref = self.private, self.reference
-        result = SetScores(labels,
-                           {s: class_blocks(emb[s], labels, priv.embeddings[s], priv.labels)
-                            for s in spaces},
-                           {s: class_blocks(emb[s], labels, ref.embeddings[s], ref.labels)
-                            for s in spaces}, feats)
+        compute = self._stream_blocks if self.stream else self._held_blocks
+        result = SetScores(labels, *compute(images, labels, tuple(spaces), small))
         self.store.put(key, result, {"images": len(labels), "spaces": list(spaces),
                                      "small": small})
         return result
+
+    def _held_blocks(self, images: torch.Tensor, labels: np.ndarray, spaces: tuple[str, ...],
+                     small: bool):
+        """(blocks to D, blocks to R, small features) of a set embedded whole, then sliced
+        class by class."""
+        emb, feats = self.extract(images, spaces, small)
+        to_private, to_reference = {s: {} for s in spaces}, {s: {} for s in spaces}
+        for c in np.unique(labels):
+            rows = torch.as_tensor(np.flatnonzero(labels == c))
+            for s in spaces:
+                to_private[s][int(c)] = self._block(emb[s][rows], "D", s, c)
+                to_reference[s][int(c)] = self._block(emb[s][rows], "R", s, c)
+        return to_private, to_reference, feats
+
+    def _stream_blocks(self, images: torch.Tensor, labels: np.ndarray,
+                       spaces: tuple[str, ...], small: bool):
+        """``_held_blocks`` one batch at a time (the same batches of ``batch_size`` in set
+        order, so the same numbers): a class's rows are kept until the batch holding its last
+        row, then its blocks are computed and its rows dropped. A set in class order (every
+        attack's and control's) holds at most one class and one batch of embeddings."""
+        size = self.batch_size
+        last = {int(c): int(np.flatnonzero(labels == c)[-1]) for c in np.unique(labels)}
+        pending: dict[int, dict[str, list[torch.Tensor]]] = {}
+        to_private, to_reference = {s: {} for s in spaces}, {s: {} for s in spaces}
+        small_parts = []
+        for start in range(0, len(labels), size):
+            emb, feats = self.extract(images[start:start + size], spaces, small)
+            small_parts.append(feats)
+            batch_labels = labels[start:start + size]
+            for c in np.unique(batch_labels):
+                rows = torch.as_tensor(np.flatnonzero(batch_labels == c))
+                for s in spaces:
+                    pending.setdefault(int(c), {}).setdefault(s, []).append(emb[s][rows])
+            for c in [c for c in pending if last[c] < start + size]:
+                done = {s: torch.cat(parts) for s, parts in pending.pop(c).items()}
+                for s in spaces:
+                    to_private[s][c] = self._block(done[s], "D", s, c)
+                    to_reference[s][c] = self._block(done[s], "R", s, c)
+        order = sorted(last)                       # the classes in ``np.unique``'s order
+        to_private = {s: {c: to_private[s][c] for c in order} for s in spaces}
+        to_reference = {s: {c: to_reference[s][c] for c in order} for s in spaces}
+        feats = {k: torch.cat([part[k] for part in small_parts]) for k in small_parts[0]}
+        return to_private, to_reference, feats
 
     def _restrict(self, scores: SetScores) -> SetScores:
         """A parent judge's scores with D's columns cut to this judge's (``restricted``)."""
@@ -257,55 +355,64 @@ class Judge:
                 raise
             metrics[name] = {"value": None, "space": space, "not_computed": str(err)}
 
-    def membership_tests(self, labels, d_private: np.ndarray, d_reference: np.ndarray,
-                         start_private: np.ndarray | None = None,
-                         start_reference: np.ndarray | None = None
+    def membership_tests(self, labels, to_private: Blocks, to_reference: Blocks,
+                         start_private: Blocks | None = None,
+                         start_reference: Blocks | None = None
                          ) -> tuple[MembershipResult, ShiftResult | None]:
-        """C1b's test (DDCS on D vs R) of reconstructions given their distance matrices to D
-        and R, and C1c's (``membership_shift``) when their starting points' are given;
-        nothing else (the detection limit calls it many times)."""
+        """C1b's test (DDCS on D vs R) of reconstructions given their class blocks of
+        distances to D and R (``SetScores.to_private[space]``), and C1c's
+        (``membership_shift``) when their starting points' are given; nothing else (the
+        detection limit calls it many times)."""
         starts = None if start_private is None else (start_private, start_reference)
-        return self._tests(self._check_labels(labels), d_private, d_reference, starts)
+        return self._tests(self._check_labels(labels), to_private, to_reference, starts)
 
-    def _tests(self, labels: np.ndarray, d_priv: np.ndarray, d_ref: np.ndarray,
-               starts: tuple[np.ndarray, np.ndarray] | None):
+    def _tests(self, labels: np.ndarray, to_private: Blocks, to_reference: Blocks,
+               starts: tuple[Blocks, Blocks] | None):
         """(MembershipResult, ShiftResult or None)."""
-        mem = self._membership(d_priv, d_ref, labels)
+        mem = self._membership(to_private, to_reference, labels)
         if starts is None:
             return mem, None
         s_priv, s_ref = starts
-        rows = self.balanced_members()        # as many members as non-members per class
-        if rows is None:
-            d_members, s_members, member_labels = d_priv, s_priv, self.private.labels
-        else:
-            d_members, s_members = np.asarray(d_priv)[:, rows], np.asarray(s_priv)[:, rows]
-            member_labels = self.private.labels[rows]
+        d_members, member_labels = self._member_blocks(to_private)
+        s_members, _ = self._member_blocks(s_priv)
         terms = self._start_terms(s_members, s_ref, labels, member_labels)
-        shift = membership_shift(d_members, d_ref, s_members, s_ref, labels, member_labels,
-                                 self.reference.labels, self.n_permutations, self.seed,
-                                 start_terms=terms)
+        shift = membership_shift_blocks(d_members, to_reference, None, None, labels,
+                                        member_labels, self.reference.labels,
+                                        self.n_permutations, self.seed, start_terms=terms)
         return mem, shift
+
+    def _member_blocks(self, blocks: Blocks) -> tuple[Blocks, np.ndarray]:
+        """(blocks to D cut to ``balanced_members``' columns, their labels); the blocks as they
+        are when D and R have the same size per class."""
+        rows = self.balanced_members()        # as many members as non-members per class
+        labels = self.private.labels
+        if rows is None:
+            return blocks, labels
+        chosen = np.zeros(len(labels), dtype=bool)
+        chosen[rows] = True
+        return {c: b[:, chosen[labels == c]] for c, b in blocks.items()}, labels[rows]
 
     START_TERMS_KEPT = 8
     """How many starting-point halves of C1c's null a judge keeps (``_start_terms``)."""
 
-    def _start_terms(self, s_members, s_ref, labels: np.ndarray,
+    def _start_terms(self, s_members: Blocks, s_ref: Blocks, labels: np.ndarray,
                      member_labels: np.ndarray) -> StartTerms:
         """The starting points' half of C1c's null, computed once per set of starting points
         (the dose-response loop tests the same starts under every dose and leak kind); keyed
-        by the digests of the distances and labels and by the null's size and seed, so it
-        never serves other starts."""
+        by the digests of the distance blocks and labels and by the null's size and seed, so
+        it never serves other starts."""
+        parts = [f"{c}:{tensor_digest(b)}" for side in (s_members, s_ref)
+                 for c, b in sorted(side.items())]
         key = hashlib.sha256(repr((
-            [tensor_digest(part) for part in (s_members, s_ref, labels, member_labels,
-                                               self.reference.labels)],
+            parts, [tensor_digest(x) for x in (labels, member_labels, self.reference.labels)],
             self.n_permutations, self.seed)).encode()).hexdigest()
         cache = self._start_cache
         if key not in cache:
             if len(cache) >= self.START_TERMS_KEPT:
                 cache.pop(next(iter(cache)))
-            cache[key] = shift_start_terms(s_members, s_ref, labels, member_labels,
-                                           self.reference.labels, self.n_permutations,
-                                           self.seed)
+            cache[key] = shift_start_terms_blocks(s_members, s_ref, labels, member_labels,
+                                                  self.reference.labels, self.n_permutations,
+                                                  self.seed)
         return cache[key]
 
     def _check_labels(self, labels) -> np.ndarray:
@@ -329,10 +436,11 @@ class Judge:
         metrics: dict = {}
         results, members, to_private = {}, {}, {}
         for name in DISTANCES:
-            d_priv, d_ref = self.matrices(rec, name)
-            starts = self.matrices(start, name) if start is not None and name == "d_P" else None
-            mem, shift = self._tests(labels, d_priv, d_ref, starts)
-            results[name], members[name], to_private[name] = mem.ddcs_members, mem, d_priv
+            to_d, to_r = rec.to_private[name], rec.to_reference[name]
+            starts = ((start.to_private[name], start.to_reference[name])
+                      if start is not None and name == "d_P" else None)
+            mem, shift = self._tests(labels, to_d, to_r, starts)
+            results[name], members[name], to_private[name] = mem.ddcs_members, mem, to_d
             metrics[f"ddcs_best_{name}"] = {"value": mem.ddcs_members.best, "space": name}
             metrics[f"ddcs_avg_{name}"] = {"value": mem.ddcs_members.avg, "space": name}
             metrics[f"resilient_fraction_{name}"] = {
@@ -389,19 +497,19 @@ class Judge:
                 for c, (_, n) in zip(classes, counts)]
         return np.sort(np.concatenate(keep))
 
-    def _membership(self, d_priv, d_ref, labels: np.ndarray) -> MembershipResult:
+    def _membership(self, to_private: Blocks, to_reference: Blocks,
+                    labels: np.ndarray) -> MembershipResult:
         """The membership test of reconstructions; with more members than non-members per
         class it runs on ``balanced_members`` (DDCS on D itself stays on all of D, and the
         per-sample quantile is NaN for the members outside the sample)."""
         priv, ref = self.private, self.reference
         rows = self.balanced_members()
+        d_members, member_labels = self._member_blocks(to_private)
+        mem = membership_gap_blocks(d_members, to_reference, labels, member_labels, ref.labels,
+                                    "best", self.n_permutations, self.seed)
         if rows is None:
-            return membership_gap(d_priv, d_ref, labels, priv.labels, ref.labels, "best",
-                                  self.n_permutations, self.seed)
-        d_priv = np.asarray(d_priv)
-        mem = membership_gap(d_priv[:, rows], d_ref, labels, priv.labels[rows], ref.labels,
-                             "best", self.n_permutations, self.seed)
-        full = ddcs(d_priv, labels, priv.labels)
+            return mem
+        full = ddcs_blocks(to_private, labels, priv.labels)
         quantile = np.full(len(priv.labels), np.nan)
         quantile[rows] = mem.per_sample_nonmember_quantile
         return replace(mem, ddcs_members=full, per_sample_member_score=full.per_sample_best,
@@ -424,6 +532,7 @@ class Judge:
                                   {k: v[rows] for k, v in p.embeddings.items()},
                                   p.penultimate[rows], p.images[rows])
         sub._parent, sub._keep, sub._producer = self, keep, None
+        sub._last_batch = {}
         return sub
 
     def ddcs_of(self, images: torch.Tensor, labels, space: str = "d_P") -> DDCSResult:
@@ -434,36 +543,40 @@ class Judge:
         if space not in self.distances:
             raise InputError(f"unknown distance {space!r}; valid: {', '.join(self.distances)}")
         scores = self.scores(images, labels)
-        return ddcs(assemble(scores.to_private[space], labels, self.private.labels), labels,
-                    self.private.labels)
+        return ddcs_blocks(scores.to_private[space], labels, self.private.labels)
 
-    def audit_table(self, labels: np.ndarray, to_private: dict, results: dict,
+    def audit_table(self, labels: np.ndarray, to_private: dict[str, Blocks], results: dict,
                     members: dict) -> pd.DataFrame:
         """One row per private training sample: its exposure under each distance.
 
-        ``to_private[name]`` is the (reconstructions × private) distance matrix already
-        computed for DDCS (only same-class entries are meaningful)."""
+        ``to_private[name]`` holds the class blocks of (reconstructions × private) distances
+        already computed for DDCS; a sample's nearest reconstruction is the first of its class
+        at the smallest distance (-1 and inf when its class has none)."""
         priv = self.private
         names = self.class_names
         table = pd.DataFrame({"dataset_index": priv.indices, "class": priv.labels,
                               "class_name": [names[c] if names else str(c) for c in priv.labels]})
         for name, res in results.items():
-            dist = to_private[name].T
-            same = priv.labels[:, None] == labels[None, :]
-            masked = np.where(same, dist, np.inf)
-            nearest = masked.argmin(axis=1)
-            nearest_d = masked[np.arange(len(priv.labels)), nearest]
+            nearest = np.full(len(priv.labels), -1, dtype=np.int64)
+            nearest_d = np.full(len(priv.labels), np.inf)
+            for c, block in to_private[name].items():
+                rows, cols = np.flatnonzero(labels == c), np.flatnonzero(priv.labels == c)
+                if rows.size and cols.size:
+                    first = block.argmin(axis=0)
+                    nearest[cols] = rows[first]
+                    nearest_d[cols] = block[first, np.arange(cols.size)]
             table[f"ddcs_best_{name}"] = res.per_sample_best
             table[f"ddcs_avg_{name}"] = res.per_sample_avg
             table[f"n_assigned_{name}"] = res.n_assigned
-            table[f"nearest_recon_{name}"] = np.where(np.isfinite(nearest_d), nearest, -1)
+            table[f"nearest_recon_{name}"] = nearest
             table[f"nearest_distance_{name}"] = nearest_d
             table[f"nonmember_quantile_{name}"] = members[name].per_sample_nonmember_quantile
         return table
 
 
 def label_view(target: torch.nn.Module, evaluator: torch.nn.Module, images: torch.Tensor,
-               labels, private_classes, batch_size: int = 256) -> dict[str, float]:
+               labels, private_classes, batch_size: int = 256,
+               device: str | torch.device = "cpu") -> dict[str, float]:
     """How the target and the evaluator label reconstructions made for original classes
     ``labels``: T's mean confidence in the intended class and its accuracy, E's strict Acc@1
     (10-way) and restricted Acc@1 (private classes only). Only E's numbers measure success:
@@ -472,8 +585,8 @@ def label_view(target: torch.nn.Module, evaluator: torch.nn.Module, images: torc
     labels = np.asarray(labels, dtype=np.int64)
     index = {c: i for i, c in enumerate(classes)}
     t_labels = torch.as_tensor([index[int(c)] for c in labels])
-    t_probs = torch.softmax(predict_logits(target, images, batch_size), dim=1)
-    e_logits = predict_logits(evaluator, images, batch_size)
+    t_probs = torch.softmax(predict_logits(target, images, batch_size, device), dim=1)
+    e_logits = predict_logits(evaluator, images, batch_size, device)
     return {"T_confidence": t_probs.gather(1, t_labels[:, None]).mean().item(),
             "T_acc1": topk_accuracy(t_probs, t_labels, 1),
             "E_acc1_strict": topk_accuracy(e_logits, torch.as_tensor(labels), 1),

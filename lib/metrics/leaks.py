@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..inference import frozen, module_device
+from .ddcs import Blocks
 
 LEAK_FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
 BLEND_ALPHAS = (0.2, 0.35, 0.5)
@@ -30,14 +31,17 @@ BLEND_ALPHAS = (0.2, 0.35, 0.5)
 
 def project(generator: nn.Module, distance: nn.Module, targets: torch.Tensor, *,
             steps: int = 150, lr: float = 0.05, restarts: int = 4, seed: int = 0,
-            batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            batch_size: int = 512, device: str | torch.device | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes, images, distances): for each target image the best of ``restarts`` codes,
-    each optimised with Adam for ``steps`` steps on d(G(z), target); all on the generator's
-    device, in batches of ``batch_size`` codes; results on the CPU."""
+    each optimised with Adam for ``steps`` steps on d(G(z), target); all on ``device``
+    (default: the generator's; the generator and the distance are moved there), in batches
+    of ``batch_size`` codes; results on the CPU."""
     if steps < 0 or restarts < 1 or len(targets) == 0:
         raise InputError(f"project needs steps ≥ 0, restarts ≥ 1 and some targets (got {steps}, "
                          f"{restarts}, {len(targets)})")
-    device = module_device(generator)
+    device = module_device(generator) if device is None else torch.device(device)
+    generator.to(device), distance.to(device)
     draws = torch.Generator().manual_seed(seed)
     n = len(targets)
     codes = torch.randn(restarts * n, generator.z_dim, generator=draws)
@@ -86,8 +90,10 @@ def same_class_partners(labels: np.ndarray, pool_labels: np.ndarray, seed: int) 
 def dose(recon_labels: np.ndarray, member_labels: np.ndarray, fraction: float,
          seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows of the reconstructions to replace, the member each gets a leak of): per class,
-    round(fraction · n) rows and as many different members; nested in ``fraction`` for a
-    fixed ``seed`` (see the module)."""
+    round(fraction · n) rows and as many different members — cycling through the class's
+    members in the same order when it has fewer than that (the face split: 50 reconstructions,
+    about 27 members per identity); nested in ``fraction`` for a fixed ``seed`` (see the
+    module)."""
     if not 0.0 <= fraction <= 1.0:
         raise InputError(f"a dose is a fraction in [0, 1], got {fraction}")
     rng = np.random.default_rng(seed)
@@ -96,9 +102,31 @@ def dose(recon_labels: np.ndarray, member_labels: np.ndarray, fraction: float,
         mine, theirs = np.flatnonzero(recon_labels == c), np.flatnonzero(member_labels == c)
         order_rows, order_members = rng.permutation(mine), rng.permutation(theirs)
         k = int(round(fraction * mine.size))
-        if k > theirs.size:
+        if k and not theirs.size:
             raise InputError(f"class {c}: a dose of {fraction} replaces {k} reconstructions but "
-                             f"the class has {theirs.size} members to leak")
+                             "the class has no members to leak")
         rows.append(order_rows[:k])
-        members.append(order_members[:k])
+        members.append(np.resize(order_members, k) if k else order_members[:0])
     return np.concatenate(rows), np.concatenate(members)
+
+
+def dosed_blocks(blocks: Blocks, labels: np.ndarray, replaced: np.ndarray, leak_blocks: Blocks,
+                 leak_labels: np.ndarray, leaked: np.ndarray) -> Blocks:
+    """Class blocks of a set whose rows ``replaced`` (positions in the set) are replaced by
+    rows ``leaked`` (positions in the leak set, same class) of the leak set's blocks — what
+    ``dose`` gives: the dense ``d[replaced] = d_leak[leaked]``, class by class."""
+    position, leak_position = class_positions(labels), class_positions(leak_labels)
+    out = {c: block.copy() for c, block in blocks.items()}
+    for c in np.unique(labels[replaced]):
+        mine = labels[replaced] == c
+        out[int(c)][position[replaced[mine]]] = leak_blocks[int(c)][leak_position[leaked[mine]]]
+    return out
+
+
+def class_positions(labels: np.ndarray) -> np.ndarray:
+    """Each element's position among the elements of its class (0, 1, … in order)."""
+    position = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        position[rows] = np.arange(rows.size)
+    return position

@@ -25,7 +25,8 @@ import torch
 
 from ..errors import InputError
 from .arrays import as_labels, as_numpy
-from .ddcs import DEFAULT_EPS, DDCSResult, check_distances, check_eps, ddcs
+from .ddcs import (DEFAULT_EPS, Blocks, DDCSResult, check_block, check_distances, check_eps,
+                   class_blocks_of, ddcs_blocks)
 
 STATISTICS = ("best", "avg")
 MAX_ELEMENTS = 1 << 23
@@ -51,18 +52,27 @@ class MembershipResult:
 
 def _class_blocks(dist_m: np.ndarray, dist_n: np.ndarray, recon_labels: np.ndarray,
                   member_labels: np.ndarray, nonmember_labels: np.ndarray) -> list:
+    """``pooled_blocks`` of dense (M, N_D) and (M, N_R) matrices."""
+    return pooled_blocks(class_blocks_of(dist_m, recon_labels, member_labels),
+                         class_blocks_of(dist_n, recon_labels, nonmember_labels), recon_labels,
+                         member_labels, nonmember_labels)
+
+
+def pooled_blocks(to_members: Blocks, to_nonmembers: Blocks, recon_labels: np.ndarray,
+                  member_labels: np.ndarray, nonmember_labels: np.ndarray) -> list:
     """Per class of D ∪ R: (distances of its reconstructions to [its members | its
-    non-members] as a float64 tensor, n = members per class)."""
+    non-members] as a float64 tensor, n = members per class), from the class blocks."""
     blocks = []
     for c in np.unique(np.r_[member_labels, nonmember_labels]):
-        cols_m, cols_n = np.flatnonzero(member_labels == c), np.flatnonzero(nonmember_labels == c)
-        if cols_m.size != cols_n.size:
-            raise InputError(f"class {c}: {cols_m.size} members but {cols_n.size} non-members; "
+        n_m, n_n = int((member_labels == c).sum()), int((nonmember_labels == c).sum())
+        if n_m != n_n:
+            raise InputError(f"class {c}: {n_m} members but {n_n} non-members; "
                              "the membership test needs equal numbers per class (subsample "
                              "the larger set)")
-        rows = np.flatnonzero(recon_labels == c)
-        block = np.concatenate([dist_m[np.ix_(rows, cols_m)], dist_n[np.ix_(rows, cols_n)]], 1)
-        blocks.append((torch.from_numpy(block), cols_m.size))
+        rows = int((recon_labels == c).sum())
+        halves = [check_block(side.get(int(c), np.zeros((0, n))), int(c), rows, n)
+                  for side, n in ((to_members, n_m), (to_nonmembers, n_n))]
+        blocks.append((torch.from_numpy(np.concatenate(halves, 1)), n_m))
     return blocks
 
 
@@ -174,7 +184,21 @@ def shift_start_terms(start_members, start_nonmembers, recon_labels, member_labe
     mats = [as_numpy(d, np.float64) for d in (start_members, start_nonmembers)]
     for d, labels in zip(mats, (member_labels, nonmember_labels)):
         check_distances(d, len(recon_labels), len(labels))
-    start = _class_blocks(mats[0], mats[1], recon_labels, member_labels, nonmember_labels)
+    return shift_start_terms_blocks(class_blocks_of(mats[0], recon_labels, member_labels),
+                                    class_blocks_of(mats[1], recon_labels, nonmember_labels),
+                                    recon_labels, member_labels, nonmember_labels,
+                                    n_permutations, seed, chunk)
+
+
+def shift_start_terms_blocks(start_members: Blocks, start_nonmembers: Blocks, recon_labels,
+                             member_labels, nonmember_labels, n_permutations: int, seed: int,
+                             chunk: int = 100) -> StartTerms:
+    """``shift_start_terms`` from the starting points' class blocks."""
+    recon_labels = as_labels(recon_labels, "reconstruction labels")
+    member_labels = as_labels(member_labels, "member labels")
+    nonmember_labels = as_labels(nonmember_labels, "non-member labels")
+    start = pooled_blocks(start_members, start_nonmembers, recon_labels, member_labels,
+                          nonmember_labels)
     masks = permutation_masks([n for _, n in start], n_permutations, seed)
     observed, null_chunks = [], []
     for (sta, n), mask in zip(start, masks):
@@ -202,24 +226,50 @@ def membership_shift(final_members, final_nonmembers, start_members, start_nonme
     the same reshuffles). ``start_terms``: the starting points' half from an earlier call
     (``shift_start_terms`` of the same ``start_*``, permutations, seed and chunk); the result
     is the same to the last bit."""
-    if n_permutations < 1 or n_flips < 1:
-        raise InputError(f"n_permutations and n_flips must be >= 1 (got {n_permutations}, "
-                         f"{n_flips})")
     recon_labels = as_labels(recon_labels, "reconstruction labels")
     member_labels = as_labels(member_labels, "member labels")
     nonmember_labels = as_labels(nonmember_labels, "non-member labels")
     mats = [as_numpy(d, np.float64) for d in (final_members, final_nonmembers)]
     for d, labels in zip(mats, (member_labels, nonmember_labels)):
         check_distances(d, len(recon_labels), len(labels))
+    starts = None
     if start_terms is None:
-        start_terms = shift_start_terms(start_members, start_nonmembers, recon_labels,
-                                        member_labels, nonmember_labels, n_permutations, seed,
-                                        chunk)
+        starts = [as_numpy(d, np.float64) for d in (start_members, start_nonmembers)]
+        for d, labels in zip(starts, (member_labels, nonmember_labels)):
+            check_distances(d, len(recon_labels), len(labels))
+        starts = [class_blocks_of(d, recon_labels, labels)
+                  for d, labels in zip(starts, (member_labels, nonmember_labels))]
+    return membership_shift_blocks(
+        class_blocks_of(mats[0], recon_labels, member_labels),
+        class_blocks_of(mats[1], recon_labels, nonmember_labels),
+        *(starts or (None, None)), recon_labels, member_labels, nonmember_labels,
+        n_permutations, seed, n_flips, chunk, start_terms)
+
+
+def membership_shift_blocks(final_members: Blocks, final_nonmembers: Blocks,
+                            start_members: Blocks | None, start_nonmembers: Blocks | None,
+                            recon_labels, member_labels, nonmember_labels,
+                            n_permutations: int = 1000, seed: int = 0, n_flips: int = 10000,
+                            chunk: int = 100, start_terms: StartTerms | None = None
+                            ) -> ShiftResult:
+    """``membership_shift`` from class blocks (the starting points' only when no
+    ``start_terms`` are given)."""
+    if n_permutations < 1 or n_flips < 1:
+        raise InputError(f"n_permutations and n_flips must be >= 1 (got {n_permutations}, "
+                         f"{n_flips})")
+    recon_labels = as_labels(recon_labels, "reconstruction labels")
+    member_labels = as_labels(member_labels, "member labels")
+    nonmember_labels = as_labels(nonmember_labels, "non-member labels")
+    if start_terms is None:
+        start_terms = shift_start_terms_blocks(start_members, start_nonmembers, recon_labels,
+                                               member_labels, nonmember_labels, n_permutations,
+                                               seed, chunk)
     elif (start_terms.n_permutations, start_terms.seed, start_terms.chunk) != (
             n_permutations, seed, chunk):
         raise InputError("start_terms were computed with other permutations (count, seed or "
                          "chunk); compute them with this call's")
-    final = _class_blocks(mats[0], mats[1], recon_labels, member_labels, nonmember_labels)
+    final = pooled_blocks(final_members, final_nonmembers, recon_labels, member_labels,
+                          nonmember_labels)
     masks = permutation_masks([n for _, n in final], n_permutations, seed)
     shifts, null = [], np.zeros(n_permutations)
     for (fin, n), mask, start_observed, start_null in zip(final, masks, start_terms.observed,
@@ -290,9 +340,30 @@ def membership_gap(dist_members, dist_nonmembers, recon_labels, member_labels,
     dist_n = as_numpy(dist_nonmembers, np.float64)
     check_distances(dist_m, len(recon_labels), len(member_labels))
     check_distances(dist_n, len(recon_labels), len(nonmember_labels))
-    blocks = _class_blocks(dist_m, dist_n, recon_labels, member_labels, nonmember_labels)
-    on_d = ddcs(dist_m, recon_labels, member_labels, eps)
-    on_r = ddcs(dist_n, recon_labels, nonmember_labels, eps)
+    return membership_gap_blocks(class_blocks_of(dist_m, recon_labels, member_labels),
+                                 class_blocks_of(dist_n, recon_labels, nonmember_labels),
+                                 recon_labels, member_labels, nonmember_labels, statistic,
+                                 n_permutations, seed, eps, chunk)
+
+
+def membership_gap_blocks(to_members: Blocks, to_nonmembers: Blocks, recon_labels,
+                          member_labels, nonmember_labels, statistic: str = "best",
+                          n_permutations: int = 1000, seed: int = 0, eps: float = DEFAULT_EPS,
+                          chunk: int = 100) -> MembershipResult:
+    """``membership_gap`` from the class blocks (``lib.metrics.ddcs.Blocks``) to D and R: the
+    (M, N) matrices are never built."""
+    if statistic not in STATISTICS:
+        raise InputError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
+    if n_permutations < 1:
+        raise InputError(f"n_permutations must be >= 1 (got {n_permutations})")
+    check_eps(eps)
+    recon_labels = as_labels(recon_labels, "reconstruction labels")
+    member_labels = as_labels(member_labels, "member labels")
+    nonmember_labels = as_labels(nonmember_labels, "non-member labels")
+    blocks = pooled_blocks(to_members, to_nonmembers, recon_labels, member_labels,
+                           nonmember_labels)
+    on_d = ddcs_blocks(to_members, recon_labels, member_labels, eps)
+    on_r = ddcs_blocks(to_nonmembers, recon_labels, nonmember_labels, eps)
     stat_d, stat_r = getattr(on_d, statistic), getattr(on_r, statistic)
     observed, p_value, null = permutation_test(blocks, stat_d, stat_r, statistic,
                                                len(member_labels), len(nonmember_labels),

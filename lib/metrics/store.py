@@ -95,15 +95,56 @@ class SetScores:
         return cls(tensors["labels"].numpy(), ordered["D"], ordered["R"], small)
 
 
+class BytesLRU:
+    """Values by key, at most ``max_bytes`` of them (``size(value)``) in memory, least recently
+    used first out; the newest value is kept even when it alone is larger."""
+
+    def __init__(self, max_bytes: int, size) -> None:
+        self.max_bytes, self.size = max_bytes, size
+        self._items: OrderedDict = OrderedDict()
+        self._total = 0
+
+    def get(self, key):
+        """The value of ``key`` (now the most recent), or None."""
+        if key not in self._items:
+            return None
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, key, value) -> None:
+        if key in self._items:
+            self._total -= self.size(self._items.pop(key))
+        self._items[key] = value
+        self._total += self.size(value)
+        while self._total > self.max_bytes and len(self._items) > 1:
+            _, dropped = self._items.popitem(last=False)
+            self._total -= self.size(dropped)
+
+    @property
+    def nbytes(self) -> int:
+        return self._total
+
+
 class ScoreStore:
     """``SetScores`` by key, in memory (bounded) and optionally on disk (see the module)."""
 
     def __init__(self, folder: Path | None = None, run_dir: Path | None = None,
                  producer: str = "", max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.folder = Path(folder) if folder is not None else None
-        self.run_dir, self.producer, self.max_bytes = run_dir, producer, max_bytes
-        self._memory: OrderedDict[str, SetScores] = OrderedDict()
+        self.run_dir, self.producer = run_dir, producer
+        self._memory = BytesLRU(max_bytes, SetScores.nbytes)
         self.hits = self.misses = 0
+
+    @property
+    def max_bytes(self) -> int:
+        return self._memory.max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self._memory.max_bytes = value
 
     def _path(self, key: str) -> Path | None:
         return None if self.folder is None else self.folder / f"{key[:32]}.safetensors"
@@ -111,10 +152,10 @@ class ScoreStore:
     def get(self, key: str) -> SetScores | None:
         """The entry of ``key``, from memory or disk; None when absent. A file on disk under
         the key's name that holds another key is an error naming it."""
-        if key in self._memory:
-            self._memory.move_to_end(key)
+        found = self._memory.get(key)
+        if found is not None:
             self.hits += 1
-            return self._memory[key]
+            return found
         path = self._path(key)
         if path is None or not path.is_file():
             self.misses += 1
@@ -124,7 +165,7 @@ class ScoreStore:
             raise ArtifactError(f"{path} holds the scores of key {meta.get('key')!r}, not "
                                 f"{key!r}; delete it to recompute")
         scores = SetScores.from_tensors(tensors)
-        self._remember(key, scores)
+        self._memory.put(key, scores)
         self.hits += 1
         return scores
 
@@ -134,15 +175,7 @@ class ScoreStore:
         if path is not None:
             save_tensors(path, scores.tensors(), {"key": key, "describe": describe or {}},
                          self.run_dir, self.producer)
-        self._remember(key, scores)
-
-    def _remember(self, key: str, scores: SetScores) -> None:
-        self._memory[key] = scores
-        self._memory.move_to_end(key)
-        total = sum(s.nbytes() for s in self._memory.values())
-        while total > self.max_bytes and len(self._memory) > 1:
-            _, dropped = self._memory.popitem(last=False)
-            total -= dropped.nbytes()
+        self._memory.put(key, scores)
 
 
 def score_key(producer: str, images: torch.Tensor, labels: np.ndarray,

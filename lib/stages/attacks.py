@@ -226,14 +226,17 @@ def label_table(ctx, runs: Mapping[tuple[str, str, int], AttackRun], inputs: Tra
     the attack's candidate selection without its optimisation), per seed."""
     classes = list(ctx.cfg["private_classes"])
     rows = [{"attack": name, "mode": mode, "seed": seed,
-             **label_view(target, evaluator, run.images, run.original_labels, classes)}
+             **label_view(target, evaluator, run.images, run.original_labels, classes,
+                          device=ctx.device)}
             for (name, mode, seed), run in runs.items()]
     for seed in ctx.cfg["seeds"]:
         for mode in MODES:
             generator = require_transfer(ctx, mode, seed, inputs)[0].generator_ema
             images, labels = random_generator(generator, target, classes,
                                               ctx.cfg["recon_per_class"],
-                                              derive_seed(seed, "random_generator"))
+                                              derive_seed(seed, "random_generator"),
+                                              device=ctx.device)
             rows.append({"attack": "random", "mode": mode, "seed": seed,
-                         **label_view(target, evaluator, images, labels, classes)})
+                         **label_view(target, evaluator, images, labels, classes,
+                                      device=ctx.device)})
     return pd.DataFrame(rows)

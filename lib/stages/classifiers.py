@@ -152,32 +152,33 @@ def require_perceptual_distance(ctx, data=None, split=None, world: World = SINGL
     return PerceptualDistance(perceptual), perceptual
 
 
-def test_classifiers(cfg: Mapping[str, Any], data, split, models: dict[str, nn.Module]
+def test_classifiers(cfg: Mapping[str, Any], data, split, models: dict[str, nn.Module],
+                     device: str | torch.device = "cpu"
                      ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Test accuracies and confusion matrices (true × predicted) of the trained classifiers.
 
     T on the private classes' test images; E strict (all its classes; Fashion-MNIST: the
     whole test split, faces: R), its Acc@5, and restricted to the private classes; P on the
     test images of its classes when there are any (the face data's public identities have
-    none)."""
+    none). The networks run on ``device``."""
     classes = list(cfg["private_classes"])
     eval_classes = role_classes("evaluator", cfg, split)
     x_priv, y_priv = subset(data, split.test, train=False)
     x_all, y_all = subset(data, data.evaluator_test_indices(split), train=False)
     y_e = to_private_labels(y_all, eval_classes)
     y_t = to_private_labels(y_priv, classes)
-    logits_t = predict_logits(models["target"], x_priv)
-    logits_e = predict_logits(models["evaluator"], x_all)
+    logits_t = predict_logits(models["target"], x_priv, device=device)
+    logits_e = predict_logits(models["evaluator"], x_all, device=device)
     acc = {"target_test_acc": topk_accuracy(logits_t, y_t),
            "evaluator_test_acc_strict": topk_accuracy(logits_e, y_e),
            "evaluator_test_acc5_strict": topk_accuracy(logits_e, y_e, k=5),
            "evaluator_test_acc_restricted": topk_accuracy(
-               predict_logits(models["evaluator"], x_priv)[:, classes], y_t)}
+               predict_logits(models["evaluator"], x_priv, device=device)[:, classes], y_t)}
     if "perceptual" in models:
         perc_classes = role_classes("perceptual", cfg, split)
         mask = np.isin(y_all.numpy(), perc_classes)
         if mask.any():
-            logits_p = predict_logits(models["perceptual"], x_all[mask])
+            logits_p = predict_logits(models["perceptual"], x_all[mask], device=device)
             acc["perceptual_test_acc"] = topk_accuracy(
                 logits_p, to_private_labels(y_all[mask], perc_classes))
     confusion = {"target": confusion_matrix(logits_t.argmax(1), y_t, len(classes)),

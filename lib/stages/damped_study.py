@@ -44,7 +44,7 @@ def run_study(ctx) -> dict[str, Any]:
     transfers = {(mode, seed): require_transfer(ctx, mode, seed, inputs)[0]
                  for seed in seeds for mode in ALL_MODES}
     samples = mode_samples(ctx, transfers, inputs.generator.z_dim)
-    logits = {key: predict_logits(inputs.target, x) for key, x in samples.items()}
+    logits = {key: predict_logits(inputs.target, x, device=ctx.device) for key, x in samples.items()}
     transfer_rows = monitor_table(transfers).merge(
         evaluator_view(ctx, data, split, samples, logits, nets["evaluator"]), on=["mode", "seed"])
     sets = {}

@@ -76,7 +76,7 @@ def retrain_and_attack(ctx, data, split, judge: Judge, inputs: TransferInputs,
     y_test = to_private_labels(y_test, classes)
 
     def test_accuracy(model: nn.Module) -> float:
-        return topk_accuracy(predict_logits(model, x_test), y_test, 1)
+        return topk_accuracy(predict_logits(model, x_test, device=ctx.device), y_test, 1)
 
     base_acc = test_accuracy(target)
     drops, effects, timing = [], [], []
@@ -105,7 +105,7 @@ def retrain_and_attack(ctx, data, split, judge: Judge, inputs: TransferInputs,
                             "remaining_ddcs_after": after_rest.best,
                             "E_acc1_strict_after": label_view(
                                 retrained, evaluator, run.images, run.original_labels,
-                                classes)["E_acc1_strict"]})
+                                classes, device=ctx.device)["E_acc1_strict"]})
             timing.append({"retrain_seed": r, "condition": condition,
                            "retrain_s": info["seconds"], "attack_s": run_info["seconds"],
                            "reused": info["reused"]})

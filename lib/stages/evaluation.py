@@ -28,7 +28,8 @@ from ..inference import predict_logits
 from ..metrics.evaluate import Evaluation, Judge, SetFeatures
 from ..metrics.store import ScoreStore, SetScores, tensor_digest
 from ..metrics.inception import inception_pool3
-from ..metrics.leaks import BLEND_ALPHAS, LEAK_FRACTIONS, blend, dose, project, same_class_partners
+from ..metrics.leaks import (BLEND_ALPHAS, LEAK_FRACTIONS, blend, dose, dosed_blocks, project,
+                             same_class_partners)
 from ..metrics.stats import format_ci
 from ..seeding import derive_seed
 from .attacks import require_attacks
@@ -72,7 +73,8 @@ class StoredJudge(Judge):
             if small:
                 feats = {k: found[k] for k in FLAT_SMALL if k in found}
                 if "logits" not in feats:
-                    feats["logits"] = predict_logits(self.evaluator, images, self.batch_size)
+                    feats["logits"] = predict_logits(self.evaluator, images, self.batch_size,
+                                                     self.device)
             return {s: found[s] for s in spaces}, feats
         if not self.world.distributed:
             return super().extract(images, spaces, small)
@@ -90,8 +92,9 @@ class StoredJudge(Judge):
                 {k: joined[k] for k in FLAT_SMALL if k in joined and small})
 
     def set_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every feature space of ``images`` as a flat dict (embeddings and small features)."""
-        emb, feats = self.extract(images, tuple(self.distances), small=True)
+        """Every feature space of ``images`` as a flat dict (embeddings and small features);
+        a streaming judge's small features only (it never holds a set's embeddings)."""
+        emb, feats = self.extract(images, self.whole_set_spaces(), small=True)
         return {**emb, **feats}
 
 
@@ -120,12 +123,14 @@ def stored_features(ctx) -> dict[str, dict]:  # the features/ stage's files
 
 
 def build_judge(ctx, data, split, evaluator: nn.Module, perceptual,
-                world: World = SINGLE, allow_not_computed: bool | None = None) -> StoredJudge:
+                world: World = SINGLE) -> StoredJudge:
     """The judge of a run: E and P (or LPIPS-VGG), the private set D and R, with the
-    profile's PRDC k and permutation count; a metric with too few samples is recorded as not
-    computed (with the reason) when ``allow_not_computed`` (default: the smoke profile only;
-    the memorisation study's small D′ too), else an error; the Inception FID when the profile asks for it. It uses the features saved
-    under ``features/`` (``require_features``) and shares its extraction out over ``world``."""
+    profile's PRDC k and permutation count, on the run's device, streaming class by class
+    when the profile says so (``judge_streaming``); a metric with too few samples (the
+    ``real_test`` control at 3 images per identity, the smoke sizes, the memorisation study's
+    small D′) is recorded as not computed with the reason, and the run goes on; the Inception
+    FID when the profile asks for it. It uses the features saved under ``features/``
+    (``require_features``) and shares its extraction out over ``world``."""
     inception = None
     if ctx.cfg["fid_network"] == "inception":
         inception = inception_pool3(weights.require((weights.INCEPTION_WEIGHTS_FILE,)))
@@ -134,11 +139,10 @@ def build_judge(ctx, data, split, evaluator: nn.Module, perceptual,
     return StoredJudge(evaluator, perceptual, (x_d, y_d.numpy(), split.private),
                        (x_r, y_r.numpy(), split.reference), ctx.cfg["private_classes"],
                        k=ctx.cfg["prdc_k"], n_permutations=ctx.cfg["n_permutations"],
-                       seed=ctx.subseed("permutations"),
-                       allow_not_computed=(ctx.profile == "smoke" if allow_not_computed is None
-                                           else allow_not_computed), inception=inception,
-                       class_names=list(data.class_names), saved=stored_features(ctx),
-                       store=score_store(ctx), world=world)
+                       seed=ctx.subseed("permutations"), allow_not_computed=True,
+                       inception=inception, class_names=list(data.class_names),
+                       saved=stored_features(ctx), store=score_store(ctx), world=world,
+                       stream=ctx.cfg["judge_streaming"], device=ctx.device)
 
 
 def score_store(ctx) -> ScoreStore:
@@ -204,9 +208,9 @@ def control_draws(ctx, data, split, target: nn.Module,
     classes, per_class = list(ctx.cfg["private_classes"]), ctx.cfg["recon_per_class"]
     return {
         "public_by_target": lambda seed: public_by_target(data, split, target, classes,
-                                                          per_class, seed),
+                                                          per_class, seed, device=ctx.device),
         "random_generator": lambda seed: random_generator(prior, target, classes, per_class,
-                                                          seed),
+                                                          seed, device=ctx.device),
         "real_test": lambda seed: real_test(data, split, classes, per_class, seed),
     }
 
@@ -325,7 +329,8 @@ def evaluation_claims(results: pd.DataFrame, split: str) -> dict[str, dict]:
 def _project(ctx, generator: nn.Module, judge: Judge, targets: torch.Tensor, stream: str):
     """``lib.metrics.leaks.project`` with the profile's steps and restarts, seeded by name."""
     return project(generator, judge.distances["d_P"], targets, steps=ctx.cfg["projection_steps"],
-                   restarts=ctx.cfg["projection_restarts"], seed=ctx.subseed(stream))
+                   restarts=ctx.cfg["projection_restarts"], seed=ctx.subseed(stream),
+                   device=ctx.device)
 
 
 def prior_reach(ctx, judge: Judge, generator: nn.Module) -> pd.DataFrame:
@@ -335,19 +340,19 @@ def prior_reach(ctx, judge: Judge, generator: nn.Module) -> pd.DataFrame:
     nearest other same-class image of D ∪ R. ``ratio`` < 1: the generator can come closer to
     that sample than any other real image of its class is."""
     rng = np.random.default_rng(ctx.subseed("prior_reach"))
-    pooled = torch.cat([judge.private.embeddings["d_P"], judge.reference.embeddings["d_P"]])
-    pooled_labels = np.r_[judge.private.labels, judge.reference.labels]
     rows, targets = [], []
-    for name, features, offset in (("D", judge.private, 0),
-                                   ("R", judge.reference, len(judge.private.labels))):
+    for name, features in (("D", judge.private), ("R", judge.reference)):
         for c in np.unique(features.labels):
-            pick = np.sort(rng.choice(np.flatnonzero(features.labels == c),
-                                      min(ctx.cfg["reach_per_class"],
-                                          int((features.labels == c).sum())), replace=False))
+            in_class = np.flatnonzero(features.labels == c)
+            pick = np.sort(rng.choice(in_class, min(ctx.cfg["reach_per_class"], in_class.size),
+                                      replace=False))
             targets.append(features.images[pick])
-            same = np.flatnonzero(pooled_labels == c)
-            d = pairwise_sq_distances(pooled[offset + pick], pooled[same]).numpy()
-            d[same[None, :] == (offset + pick)[:, None]] = np.inf        # not itself
+            pooled = torch.cat([judge.class_embedding("D", "d_P", c),   # D ∪ R of class c
+                                judge.class_embedding("R", "d_P", c)])
+            at = np.searchsorted(in_class, pick) + (0 if name == "D" else
+                                                    int((judge.private.labels == c).sum()))
+            d = pairwise_sq_distances(pooled[at], pooled).numpy()
+            d[np.arange(len(at)), at] = np.inf                           # not itself
             rows += [{"set": name, "dataset_index": int(features.indices[i]), "class": int(c),
                       "nearest_other": float(v)} for i, v in zip(pick, d.min(axis=1))]
     _, _, reach = _project(ctx, generator, judge, torch.cat(targets), "prior_reach/project")
@@ -385,9 +390,11 @@ def dose_response(ctx, judge: Judge, base: Sets, leaks: dict[str, SetScores]) ->
     half of C1c's null is computed once per seed."""
     rows = []
     for (source, seed), (images, labels, starts) in base.items():
-        d_priv, d_ref = judge.matrices(judge.scores(images, labels), "d_P")
-        s_priv, s_ref = judge.matrices(judge.scores(starts, labels, ("d_P",), small=False), "d_P")
-        undosed = judge.membership_tests(labels, d_priv, d_ref, s_priv, s_ref)
+        scored = judge.scores(images, labels)
+        to_d, to_r = scored.to_private["d_P"], scored.to_reference["d_P"]
+        started = judge.scores(starts, labels, ("d_P",), small=False)
+        s_d, s_r = started.to_private["d_P"], started.to_reference["d_P"]
+        undosed = judge.membership_tests(labels, to_d, to_r, s_d, s_r)
         for fraction in LEAK_FRACTIONS:
             replaced, members = dose(labels, judge.private.labels, fraction,
                                      derive_seed(seed, "dose"))
@@ -395,12 +402,11 @@ def dose_response(ctx, judge: Judge, base: Sets, leaks: dict[str, SetScores]) ->
                 if fraction == 0:
                     mem, shift = undosed                    # no leak: the same for every kind
                 else:
-                    leak_priv, leak_ref = judge.matrices(leak, "d_P")
-                    dosed_priv, dosed_ref = d_priv.copy(), d_ref.copy()
-                    dosed_priv[replaced] = leak_priv[members]
-                    dosed_ref[replaced] = leak_ref[members]
-                    mem, shift = judge.membership_tests(labels, dosed_priv, dosed_ref,
-                                                        s_priv, s_ref)
+                    mem, shift = judge.membership_tests(
+                        labels, dosed_blocks(to_d, labels, replaced, leak.to_private["d_P"],
+                                             leak.labels, members),
+                        dosed_blocks(to_r, labels, replaced, leak.to_reference["d_P"],
+                                     leak.labels, members), s_d, s_r)
                 common = {"kind": kind, "fraction": fraction, "seed": seed, "source": source}
                 rows += [{"statistic": "C1b", **common, "value": mem.gap, "p": mem.p_value},
                          {"statistic": "C1c", **common, "value": shift.mean_shift,

@@ -69,21 +69,22 @@ def regime_split(split: Split, labels: np.ndarray, per_class: int, seed: int) ->
                                reference=pick(split.reference))
 
 
-def memorising_target(cfg, data, split: Split, seed: int) -> tuple[torch.nn.Module, dict]:
+def memorising_target(cfg, data, split: Split, seed: int,
+                      device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """T trained on D′ without augmentation until its training accuracy is 1.0: trained afresh
     for each number of epochs of ``EPOCH_LADDER`` until one reaches it. Returns (T, facts:
-    epochs, train and test accuracy, their gap)."""
+    epochs, train and test accuracy, their gap). Trained and tested on ``device``."""
     classes = list(cfg["private_classes"])
     x_train, y_train = subset(data, split.private)
     x_test, y_test = subset(data, split.test, train=False)
     y_train, y_test = to_private_labels(y_train, classes), to_private_labels(y_test, classes)
     for epochs in EPOCH_LADDER:
         regime_cfg = {**cfg, "target_augment": False, "target_epochs": epochs}
-        model, _, _ = fit_classifier("target", regime_cfg, data, split, seed)
-        train_acc = topk_accuracy(predict_logits(model, x_train), y_train)
+        model, _, _ = fit_classifier("target", regime_cfg, data, split, seed, device)
+        train_acc = topk_accuracy(predict_logits(model, x_train, device=device), y_train)
         if train_acc == 1.0:
             break
-    test_acc = topk_accuracy(predict_logits(model, x_test), y_test)
+    test_acc = topk_accuracy(predict_logits(model, x_test, device=device), y_test)
     return model, {"epochs": epochs, "train_acc": train_acc, "test_acc": test_acc,
                    "gap": train_acc - test_acc, "reached_1": train_acc == 1.0}
 
@@ -108,7 +109,8 @@ def regime_sets(ctx, inputs, target: torch.nn.Module, seeds: list[int], per_clas
                              attack_cfg, attack_seed(ctx, "ppa", seed))
             labels = np.asarray(classes)[out["labels"].numpy()]
             sets[f"ppa/{mode}", seed] = (out["images"].cpu(), labels,
-                                         generate(generator, out["start_latents"]))
+                                         generate(generator, out["start_latents"],
+                                                  device=ctx.device))
     return sets
 
 
@@ -120,10 +122,11 @@ def run_regime(ctx, data, split: Split, per_class: int, inputs) -> dict[str, Any
     labels = data.train_labels.numpy()
     regime = regime_split(split, labels, per_class, ctx.subseed(f"regime/{per_class}"))
     target, facts = memorising_target(ctx.cfg, data, regime,
-                                      derive_seed(ctx.subseed("target"), f"regime/{per_class}"))
+                                      derive_seed(ctx.subseed("target"), f"regime/{per_class}"),
+                                      ctx.device)
     evaluator = require_classifier(ctx, "evaluator", data, split)[0]
     # D′ has 10 or 20 images per class: FID-E and per-class PRDC need more, and say so
-    judge = build_judge(ctx, data, regime, evaluator, inputs.distance, allow_not_computed=True)
+    judge = build_judge(ctx, data, regime, evaluator, inputs.distance)
     sets = regime_sets(ctx, inputs, target, seeds, per_class)
     results = score_sets(ctx, judge, sets, audit=False).results
     strongest = strongest_attack(results)

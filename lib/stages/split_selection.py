@@ -59,15 +59,16 @@ def shift_quantity(ctx, data, split, target: torch.nn.Module, prior: torch.nn.Mo
     classes = list(cfg["private_classes"])
     codes = torch.randn(cfg["fid_samples"], prior.z_dim,
                         generator=torch.Generator().manual_seed(derive_seed(0, "shift_samples")))
-    samples = generate(prior, codes)
-    sample_features = penultimate(judge, samples)
+    samples = generate(prior, codes, device=ctx.device)
+    sample_features = penultimate(judge, samples, device=ctx.device)
     to_d = frechet_distance(sample_features, judge.private.penultimate, strict=True)
     per_class = len(split.private) // len(classes)
     values = []
     for redraw in range(SHIFT_REDRAWS):
         images, _ = public_by_target(data, split, target, classes, per_class,
-                                     derive_seed(redraw, "shift_public_draw"))
-        to_public = frechet_distance(sample_features, penultimate(judge, images), strict=True)
+                                     derive_seed(redraw, "shift_public_draw"), device=ctx.device)
+        to_public = frechet_distance(sample_features, penultimate(judge, images, device=ctx.device),
+                                     strict=True)
         values.append(to_d - to_public)
     return {"fid_e_to_D": to_d, "differences": values, "mean": float(np.mean(values)),
             "sd": float(np.std(values, ddof=1)), "samples": int(cfg["fid_samples"]),
@@ -80,7 +81,7 @@ def measure_candidate(ctx) -> dict[str, Any]:
     cfg = ctx.cfg
     data, split = dataset.load(cfg)
     nets = require_classifiers(ctx, data, split)
-    acc, _ = test_classifiers(cfg, data, split, nets)
+    acc, _ = test_classifiers(cfg, data, split, nets, ctx.device)
     c0 = soundness_claim(acc["target_test_acc"], acc["evaluator_test_acc_strict"], ctx.profile,
                          len(cfg["private_classes"]),
                          len(role_classes("evaluator", cfg, split)))

@@ -194,7 +194,7 @@ def mode_samples(ctx, results: dict[tuple[str, int], TransferResult],
     """``fid_samples`` images of each (mode, seed)'s EMA generator, at the same fixed codes."""
     z = torch.randn(ctx.cfg["fid_samples"], z_dim,
                     generator=torch.Generator().manual_seed(ctx.subseed("eval")))
-    return {key: generate(r.generator_ema, z) for key, r in results.items()}
+    return {key: generate(r.generator_ema, z, device=ctx.device) for key, r in results.items()}
 
 
 def public_features(ctx, data, split, evaluator: nn.Module) -> torch.Tensor:
@@ -202,19 +202,21 @@ def public_features(ctx, data, split, evaluator: nn.Module) -> torch.Tensor:
     seen = gan_training_indices(ctx.cfg, split, ctx.subseed("gan_prior"))
     n = min(ctx.cfg["fid_samples"], len(seen))
     public_idx = np.random.default_rng(ctx.subseed("fid")).choice(seen, size=n, replace=False)
-    return embed(evaluator, subset(data, public_idx)[0])
+    return embed(evaluator, subset(data, public_idx)[0], device=ctx.device)
 
 
 def evaluator_row(samples: torch.Tensor, target_logits: torch.Tensor, evaluator: nn.Module,
-                  private_classes, public_feats: torch.Tensor) -> dict[str, float]:
+                  private_classes, public_feats: torch.Tensor,
+                  device: str | torch.device = "cpu") -> dict[str, float]:
     """How E sees a generator's samples: the share it puts in a private class, its agreement
-    with T's label, and FID-E against the public images' features."""
+    with T's label, and FID-E against the public images' features (E on ``device``)."""
     classes = np.asarray(private_classes)
-    e_pred = predict_logits(evaluator, samples).argmax(1).numpy()
+    e_pred = predict_logits(evaluator, samples, device=device).argmax(1).numpy()
     t_pred = classes[target_logits.argmax(1).numpy()]
     return {"E_private_share": float(np.isin(e_pred, classes).mean()),
             "E_agrees_with_T": float((e_pred == t_pred).mean()),
-            "fid_e_vs_public": frechet_distance(embed(evaluator, samples), public_feats)}
+            "fid_e_vs_public": frechet_distance(embed(evaluator, samples, device=device),
+                                                public_feats)}
 
 
 def evaluator_view(ctx, data, split, samples: dict[tuple[str, int], torch.Tensor],
@@ -224,7 +226,7 @@ def evaluator_view(ctx, data, split, samples: dict[tuple[str, int], torch.Tensor
     public_feats = public_features(ctx, data, split, evaluator)
     return pd.DataFrame([{"mode": mode, "seed": seed,
                           **evaluator_row(x, target_logits[mode, seed], evaluator,
-                                          ctx.cfg["private_classes"], public_feats)}
+                                          ctx.cfg["private_classes"], public_feats, ctx.device)}
                          for (mode, seed), x in samples.items()])
 
 
@@ -293,8 +295,9 @@ def sweep(ctx, modes: tuple[str, ...] = ("entropy", *NATURAL_GRADIENT_MODES), se
                          generator=torch.Generator().manual_seed(ctx.subseed("eval")))
 
     def report(result: TransferResult) -> dict:
-        samples = generate(result.generator_ema, z_eval)
-        return evaluator_row(samples, predict_logits(inputs.target, samples), evaluator,
+        samples = generate(result.generator_ema, z_eval, device=ctx.device)
+        return evaluator_row(samples, predict_logits(inputs.target, samples, device=ctx.device),
+                             evaluator,
                              ctx.cfg["private_classes"], public_feats)
 
     out: dict[str, Any] = {"rule": SWEEP_RULE, "seed": seed, "units": "authors", "modes": {}}
