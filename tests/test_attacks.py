@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lib.attacks.gmi import gmi_attack
-from lib.attacks.interface import ATTACKS, run_attack
+from lib.attacks.interface import ATTACKS, attack_parts, run_attack
 from lib.attacks.ppa import (poincare_loss, ppa_attack, robust_confidence, select_candidates,
                              select_final)
 from lib.stages.attacks import regenerate
@@ -293,3 +293,45 @@ def test_the_classes_draw_different_views_and_codes():
     G, T, D = tiny_nets()
     parts = gmi_attack_parts(G, D, T, N_CLASSES, [0, 1], seed=0, **{**GMI, "steps": 0})
     assert not torch.equal(parts[0]["start_latents"], parts[1]["start_latents"])
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_an_attack_cut_after_some_classes_resumes_to_the_same_bytes(tmp_path, monkeypatch, name):
+    """With partial saves on, each finished class is saved at once; a run stopped after two
+    classes (a command's time limit) resumes at the third, and its saved run equals an uncut
+    run's byte for byte; the partial file is gone afterwards."""
+    from lib import artifacts
+    from lib.stages import attacks as stage
+
+    on = {"checkpoint_every_s": 60}
+    ctx, _, T = _context_with_a_transferred_generator(tmp_path / "uncut", on)
+    stage.require_attack(ctx, name, "vanilla", 0, target=T)
+    stem = stage.attack_stem(name, "vanilla", 0)
+    uncut = ctx.path(f"attacks/{stem}.safetensors").read_bytes()
+
+    class Cut(Exception):
+        pass
+
+    saves = []
+
+    def save_then_cut(self, state):
+        original_save(self, state)
+        saves.append(sorted(state["parts"]))
+        if len(saves) == 2:
+            raise Cut()
+
+    original_save = artifacts.PartialState.save
+    cut, _, T = _context_with_a_transferred_generator(tmp_path / "cut", on)
+    monkeypatch.setattr(artifacts.PartialState, "save", save_then_cut)
+    with pytest.raises(Cut):
+        stage.require_attack(cut, name, "vanilla", 0, target=T)
+    partial = cut.path(f"attacks/{stem}.partial.safetensors")
+    assert partial.is_file() and saves == [["0"], ["0", "1"]]
+    monkeypatch.setattr(artifacts.PartialState, "save", original_save)
+    done = []
+    monkeypatch.setattr(stage, "attack_parts", lambda *a, **k: done.append(a[6]) or
+                        attack_parts(*a, **k))
+    stage.require_attack(cut, name, "vanilla", 0, target=T)
+    assert done == [list(range(2, len(cut.cfg["private_classes"])))]   # only the rest ran
+    assert cut.path(f"attacks/{stem}.safetensors").read_bytes() == uncut
+    assert not partial.exists()

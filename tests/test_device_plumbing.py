@@ -65,11 +65,15 @@ class Stub:
     """A run context whose device is the CPU under another name (``cpu:0``)."""
     device = torch.device("cpu", 0)
     cfg = {"private_classes": [0, 1], "recon_per_class": 2, "projection_steps": 1,
-           "projection_restarts": 1}
+           "projection_restarts": 1, "checkpoint_every_s": 0}
 
     @staticmethod
     def subseed(name: str) -> int:
         return 0
+
+    @staticmethod
+    def path(rel: str) -> Path:
+        return Path("/nonexistent") / rel
 
 
 def test_the_controls_and_projections_receive_the_context_device(monkeypatch):

@@ -90,3 +90,24 @@ def test_partial_state_of_another_config_is_refused(tmp_path):
     with pytest.raises(ArtifactError, match="another config; delete it"):
         PartialState(path, {"epochs": 4}, 1).load()
     assert PartialState(path, {"epochs": 3}, 0).load() is None     # off: nothing is read
+
+
+def test_a_projection_cut_after_a_batch_resumes_to_the_same_codes(tmp_path):
+    """The oracle projection saves its codes after every batch; cut after the first of three
+    batches and resumed, it gives the uncut codes, images and distances bit for bit."""
+    from lib.metrics.leaks import project
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, width=4)
+    distance = type("Squared", (torch.nn.Module,), {"forward": lambda self, x, y:
+                                                    (x - y).pow(2).flatten(1).sum(1)})()
+    targets = torch.rand(5, 1, 32, 32) * 2 - 1
+    settings = dict(steps=3, restarts=2, seed=4, batch_size=4)          # 10 codes: 3 batches
+    uncut = project(G, distance, targets, **settings)
+    with pytest.raises(Cut):
+        project(G, distance, targets, **settings,
+                partial=CutAfter(tmp_path / "p.partial.safetensors", {"a": 1}, 1))
+    assert PartialState(tmp_path / "p.partial.safetensors", {"a": 1}, 60).load()["next"] == 4
+    resumed = project(G, distance, targets, **settings,
+                      partial=PartialState(tmp_path / "p.partial.safetensors", {"a": 1}, 60))
+    assert all(torch.equal(a, b) for a, b in zip(uncut, resumed))

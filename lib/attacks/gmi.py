@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import InputError
 from ..inference import class_probabilities, frozen, generate, module_device
 from ..seeding import class_seed, derive_seed
-from .parts import check_classes, finish_attack, scalar
+from .parts import PartCallback, check_classes, finish_attack, scalar
 
 LATENT_BOUND = 3.0
 
@@ -117,9 +117,11 @@ def _check(n_classes: int, per_class: int, steps: int, lr: float, restarts: int,
 def gmi_attack_parts(generator: nn.Module, discriminator: nn.Module, target: nn.Module,
                      n_classes: int, classes: Iterable[int], *, per_class: int, steps: int,
                      lr: float, restarts: int, lambda_id: float, seed: int,
-                     batch_size: int = 256) -> dict[int, dict[str, torch.Tensor]]:
+                     batch_size: int = 256,
+                     on_part: PartCallback | None = None) -> dict[int, dict[str, torch.Tensor]]:
     """The parts (``lib.attacks.parts``) of ``classes`` (labels in 0..n_classes−1) of the
-    GMI-style attack: each class's result, the same whichever other classes are attacked."""
+    GMI-style attack: each class's result, the same whichever other classes are attacked;
+    ``on_part(c, part)`` is called as each class finishes."""
     _check(n_classes, per_class, steps, lr, restarts, batch_size)
     classes = check_classes(classes, n_classes)
     device = module_device(generator)
@@ -128,10 +130,14 @@ def gmi_attack_parts(generator: nn.Module, discriminator: nn.Module, target: nn.
         if out_dim != n_classes:
             raise InputError(f"the target has {out_dim} outputs but n_classes is {n_classes}; "
                              f"pass the target's number of classes")
-        return {c: _gmi_class(generator, discriminator, target, c, per_class=per_class,
-                              steps=steps, lr=lr, restarts=restarts, lambda_id=lambda_id,
-                              seed=seed, batch_size=batch_size)
-                for c in classes}
+        parts = {}
+        for c in classes:
+            parts[c] = _gmi_class(generator, discriminator, target, c, per_class=per_class,
+                                  steps=steps, lr=lr, restarts=restarts, lambda_id=lambda_id,
+                                  seed=seed, batch_size=batch_size)
+            if on_part is not None:
+                on_part(c, parts[c])
+    return parts
 
 
 def gmi_attack(generator: nn.Module, discriminator: nn.Module, target: nn.Module,

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import ATTACKS, check_attack
 from ..errors import InputError
 from .gmi import gmi_attack_parts
-from .parts import finish_attack
+from .parts import PartCallback, finish_attack
 from .ppa import ppa_attack_parts
 
 __all__ = ["ATTACKS", "attack_parts", "finish_attack", "run_attack"]
@@ -22,9 +22,11 @@ __all__ = ["ATTACKS", "attack_parts", "finish_attack", "run_attack"]
 
 def attack_parts(name: str, generator: nn.Module, target: nn.Module, n_classes: int,
                  cfg: Mapping[str, Any], seed: int, classes: Iterable[int], *,
-                 discriminator: nn.Module | None = None) -> dict[int, dict[str, torch.Tensor]]:
+                 discriminator: nn.Module | None = None,
+                 on_part: PartCallback | None = None) -> dict[int, dict[str, torch.Tensor]]:
     """The parts (``lib.attacks.parts``) of ``classes`` of attack ``name`` with the counts of
-    profile ``cfg``: each class's result, the same whichever other classes are attacked.
+    profile ``cfg``: each class's result, the same whichever other classes are attacked;
+    ``on_part(c, part)`` as each class finishes.
 
     ppa: ``attack_*`` keys (``attack_candidates`` ≥ ``recon_per_class``); gmi: ``gmi_*``
     keys and the GAN's ``discriminator``.
@@ -40,14 +42,15 @@ def attack_parts(name: str, generator: nn.Module, target: nn.Module, n_classes: 
                                 candidates_per_class=cfg["attack_candidates"],
                                 final_per_class=per_class, steps=cfg["attack_steps"],
                                 lr=cfg["attack_lr"], truncation=cfg["attack_truncation"],
-                                n_aug_final=cfg["attack_final_aug"], seed=seed)
+                                n_aug_final=cfg["attack_final_aug"], seed=seed,
+                                on_part=on_part)
     if discriminator is None:
         raise InputError("the gmi attack needs the GAN's discriminator: pass discriminator=D "
                          "(the one trained with the generator)")
     return gmi_attack_parts(generator, discriminator, target, n_classes, classes,
                             per_class=per_class, steps=cfg["gmi_steps"], lr=cfg["gmi_lr"],
                             restarts=cfg["gmi_restarts"], lambda_id=cfg["gmi_lambda_id"],
-                            seed=seed)
+                            seed=seed, on_part=on_part)
 
 
 def run_attack(name: str, generator: nn.Module, target: nn.Module, n_classes: int,

@@ -14,13 +14,16 @@ A part is a dict of tensors (``PART_KEYS``): ``latents`` and ``start_latents`` (
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 from ..inference import frozen, generate, module_device
+
+PartCallback = Callable[[int, dict[str, torch.Tensor]], None]
+"""Called with (class, part) as each class of an attack finishes (e.g. to save it)."""
 
 PART_KEYS = ("latents", "start_latents", "confidence", "loss_curve", "initial_loss",
              "final_loss")

@@ -27,7 +27,7 @@ from ..augment import attack_view
 from ..errors import InputError
 from ..inference import class_probabilities, frozen, generate, module_device
 from ..seeding import class_seed, derive_seed, seeded_rng
-from .parts import check_classes, finish_attack, scalar
+from .parts import PartCallback, check_classes, finish_attack, scalar
 
 
 # ----------------------------------------------------------------------------- loss
@@ -184,21 +184,26 @@ def _ppa_class(generator: nn.Module, target: nn.Module, label: int, start: torch
 def ppa_attack_parts(generator: nn.Module, target: nn.Module, n_classes: int,
                      classes: Iterable[int], *, pool: int, candidates_per_class: int,
                      final_per_class: int, steps: int, lr: float, truncation: float,
-                     n_aug_final: int, seed: int,
-                     batch_size: int = 256) -> dict[int, dict[str, torch.Tensor]]:
+                     n_aug_final: int, seed: int, batch_size: int = 256,
+                     on_part: PartCallback | None = None) -> dict[int, dict[str, torch.Tensor]]:
     """The parts (``lib.attacks.parts``) of ``classes`` (labels in 0..n_classes−1) of the
-    PPA-style attack: each class's result, the same whichever other classes are attacked."""
+    PPA-style attack: each class's result, the same whichever other classes are attacked;
+    ``on_part(c, part)`` is called as each class finishes."""
     _check_counts(n_classes, pool, candidates_per_class, final_per_class, steps, lr, batch_size)
     classes = check_classes(classes, n_classes)
     pool_z, chosen, size = ppa_pool(generator, target, n_classes, pool=pool,
                                     candidates_per_class=candidates_per_class,
                                     truncation=truncation, seed=seed, batch_size=batch_size)
     view = attack_view(size).to(module_device(generator))
+    parts = {}
     with frozen(generator, target):
-        return {c: _ppa_class(generator, target, c, pool_z[chosen[c]], view,
-                              final_per_class=final_per_class, steps=steps, lr=lr,
-                              n_aug_final=n_aug_final, seed=seed, batch_size=batch_size)
-                for c in classes}
+        for c in classes:
+            parts[c] = _ppa_class(generator, target, c, pool_z[chosen[c]], view,
+                                  final_per_class=final_per_class, steps=steps, lr=lr,
+                                  n_aug_final=n_aug_final, seed=seed, batch_size=batch_size)
+            if on_part is not None:
+                on_part(c, parts[c])
+    return parts
 
 
 def ppa_attack(generator: nn.Module, target: nn.Module, n_classes: int, *, pool: int,

@@ -6,8 +6,18 @@ random codes, the most target-confident per class — the attack's starting poin
 optimisation. (b) ``real_test``: real test images of the private classes
 with their true labels — knowledge of the class, not of the training samples. Attack results
 are read against these.
+
+Both drawn controls stream: candidates are generated (or loaded) and labelled a chunk at a
+time, and only the images that can still be chosen are kept, so a draw never holds its
+``candidates`` × ``per_class`` × classes images at once (200,000 at the paper profile). The
+chunks are whole multiples of the batches of ``lib.inference`` (``chunk_rows``), so every image
+and every probability is the one the whole-set pass computes, and the final choice is
+``torch.topk`` over the whole column of probabilities (its own order among tied values):
+the streamed draw equals the whole-set draw, bit for bit.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -15,6 +25,9 @@ import torch
 from ..data.images import subset
 from ..errors import InputError
 from ..inference import generate, predict_logits
+
+LOGITS_BATCH = 1024     # ``predict_logits``' default batch, which the controls use
+CHUNK_AT_LEAST = 4096   # candidates per streamed chunk, at least
 
 CONTROLS = {
     "random_generator": "the GAN prior's random samples, most target-confident per class",
@@ -40,24 +53,46 @@ def _per_class_draw(labels: np.ndarray, classes, per_class: int, rng,
     return np.concatenate(picks)
 
 
+def chunk_rows(*batch_sizes: int, at_least: int = CHUNK_AT_LEAST) -> int:
+    """Rows per streamed chunk: the smallest multiple of every batch size in ``batch_sizes``
+    that is ≥ ``at_least`` (so a chunk's batches are the whole-set pass's batches)."""
+    if any(b < 1 for b in batch_sizes):
+        raise InputError(f"batch sizes must be ≥ 1, got {batch_sizes}")
+    step = math.lcm(*batch_sizes)
+    return step * max(1, math.ceil(at_least / step))
+
+
+def _check_chunk(chunk: int, *batch_sizes: int) -> int:
+    step = math.lcm(*batch_sizes)
+    if chunk < 1 or chunk % step:
+        raise InputError(f"chunk ({chunk}) must be a positive multiple of {step} (the batch "
+                         f"sizes {batch_sizes}), or the streamed draw would not equal the "
+                         "whole-set one")
+    return chunk
+
+
 def public_by_target(data, split, target: torch.nn.Module, classes, per_class: int,
                      seed: int, size: int | None = None, candidates: int = 20,
-                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, np.ndarray]:
+                     device: str | torch.device = "cpu",
+                     chunk: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """``per_class`` public images per private class, labelled by the target's argmax (run
     on ``device``). A class that the target gives fewer public images (many identities, few
-    public images) is filled with the public images most probable for it under the target."""
+    public images) is filled with the public images most probable for it under the target.
+    The candidates are loaded and labelled ``chunk`` at a time (a multiple of
+    ``LOGITS_BATCH``); only the chosen images are loaded again."""
     rng = np.random.default_rng(seed)
     n = min(len(split.public), candidates * per_class * len(classes))
     idx = np.sort(rng.choice(split.public, size=n, replace=False))
-    images, _ = subset(data, idx, train=True, size=size)
-    logits = predict_logits(target, images, device=device)
+    step = _check_chunk(chunk or chunk_rows(LOGITS_BATCH), LOGITS_BATCH)
+    logits = torch.cat([predict_logits(target, subset(data, idx[lo:lo + step], size=size)[0],
+                                       device=device) for lo in range(0, n, step)])
     predicted = np.asarray(classes)[logits.argmax(1).numpy()]
     counts = np.array([(predicted == c).sum() for c in classes])
     if (counts >= per_class).all():
         chosen = _per_class_draw(predicted, classes, per_class, rng)
-        return images[chosen], predicted[chosen]
-    if len(images) < per_class:
-        raise InputError(f"the public set has {len(images)} images; the control needs "
+        return subset(data, idx[chosen], size=size)[0], predicted[chosen]
+    if n < per_class:
+        raise InputError(f"the public set has {n} images; the control needs "
                          f"{per_class} per class")
     probs = torch.softmax(logits, dim=1)
     picks, labels = [], []
@@ -72,7 +107,7 @@ def public_by_target(data, split, target: torch.nn.Module, classes, per_class: i
         picks.append(pick)
         labels.append(np.full(len(pick), c))
     chosen = np.concatenate(picks)
-    return images[chosen], np.concatenate(labels)
+    return subset(data, idx[chosen], size=size)[0], np.concatenate(labels)
 
 
 def real_test(data, split, classes, per_class: int, seed: int,
@@ -88,15 +123,37 @@ def real_test(data, split, classes, per_class: int, seed: int,
 
 def random_generator(generator: torch.nn.Module, target: torch.nn.Module, classes,
                      per_class: int, seed: int, candidates: int = 20, batch_size: int = 512,
-                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, np.ndarray]:
+                     device: str | torch.device = "cpu",
+                     chunk: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Samples of ``generator`` at random codes, no optimisation: of ``candidates`` ×
     ``per_class`` × len(classes) samples, the ``per_class`` most target-confident for each
     class (the PPA-style attack's candidate selection without its optimisation); the networks
-    run on ``device``."""
+    run on ``device``.
+
+    Streamed: ``chunk`` candidates at a time (a multiple of ``batch_size`` and of
+    ``LOGITS_BATCH``), keeping the class probabilities of every candidate (4 bytes per class)
+    and only the images that reach some class's ``per_class``-th highest probability so far
+    (ties included: any of them may be chosen)."""
     n = candidates * per_class * len(classes)
+    step = _check_chunk(chunk or chunk_rows(batch_size, LOGITS_BATCH), batch_size, LOGITS_BATCH)
     latents = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    images = generate(generator, latents, batch_size, device)
-    probs = torch.softmax(predict_logits(target, images, device=device), dim=1)
+    probs_parts: list[torch.Tensor] = []
+    kept: dict[int, torch.Tensor] = {}
+    top = torch.empty(0, len(classes))
+    for lo in range(0, n, step):
+        images = generate(generator, latents[lo:lo + step], batch_size, device)
+        probs = torch.softmax(predict_logits(target, images, device=device), dim=1)
+        probs_parts.append(probs)
+        top = torch.cat([top, probs]).topk(min(per_class, len(top) + len(probs)), dim=0).values
+        floor = top[-1] if len(top) == per_class else torch.full((len(classes),), -math.inf)
+        for i in (probs >= floor).any(1).nonzero().flatten().tolist():
+            kept[lo + i] = images[i].clone()
+        rows = sorted(kept)
+        rows_probs = torch.stack([probs_parts[r // step][r % step] for r in rows])
+        for r, alive in zip(rows, (rows_probs >= floor).any(1).tolist()):
+            if not alive:
+                del kept[r]
+    probs = torch.cat(probs_parts)
     chosen = torch.cat([probs[:, j].topk(per_class).indices for j in range(len(classes))])
     labels = np.repeat(np.asarray(classes), per_class)
-    return images[chosen], labels
+    return torch.stack([kept[int(r)] for r in chosen]), labels

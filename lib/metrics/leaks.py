@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..artifacts import PartialState
 from ..errors import InputError
 from ..inference import frozen, module_device
 from .ddcs import Blocks
@@ -31,12 +32,17 @@ BLEND_ALPHAS = (0.2, 0.35, 0.5)
 
 def project(generator: nn.Module, distance: nn.Module, targets: torch.Tensor, *,
             steps: int = 150, lr: float = 0.05, restarts: int = 4, seed: int = 0,
-            batch_size: int = 512, device: str | torch.device | None = None
+            batch_size: int = 512, device: str | torch.device | None = None,
+            partial: PartialState | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes, images, distances): for each target image the best of ``restarts`` codes,
     each optimised with Adam for ``steps`` steps on d(G(z), target); all on ``device``
     (default: the generator's; the generator and the distance are moved there), in batches
-    of ``batch_size`` codes; results on the CPU."""
+    of ``batch_size`` codes; results on the CPU.
+
+    ``partial`` (enabled): the codes and distances are saved after every batch, and a
+    projection cut short resumes at the batch it was on; every batch being optimised on its
+    own, the result equals an uncut one bit for bit."""
     if steps < 0 or restarts < 1 or len(targets) == 0:
         raise InputError(f"project needs steps ≥ 0, restarts ≥ 1 and some targets (got {steps}, "
                          f"{restarts}, {len(targets)})")
@@ -47,8 +53,12 @@ def project(generator: nn.Module, distance: nn.Module, targets: torch.Tensor, *,
     codes = torch.randn(restarts * n, generator.z_dim, generator=draws)
     repeated = targets.repeat(restarts, 1, 1, 1)
     best = torch.full((restarts * n,), float("inf"))
+    saved = partial.load() if partial is not None else None
+    first = 0
+    if saved is not None:
+        codes, best, first = saved["codes"], saved["best"], int(saved["next"])
     with frozen(generator, distance):
-        for lo in range(0, len(codes), batch_size):
+        for lo in range(first, len(codes), batch_size):
             z = codes[lo:lo + batch_size].to(device).requires_grad_(True)
             x = repeated[lo:lo + batch_size].to(device)
             opt = torch.optim.Adam([z], lr=lr)
@@ -59,6 +69,8 @@ def project(generator: nn.Module, distance: nn.Module, targets: torch.Tensor, *,
             with torch.no_grad():
                 best[lo:lo + batch_size] = distance(generator(z), x).cpu()
             codes[lo:lo + batch_size] = z.detach().cpu()
+            if partial is not None and partial.enabled:
+                partial.save({"codes": codes, "best": best, "next": lo + batch_size})
         pick = best.reshape(restarts, n).argmin(0) * n + torch.arange(n)
         with torch.no_grad():
             images = torch.cat([generator(codes[pick][i:i + batch_size].to(device)).cpu()

@@ -5,14 +5,17 @@ target confidence, loss curve) with the sha256 of the generator and target check
 attacked, plus a PNG grid per class; its images are regenerated from the latents. On several
 processes the classes are shared out (class i to rank i mod N), each class's part is the one
 it has in the one-process attack (``lib.attacks.parts``), and rank 0 merges and writes: the
-saved run is the one-process run, bit for bit.
+saved run is the one-process run, bit for bit. With ``checkpoint_every_s`` > 0 (the paper
+profile) every finished class's part is saved at once (``attacks/<stem>[.rankR].partial
+.safetensors``, tied to the config and the two checkpoints): a run cut short resumes at the
+class it was on, and, the classes being independent, equals an uncut run byte for byte.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,8 +23,9 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from ..artifacts import atomic_path, read_manifest, register
+from ..artifacts import PartialState, atomic_path, read_manifest, register
 from ..attacks.interface import attack_parts, finish_attack
+from ..attacks.parts import PartCallback
 from ..config import ATTACKS, MODES, attack_config, attack_seeds, check_attack, mode_slug
 from ..data import dataset
 from ..distributed import SINGLE, World, gather_parts
@@ -142,6 +146,33 @@ def _load_attack(ctx, rel: str, config: dict, shas: dict, generator: nn.Module, 
                      regenerate(generator, tensors["start_latents"]).cpu())
 
 
+def attack_partial(ctx, stem: str, config: dict, world: World = SINGLE) -> PartialState:
+    """Where the attack ``stem`` keeps its finished classes while it runs (one file per rank;
+    off when the profile's ``checkpoint_every_s`` is 0)."""
+    rank = f".rank{world.rank}" if world.distributed else ""
+    return PartialState(ctx.path(f"attacks/{stem}{rank}.partial.safetensors"), config,
+                        ctx.cfg["checkpoint_every_s"])
+
+
+def resumable_parts(partial: PartialState,
+                    attack: Callable[[list[int], PartCallback], dict[int, dict]],
+                    classes: Sequence[int]) -> dict[int, dict[str, torch.Tensor]]:
+    """The parts of ``classes``: those ``partial`` saved in an earlier, cut run, and the rest
+    from ``attack(todo, on_part)``, each saved with the others as soon as it is finished."""
+    saved = partial.load() or {}
+    parts = {int(c): part for c, part in saved.get("parts", {}).items() if int(c) in classes}
+
+    def keep(c: int, part: dict) -> None:
+        parts[c] = part
+        if partial.enabled:
+            partial.save({"parts": {str(k): v for k, v in sorted(parts.items())}})
+
+    todo = [c for c in classes if c not in parts]
+    if todo:
+        parts.update(attack(todo, keep))
+    return parts
+
+
 def require_attack(ctx, name: str, mode: str, seed: int,
                    transfer_inputs: TransferInputs | None = None,
                    target: nn.Module | None = None, *, variant: str = "",
@@ -175,9 +206,11 @@ def require_attack(ctx, name: str, mode: str, seed: int,
     classes = [int(c) for c in ctx.cfg["private_classes"]]
     start = time.perf_counter()
     labels = range(len(classes))
-    parts = attack_parts(name, generator, target, len(classes), ctx.cfg,
-                         attack_seed(ctx, name, seed), world.shard(labels),
-                         discriminator=transfer.discriminator.to(ctx.device))
+    partial = attack_partial(ctx, stem, {"config": config, **shas}, world)
+    parts = resumable_parts(partial, lambda todo, on_part: attack_parts(
+        name, generator, target, len(classes), ctx.cfg, attack_seed(ctx, name, seed), todo,
+        discriminator=transfer.discriminator.to(ctx.device), on_part=on_part),
+        world.shard(labels))
     out = finish_attack(gather_parts(parts, labels, world), generator, len(classes))
     seconds = time.perf_counter() - start
     run = AttackRun(name, mode, seed, out["latents"].cpu(), out["labels"].cpu(), classes,
@@ -197,6 +230,7 @@ def require_attack(ctx, name: str, mode: str, seed: int,
         ctx.record_seconds(rel, seconds)
         save_class_grids(ctx, run)
     world.barrier()
+    partial.clear()
     return run, {"reused": False, "seconds": seconds}
 
 

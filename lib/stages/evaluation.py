@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import claims, weights
-from ..artifacts import atomic_path, read_manifest, register
+from ..artifacts import PartialState, atomic_path, read_manifest, register
 from ..config import ATTACKS, MODES
 from ..data.images import subset
 from ..distributed import SINGLE, World, gather_parts
@@ -26,7 +26,7 @@ from ..metrics.controls import public_by_target, random_generator, real_test
 from ..metrics.distances import pairwise_sq_distances
 from ..inference import predict_logits
 from ..metrics.evaluate import Evaluation, Judge, SetFeatures
-from ..metrics.store import ScoreStore, SetScores, tensor_digest
+from ..metrics.store import ScoreStore, SetScores, module_digest, tensor_digest
 from ..metrics.inception import inception_pool3
 from ..metrics.leaks import (BLEND_ALPHAS, LEAK_FRACTIONS, blend, dose, dosed_blocks, project,
                              same_class_partners)
@@ -327,10 +327,19 @@ def evaluation_claims(results: pd.DataFrame, split: str) -> dict[str, dict]:
 
 
 def _project(ctx, generator: nn.Module, judge: Judge, targets: torch.Tensor, stream: str):
-    """``lib.metrics.leaks.project`` with the profile's steps and restarts, seeded by name."""
-    return project(generator, judge.distances["d_P"], targets, steps=ctx.cfg["projection_steps"],
-                   restarts=ctx.cfg["projection_restarts"], seed=ctx.subseed(stream),
-                   device=ctx.device)
+    """``lib.metrics.leaks.project`` with the profile's steps and restarts, seeded by name;
+    resumable batch by batch where the profile saves partial states (``scores/<stream>.partial
+    .safetensors``, tied to the settings, the targets and the generator)."""
+    settings = {"steps": ctx.cfg["projection_steps"], "restarts": ctx.cfg["projection_restarts"],
+                "seed": ctx.subseed(stream)}
+    partial = PartialState(
+        ctx.path(f"scores/{stream.replace('/', '_')}.partial.safetensors"),
+        {**settings, "targets": tensor_digest(targets), "generator": module_digest(generator)},
+        ctx.cfg["checkpoint_every_s"])
+    out = project(generator, judge.distances["d_P"], targets, **settings, device=ctx.device,
+                  partial=partial)
+    partial.clear()
+    return out
 
 
 def prior_reach(ctx, judge: Judge, generator: nn.Module) -> pd.DataFrame:
