@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
+from .artifacts import PartialState
 from .errors import InputError
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -224,15 +225,25 @@ def direction_efficiencies(grad: torch.Tensor, hessian: torch.Tensor, k: int,
 
 
 def metric_at(distance: Distance, images: torch.Tensor, k: int, method: str = "lanczos",
-              seed: int = 0, tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+              seed: int = 0, tol: float = 1e-6, partial: PartialState | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-k metric at each of ``images`` (n, C, H, W): eigvals (n, k) and eigvecs
-    (n, dim, k), float64 on the CPU (``top_eigenpairs`` of each image's Hessian)."""
+    (n, dim, k), float64 on the CPU (``top_eigenpairs`` of each image's Hessian).
+
+    ``partial`` (enabled): the eigenpairs found so far are saved after each image, and a
+    build cut short resumes at the image it was on (each image's eigenpairs are computed on
+    their own, so the result equals an uncut build bit for bit)."""
     if images.dim() != 4 or len(images) == 0:
         raise InputError(f"metric_at needs a non-empty batch of images (n, C, H, W), got "
                          f"shape {tuple(images.shape)}")
     dim = images[0].numel()
-    pairs = [top_eigenpairs(hessian_vector_product(distance, image), dim, k, method, tol, seed)
-             for image in images]
+    saved = partial.load() if partial is not None else None
+    pairs = [] if saved is None else list(zip(saved["eigvals"], saved["eigvecs"]))
+    for image in images[len(pairs):]:
+        pairs.append(top_eigenpairs(hessian_vector_product(distance, image), dim, k, method,
+                                    tol, seed))
+        if partial is not None and partial.enabled:
+            partial.save({"eigvals": [p[0] for p in pairs], "eigvecs": [p[1] for p in pairs]})
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
@@ -302,8 +313,10 @@ class ReferenceMetric:
 
 def build_reference_metric(distance: Distance, images: torch.Tensor, k: int,
                            method: str = "lanczos", damping: float = 0.0, seed: int = 0,
-                           tol: float = 1e-6) -> ReferenceMetric:
+                           tol: float = 1e-6,
+                           partial: PartialState | None = None) -> ReferenceMetric:
     """``ReferenceMetric`` from the top-k metric at each reference image (n, C, H, W) (the
-    caller generates them from random codes)."""
-    eigvals, eigvecs = metric_at(distance, images, k, method, seed, tol)
+    caller generates them from random codes); ``partial``: saved after each reference code
+    (``metric_at``)."""
+    eigvals, eigvecs = metric_at(distance, images, k, method, seed, tol, partial)
     return ReferenceMetric(eigvals, eigvecs, damping)

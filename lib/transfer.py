@@ -45,6 +45,7 @@ from . import ngd
 from .augment import target_view
 from .distributed import SINGLE, World
 from .config import MODES, NATURAL_GRADIENT_MODES, check_mode
+from .artifacts import PartialState
 from .errors import InputError
 from .inference import batched
 from .seeding import derive_seed, global_seed, rank_seed, seeded_rng
@@ -256,16 +257,17 @@ def reference_codes(z_dim: int, n_codes: int, seed: int) -> torch.Tensor:
 
 
 def build_metric(generator: nn.Module, distance: nn.Module, settings: TransferSettings,
-                 seed: int, method: str = "lanczos"):
+                 seed: int, method: str = "lanczos", partial: PartialState | None = None):
     """The faithful natural-gradient metric: top-k eigenpairs of the LPIPS-style Hessian at
-    G(z_j) for ``ngd_codes`` random codes z_j, computed once (docs/method.md, "The transfer-learning framework")."""
+    G(z_j) for ``ngd_codes`` random codes z_j, computed once (docs/method.md, "The transfer-learning framework");
+    ``partial``: saved after each reference code, resumed there."""
     codes = reference_codes(generator.z_dim, settings.ngd_codes, seed)
     generator.eval()
     device = next(generator.parameters()).device
     with torch.no_grad():
         images = generator(codes.to(device))
     return ngd.build_reference_metric(distance, images, settings.ngd_rank, method=method,
-                                      damping=settings.ngd_damping, seed=seed)
+                                      damping=settings.ngd_damping, seed=seed, partial=partial)
 
 
 # ----------------------------------------------------------------------------- fine-tuning

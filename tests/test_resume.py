@@ -111,3 +111,23 @@ def test_a_projection_cut_after_a_batch_resumes_to_the_same_codes(tmp_path):
     resumed = project(G, distance, targets, **settings,
                       partial=PartialState(tmp_path / "p.partial.safetensors", {"a": 1}, 60))
     assert all(torch.equal(a, b) for a, b in zip(uncut, resumed))
+
+
+def test_a_metric_build_cut_after_a_reference_code_resumes_to_the_same_eigenpairs(tmp_path):
+    """The natural-gradient metric saves its eigenpairs after each reference code; cut after
+    the first of three and resumed, it equals the uncut build bit for bit."""
+    from lib.metrics.distances import PerceptualDistance
+    from lib.ngd import build_reference_metric
+
+    torch.manual_seed(0)
+    distance = PerceptualDistance(ConvClassifier("mcnn", 3, width=4).eval())
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    uncut = build_reference_metric(distance, images, 2, seed=1)
+    path = tmp_path / "m.partial.safetensors"
+    with pytest.raises(Cut):
+        build_reference_metric(distance, images, 2, seed=1, partial=CutAfter(path, {"m": 1}, 1))
+    assert len(PartialState(path, {"m": 1}, 60).load()["eigvals"]) == 1
+    resumed = build_reference_metric(distance, images, 2, seed=1,
+                                     partial=PartialState(path, {"m": 1}, 60))
+    assert torch.equal(uncut.eigvals, resumed.eigvals)
+    assert torch.equal(uncut.eigvecs, resumed.eigvecs)

@@ -86,10 +86,14 @@ def require_metric(ctx, seed: int, inputs: TransferInputs, world: World = SINGLE
         return (ngd.ReferenceMetric.from_tensors(tensors, settings.ngd_damping),
                 {**meta, "reused": True, "seconds": ctx.seconds_of(rel)})
     start = time.perf_counter()
-    metric = build_metric(inputs.generator, inputs.distance, settings, codes_seed)
-    seconds = time.perf_counter() - start
     meta = {"config": transfer_config(ctx.cfg), "seed": seed, "codes_seed": codes_seed}
+    partial = PartialState(ctx.path(rel.replace(".safetensors", ".partial.safetensors")), meta,
+                           ctx.cfg["checkpoint_every_s"])
+    metric = build_metric(inputs.generator, inputs.distance, settings, codes_seed,
+                          partial=partial)
+    seconds = time.perf_counter() - start
     ctx.save_tensors(rel, metric.to_tensors(), meta)
+    partial.clear()
     ctx.record_seconds(rel, seconds)
     return metric, {**meta, "reused": False, "seconds": seconds}
 
