@@ -121,7 +121,8 @@ gpu-bundle: data
 
 # The same check here, on the CPU, with the "cpu" counts (same shapes, fewer steps)
 gpu-check: data
-	$(PY) benchmarks/gpu_check.py --device cpu --counts cpu --out runs/gpu_check_cpu
+	$(PY) benchmarks/gpu_check.py --device cpu --counts cpu --out runs/gpu_check_cpu \
+	  --part-s 3600 --command-s 36000
 
 lab: data
 	$(VENV)/bin/jupyter lab notebooks/

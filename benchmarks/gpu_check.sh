@@ -6,8 +6,13 @@
 #                              # .wheels/ and Fashion-MNIST into data/raw/fashion-mnist/
 #   bash benchmarks/gpu_check.sh [OUT_DIR]     # there: installs .wheels/ into /tmp, runs
 #
-# It prints one line per stage (wall seconds, throughput) and writes OUT_DIR/gpu_check.json
-# (default runs/gpu_check). Well inside 15 minutes on one H200; see benchmarks/README.md.
+#   bash benchmarks/gpu_check.sh OUT_DIR --budget-s 900 --command-s 600   # options go through
+#
+# It prints one line per stage (device, wall seconds, throughput, GPU peak, host peak, disk),
+# appends it to OUT_DIR/gpu_check.json (default runs/gpu_check) as the stage ends, runs each
+# part in its own process of at most 4 minutes, and ends with the extrapolation to the paper
+# profile and a go / no-go line. A command cut short keeps what it measured: the same command
+# continues. See benchmarks/README.md.
 #
 # Several GPUs: then the heavy stages also run as the `stage` commands, on one process and
 # under torchrun on every visible GPU (OUT_DIR/scaling/scaling.json: seconds per stage and the
@@ -24,7 +29,7 @@ if ! python3 -c "import kornia" 2>/dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 export PYTHONUNBUFFERED=1 DDCS_MI_HEADLESS=1
-python3 benchmarks/gpu_check.py --out "$out" --counts "${GPU_CHECK_COUNTS:-check}"
+python3 benchmarks/gpu_check.py --out "$out" --counts "${GPU_CHECK_COUNTS:-check}" "${@:2}"
 if [ "${GPU_CHECK_SCALING:-1}" != 0 ]; then
   gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
   if [ "$gpus" -gt 1 ]; then

@@ -51,6 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.footprint import folder_mb, reset_peak, rss_mb  # noqa: E402
 from lib.metrics.controls import random_generator  # noqa: E402
 from lib.metrics.distances import (LPIPSInput, PerceptualDistance, VGGFeatures,  # noqa: E402
                                    lpips_head_weights)
@@ -64,23 +65,6 @@ PER_IDENTITY = {"D": 27, "R": 3, "recon": 50}
 STAGES = ("judge", "evaluate", "controls", "doses")
 BATCH = 64                 # the paper profile's batch size
 PERMUTATIONS = 100         # the membership tests' null (the profile's 1,000 costs 10× the time)
-
-
-def rss_mb(field: str) -> float:
-    """VmRSS or VmHWM of this process in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} is not in /proc/self/status (Linux only)")
-
-
-def reset_peak() -> None:
-    """Reset VmHWM to the current resident memory (Linux ≥ 4.0)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def folder_mb(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
 def make_set(identities: int, per_identity: int, size: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:

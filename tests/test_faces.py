@@ -202,12 +202,49 @@ def test_paper_stages_run_through_lib_on_a_standin_folder(tmp_path):
     spec = importlib.util.spec_from_file_location("gpu_check", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--counts", "tiny", "--parts", "faces", "--device", "cpu",
-                        "--out", str(tmp_path / "check")]) == 0
+    command = ["--counts", "tiny", "--parts", "faces,inception", "--device", "cpu",
+               "--part-s", "1200", "--out", str(tmp_path / "check")]
+    assert module.main(command) == 0
     report = json.loads((tmp_path / "check" / "gpu_check.json").read_text())
     stages = {r["stage"] for r in report["stages"]}
     assert {"train target (vgg16_bn)", "transfer entropy+ngd", "attack ppa (entropy+ngd)",
             "evaluate (all metrics)"} <= stages
     assert all(r["seconds"] > 0 for r in report["stages"])
+    assert all(r["device"].startswith("cpu") and r["gpu_peak_mb"] is None and
+               r["host_peak_mb"] >= 0 for r in report["stages"])
+    assert sum(r["disk_mb"] for r in report["stages"] if r["part"] == "faces") > 0
+    assert report["parts"]["faces"] == report["parts"]["inception"] == "done"
+    assert report["verdict"].startswith("not run on a GPU")
     meta = json.loads((tmp_path / "check" / "faces" / "manifest.json").read_text())
     assert "models/target.safetensors" in meta and not any(".partial." in k for k in meta)
+    rows = len(report["stages"])                       # the same command again: nothing reruns
+    assert module.main(command) == 0
+    assert len(json.loads((tmp_path / "check" / "gpu_check.json").read_text())["stages"]) == rows
+
+
+def test_gpu_check_answers_go_or_no_go_from_the_rates():
+    """The extrapolation to the paper profile: GO when the budget holds every stage, NO-GO
+    naming the budget or the piece longer than a command, no verdict when a rate is missing."""
+    import importlib.util
+    from pathlib import Path
+
+    from lib.config import resolve
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = resolve("paper")
+    rates = {need["rate_of"]: need for need in module.profile_work(cfg)}
+    fast = {"stages": [{"part": "faces", "stage": name, "per_second": need["work"] / 10.0,
+                        "device": "cuda:0"} for name, need in rates.items()]}
+    lines, problems = module.extrapolate(fast, cfg, budget_s=900, command_s=600)
+    assert problems == [] and "total (extrapolated)" in lines[-1]   # every stage 10 s: 90+ s
+    _, problems = module.extrapolate(fast, cfg, budget_s=60, command_s=600)
+    assert problems and "budget is 60 s" in problems[0]
+    slow = {"stages": [dict(r, per_second=r["per_second"] / 1e6 if r["stage"].startswith(
+        "attack") else r["per_second"]) for r in fast["stages"]]}     # one class: 10 s · 1e6 / 1,800
+    _, problems = module.extrapolate(slow, cfg, budget_s=1e9, command_s=600)
+    assert len(problems) == 1 and "PPA attacks" in problems[0]
+    _, problems = module.extrapolate({"stages": fast["stages"][1:]}, cfg, 1e9, 600)
+    assert problems is None
