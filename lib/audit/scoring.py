@@ -7,8 +7,8 @@ embedded a bounded number at a time, the class's distance block is computed in f
 the same as ``ddcs`` on the full matrix (assignment is within the class, ties to the lowest
 index), and the dataset means are taken over all members in their order, as ``ddcs`` does.
 
-The membership test is ``lib.metrics.membership.membership_gap``'s (same blocks, masks, null
-and p-value), computed from the class blocks; where a class has more members than
+The membership test is the judge's (``lib.metrics.membership.membership_gap_blocks``: same
+blocks, masks, null and p-value), computed from the class blocks; where a class has more members than
 non-members (or fewer), a seeded, equal-size subsample of the larger side enters the test.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..metrics.ddcs import DEFAULT_EPS, DDCSResult, ddcs
 from ..metrics.distances import pairwise_sq_distances
-from ..metrics.membership import permutation_test
+from ..metrics.membership import membership_gap_blocks
 from .distances import Distance
 from .images import ImageSet
 
@@ -142,24 +142,20 @@ def _balanced(n_a: int, n_b: int, rng: np.random.Generator) -> tuple[np.ndarray,
 def membership_test(blocks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                     n_permutations: int, seed: int, subsampled: bool,
                     eps: float = DEFAULT_EPS) -> MembershipTest:
-    """``membership_gap``'s test from per-class blocks ``c → (d_members, d_nonmembers,
-    member positions, non-member positions)`` with equal numbers of columns per class."""
+    """``membership_gap_blocks`` (the judge's test) from per-class blocks ``c → (d_members,
+    d_nonmembers, member positions, non-member positions)`` with equal numbers of columns per
+    class."""
     classes = sorted(blocks)
-    zeros = lambda n: np.zeros(n, dtype=np.int64)
-    on_d = [ddcs(blocks[c][0], zeros(len(blocks[c][0])), zeros(blocks[c][0].shape[1]), eps)
-            for c in classes]
-    on_r = [ddcs(blocks[c][1], zeros(len(blocks[c][1])), zeros(blocks[c][1].shape[1]), eps)
-            for c in classes]
-    stat_d = float(np.concatenate([r.per_sample_best for r in on_d]).mean())
-    stat_r = float(np.concatenate([r.per_sample_best for r in on_r]).mean())
-    torch_blocks = [(torch.from_numpy(np.concatenate(blocks[c][:2], axis=1)), blocks[c][0].shape[1])
-                    for c in classes]
-    n_members = sum(n for _, n in torch_blocks)
-    observed, p_value, null = permutation_test(torch_blocks, stat_d, stat_r, "best", n_members,
-                                               n_members, n_permutations, seed, eps)
+    rows = np.repeat(classes, [len(blocks[c][0]) for c in classes])
+    members = np.repeat(classes, [blocks[c][0].shape[1] for c in classes])
+    nonmembers = np.repeat(classes, [blocks[c][1].shape[1] for c in classes])
+    result = membership_gap_blocks({c: blocks[c][0] for c in classes},
+                                   {c: blocks[c][1] for c in classes}, rows, members,
+                                   nonmembers, "best", n_permutations, seed, eps)
     return MembershipTest(classes, np.concatenate([blocks[c][2] for c in classes]),
-                          np.concatenate([blocks[c][3] for c in classes]), stat_d, stat_r,
-                          float(observed), float(p_value), null, n_permutations, subsampled, seed)
+                          np.concatenate([blocks[c][3] for c in classes]),
+                          result.ddcs_members.best, result.ddcs_nonmembers.best, result.gap,
+                          result.p_value, result.null_gaps, n_permutations, subsampled, seed)
 
 
 def score(members: ImageSet, recons: ImageSet, nonmembers: ImageSet | None,
