@@ -474,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.scaling:
         scaling(out, args.scaling, device, COUNTS[args.counts], args.parts.split(","))
         return 0
+    if args.part_s > args.command_s:
+        parser.error(f"--part-s ({args.part_s:g}) must be at most --command-s "
+                     f"({args.command_s:g}): a part runs inside one command")
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -493,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     on_gpu = device.startswith("cuda")
     if not on_gpu:
-        verdict = ("not run on a GPU: the CPU parts ran (the extrapolation above is this CPU's); "
-                   "no go / no-go")
+        verdict = ("not run on a GPU: " + ("the CPU parts ran (the extrapolation above is this "
+                                           "CPU's)" if finished else "some parts did not run")
+                   + "; no go / no-go")
     elif not finished or problems is None:
         verdict = "no verdict yet: some parts did not run (run the same command again)"
     elif problems:

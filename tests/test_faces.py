@@ -203,7 +203,7 @@ def test_paper_stages_run_through_lib_on_a_standin_folder(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     command = ["--counts", "tiny", "--parts", "faces,inception", "--device", "cpu",
-               "--part-s", "1200", "--out", str(tmp_path / "check")]
+               "--part-s", "1200", "--command-s", "3600", "--out", str(tmp_path / "check")]
     assert module.main(command) == 0
     report = json.loads((tmp_path / "check" / "gpu_check.json").read_text())
     stages = {r["stage"] for r in report["stages"]}
