@@ -293,3 +293,14 @@ def test_equals_the_authors_formula_in_float64():
     theirs = _authors_ddcs(dist, recon_labels, train_labels)
     assert abs(ours.best - theirs[0]) <= 1e-12 * theirs[0]
     assert abs(ours.avg - theirs[1]) <= 1e-12 * theirs[1]
+
+
+def test_sign_flips_drawn_in_blocks_equal_the_whole_draw(monkeypatch):
+    """C1c's sign-flip null is drawn a block of rows at a time (its (flips × reconstructions)
+    matrix would be 800 MB at the paper's counts); the means equal the whole draw's exactly."""
+    from lib.metrics import membership
+
+    values = np.random.default_rng(1).normal(size=997)
+    whole = (np.random.default_rng(5).choice([-1.0, 1.0], size=(1000, 997)) * values).mean(axis=1)
+    monkeypatch.setattr(membership, "FLIP_CHUNK_VALUES", 997 * 7 + 3)   # blocks of 7 rows
+    assert np.array_equal(membership.sign_flipped_means(values, 1000, 5), whole)

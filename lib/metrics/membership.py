@@ -286,10 +286,23 @@ def membership_shift_blocks(final_members: Blocks, final_nonmembers: Blocks,
     mean = float(shifts.mean())
     tol = REL_TOL * max(1.0, float(np.abs(shifts).max(initial=0.0)))
     p_value = (1 + np.sum(null >= mean - tol)) / (1 + n_permutations)
-    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_flips, len(shifts)))
-    flipped = (signs * shifts).mean(axis=1)
+    flipped = sign_flipped_means(shifts, n_flips, seed)
     sign_flip_p = (1 + np.sum(flipped >= mean - tol)) / (1 + n_flips)
     return ShiftResult(mean, float(p_value), float(sign_flip_p), shifts, null, n_permutations)
+
+
+FLIP_CHUNK_VALUES = 1 << 22
+"""Sign flips are drawn and averaged at most this many values (32 MB of float64) at a time."""
+
+
+def sign_flipped_means(values: np.ndarray, n_flips: int, seed: int) -> np.ndarray:
+    """(n_flips,) means of ``values`` under random signs (±1, each row its own draw from
+    ``default_rng(seed)``), drawn a block of rows at a time: the same numbers as drawing the
+    whole (n_flips, len(values)) matrix at once, without holding it."""
+    rng = np.random.default_rng(seed)
+    step = max(1, FLIP_CHUNK_VALUES // max(1, len(values)))
+    return np.concatenate([(rng.choice([-1.0, 1.0], size=(min(step, n_flips - lo), len(values)))
+                            * values).mean(axis=1) for lo in range(0, n_flips, step)])
 
 
 def _mid_rank_quantiles(scores: np.ndarray, labels: np.ndarray, ref_scores: np.ndarray,

@@ -35,7 +35,7 @@ def tensor_digest(x: torch.Tensor | np.ndarray) -> str:
     """The sha256 of a tensor or array (dtype, shape and bytes)."""
     x = torch.as_tensor(x).detach().cpu().contiguous()
     h = hashlib.sha256(f"{x.dtype}{tuple(x.shape)}".encode())
-    h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(memoryview(x.reshape(-1).view(torch.uint8).numpy()))     # no copy of the bytes
     return h.hexdigest()
 
 
