@@ -12,12 +12,14 @@ time, and only the images that can still be chosen are kept, so a draw never hol
 ``candidates`` × ``per_class`` × classes images at once (200,000 at the paper profile). The
 chunks are whole multiples of the batches of ``lib.inference`` (``chunk_rows``), so every image
 and every probability is the one the whole-set pass computes, and the final choice is
-``torch.topk`` over the whole column of probabilities (its own order among tied values):
-the streamed draw equals the whole-set draw, bit for bit.
+``torch.topk`` over the whole column of probabilities (its own order among tied values; the
+``random_generator`` columns are read back from a temporary file, 4 bytes per candidate and
+class): the streamed draw equals the whole-set draw, bit for bit.
 """
 from __future__ import annotations
 
 import math
+import tempfile
 
 import numpy as np
 import torch
@@ -131,29 +133,40 @@ def random_generator(generator: torch.nn.Module, target: torch.nn.Module, classe
     run on ``device``.
 
     Streamed: ``chunk`` candidates at a time (a multiple of ``batch_size`` and of
-    ``LOGITS_BATCH``), keeping the class probabilities of every candidate (4 bytes per class)
-    and only the images that reach some class's ``per_class``-th highest probability so far
-    (ties included: any of them may be chosen)."""
+    ``LOGITS_BATCH``). Only the images that reach some class's ``per_class``-th highest
+    probability so far are kept (ties included: any of them may be chosen); every candidate's
+    class probabilities go to a temporary file, class by class within each chunk, and each
+    class's choice is ``torch.topk`` over its whole column read back from it."""
     n = candidates * per_class * len(classes)
     step = _check_chunk(chunk or chunk_rows(batch_size, LOGITS_BATCH), batch_size, LOGITS_BATCH)
     latents = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    probs_parts: list[torch.Tensor] = []
-    kept: dict[int, torch.Tensor] = {}
+    kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}       # row → (image, probabilities)
     top = torch.empty(0, len(classes))
-    for lo in range(0, n, step):
-        images = generate(generator, latents[lo:lo + step], batch_size, device)
-        probs = torch.softmax(predict_logits(target, images, device=device), dim=1)
-        probs_parts.append(probs)
-        top = torch.cat([top, probs]).topk(min(per_class, len(top) + len(probs)), dim=0).values
-        floor = top[-1] if len(top) == per_class else torch.full((len(classes),), -math.inf)
-        for i in (probs >= floor).any(1).nonzero().flatten().tolist():
-            kept[lo + i] = images[i].clone()
-        rows = sorted(kept)
-        rows_probs = torch.stack([probs_parts[r // step][r % step] for r in rows])
-        for r, alive in zip(rows, (rows_probs >= floor).any(1).tolist()):
-            if not alive:
+    sizes: list[int] = []
+    with tempfile.TemporaryFile() as spill:
+        for lo in range(0, n, step):
+            images = generate(generator, latents[lo:lo + step], batch_size, device)
+            probs = torch.softmax(predict_logits(target, images, device=device), dim=1)
+            probs.T.contiguous().numpy().tofile(spill)
+            sizes.append(len(probs))
+            top = torch.cat([top, probs]).topk(min(per_class, len(top) + len(probs)), 0).values
+            floor = top[-1] if len(top) == per_class else torch.full((len(classes),), -math.inf)
+            for i in (probs >= floor).any(1).nonzero().flatten().tolist():
+                kept[lo + i] = (images[i].clone(), probs[i].clone())
+            for r in [r for r, (_, p) in kept.items() if not (p >= floor).any()]:
                 del kept[r]
-    probs = torch.cat(probs_parts)
-    chosen = torch.cat([probs[:, j].topk(per_class).indices for j in range(len(classes))])
+        chosen = [_column(spill, sizes, len(classes), j).topk(per_class).indices
+                  for j in range(len(classes))]
     labels = np.repeat(np.asarray(classes), per_class)
-    return torch.stack([kept[int(r)] for r in chosen]), labels
+    return torch.stack([kept[int(r)][0] for r in torch.cat(chosen)]), labels
+
+
+def _column(spill, sizes: list[int], n_classes: int, j: int) -> torch.Tensor:
+    """Class ``j``'s probabilities of every candidate from the chunk-by-chunk, class-major
+    float32 file ``spill``."""
+    column, start, offset = np.empty(sum(sizes), dtype=np.float32), 0, 0
+    for size in sizes:
+        spill.seek(offset + j * size * 4)
+        spill.readinto(memoryview(column[start:start + size]).cast("B"))
+        start, offset = start + size, offset + n_classes * size * 4
+    return torch.from_numpy(column)
