@@ -155,10 +155,16 @@ def random_generator(generator: torch.nn.Module, target: torch.nn.Module, classe
                 kept[lo + i] = (images[i].clone(), probs[i].clone())
             for r in [r for r, (_, p) in kept.items() if not (p >= floor).any()]:
                 del kept[r]
-        chosen = [_column(spill, sizes, len(classes), j).topk(per_class).indices
-                  for j in range(len(classes))]
-    labels = np.repeat(np.asarray(classes), per_class)
-    return torch.stack([kept[int(r)][0] for r in torch.cat(chosen)]), labels
+        chosen = torch.cat([_column(spill, sizes, len(classes), j).topk(per_class).indices
+                            for j in range(len(classes))]).tolist()
+    first = next(iter(kept.values()))[0]
+    out = torch.empty(len(chosen), *first.shape, dtype=first.dtype)
+    last_use = {r: i for i, r in enumerate(chosen)}
+    for i, r in enumerate(chosen):             # kept images freed as they are copied out
+        out[i] = kept[r][0]
+        if last_use[r] == i:
+            del kept[r]
+    return out, np.repeat(np.asarray(classes), per_class)
 
 
 def _column(spill, sizes: list[int], n_classes: int, j: int) -> torch.Tensor:
