@@ -101,8 +101,9 @@ regimes: data
 	DDCS_MI_HEADLESS=1 $(PY) -m lib.cli study regimes --profile cpu $(if $(RUN),--run-dir $(RUN))
 
 benchmarks: data
-	@for f in benchmarks/*.py; do case $$f in *gpu_check.py) continue;; \
-	  *ema_statistics.py|*ema_rampup_effect.py|*selection_positive_control.py) echo "== $$f: reads a finished run folder, run it by hand"; continue;; esac; \
+	@for f in benchmarks/*.py; do case $$f in *gpu_check.py|*footprint.py) continue;; \
+	  *ema_statistics.py|*ema_rampup_effect.py|*selection_positive_control.py) echo "== $$f: reads a finished run folder, run it by hand"; continue;; \
+	  *paper_scale.py) echo "== $$f: takes --identities and --out, run it by hand (benchmarks/README.md)"; continue;; esac; \
 	  echo "== $$f"; $(PY) $$f || exit 1; done
 
 # The GPU check (benchmarks/gpu_check.sh) on a machine with no package registry: bundle what
