@@ -341,11 +341,6 @@ def membership_gap(dist_members, dist_nonmembers, recon_labels, member_labels,
     "members" and rescores both halves with the DDCS rules. One-sided:
     p = (1 + #{null gap ≥ observed}) / (1 + n_permutations).
     """
-    if statistic not in STATISTICS:
-        raise InputError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
-    if n_permutations < 1:
-        raise InputError(f"n_permutations must be >= 1 (got {n_permutations})")
-    check_eps(eps)
     recon_labels = as_labels(recon_labels, "reconstruction labels")
     member_labels = as_labels(member_labels, "member labels")
     nonmember_labels = as_labels(nonmember_labels, "non-member labels")
