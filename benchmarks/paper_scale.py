@@ -21,8 +21,10 @@ prior a DCGAN at the image size. Each stage runs in its own process and reports
 Stages: ``judge`` (D and R, the reconstructions under d_P and d_E, their starting points under
 d_P, stored), ``evaluate`` (every metric of the reconstructions from the stored blocks: DDCS,
 the membership tests, FID-E and PRDC, the audit table), ``controls`` (the ``random_generator``
-control: 20 candidates per kept image), ``doses`` (the positive controls' blends scored and the
-dose-response tests; the base set's blocks come from the judge stage's store).
+control: 20 candidates per kept image, its set kept in a temporary file as the paper profile's
+size makes it — ``spill_mb`` — and scored by the judge from there), ``doses`` (the positive
+controls' blends, made a slice at a time, scored, and the dose-response tests; the base set's
+blocks come from the judge stage's store).
 ``--judge in-memory`` runs the judge that holds D's and R's embeddings and
 embeds a whole set at once; the default streams class by class.
 
@@ -56,7 +58,7 @@ from lib.metrics.controls import random_generator  # noqa: E402
 from lib.metrics.distances import (LPIPSInput, PerceptualDistance, VGGFeatures,  # noqa: E402
                                    lpips_head_weights)
 from lib.metrics.evaluate import Judge  # noqa: E402
-from lib.metrics.leaks import BLEND_ALPHAS, blend  # noqa: E402
+from lib.metrics.leaks import BLEND_ALPHAS, lazy_blend  # noqa: E402
 from lib.metrics.store import ScoreStore  # noqa: E402
 from lib.models import ConvClassifier, Generator  # noqa: E402
 from lib.stages.evaluation import dose_response  # noqa: E402
@@ -120,16 +122,20 @@ def run_stage(stage: str, args) -> dict:
         facts["ddcs_best_d_P"] = ev.metrics["ddcs_best_d_P"]["value"]
         facts["not_computed"] = sorted(k for k, v in ev.metrics.items() if v["value"] is None)
     elif stage == "controls":
-        images, _ = random_generator(prior, evaluator, list(range(n)), PER_IDENTITY["recon"],
-                                     seed=5, batch_size=BATCH)
+        images, drawn_labels = random_generator(prior, evaluator, list(range(n)),
+                                                PER_IDENTITY["recon"], seed=5, batch_size=BATCH,
+                                                spill=True)
         facts["kept_images"] = len(images)
+        facts["spill_mb"] = images.shape.numel() * 4 / 1e6
+        judge(folder / "scores").scores(images, drawn_labels)
     elif stage == "doses":
         shutil.copytree(work / "judge" / "scores", folder / "scores", dirs_exist_ok=True)
         facts["read_mb"] = folder_mb(folder)
         j = judge(folder / "scores")
         rng = np.random.default_rng(6)
-        partners = x_r[[rng.choice(np.flatnonzero(y_r == c)) for c in y_d]]
-        leaks = {f"blend α={a}": j.scores(blend(x_d, partners, a), y_d, ("d_P",), small=False)
+        partners = np.array([rng.choice(np.flatnonzero(y_r == c)) for c in y_d])
+        leaks = {f"blend α={a}": j.scores(lazy_blend(x_d, lambda lo, hi: x_r[partners[lo:hi]], a),
+                                          y_d, ("d_P",), small=False)
                  for a in BLEND_ALPHAS}
         table = dose_response(None, j, {("ppa/vanilla", 0): (recon, labels, starts)}, leaks)
         facts["rows"] = len(table)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib.data.images import subset
+from lib.data.images import LazyImages, subset
 from lib.errors import InputError
 from lib.inference import generate, predict_logits
 from lib.metrics.controls import chunk_rows, public_by_target, random_generator
@@ -59,6 +59,10 @@ def test_streamed_random_generator_equals_the_whole_set_draw(scale):
         assert (probs.max(1).values == 1.0).sum() > per_class
     assert torch.equal(got, want)
     assert np.array_equal(labels, want_labels)
+    spilled, spilled_labels = random_generator(generator, target, classes, per_class, 11,
+                                               candidates, batch_size=64, chunk=1024, spill=True)
+    assert isinstance(spilled, LazyImages) and len(spilled) == len(want)
+    assert torch.equal(spilled.tensor(), want) and np.array_equal(spilled_labels, want_labels)
 
 
 def test_chunk_must_be_a_multiple_of_the_batches():

@@ -9,7 +9,7 @@ import torch
 
 from lib.claims import detection_limit, membership_exposure_claim, shift_claim
 from lib.errors import InputError
-from lib.metrics.leaks import blend, dose, project, same_class_partners
+from lib.metrics.leaks import blend, dose, lazy_blend, project, same_class_partners
 from lib.metrics.membership import membership_gap, membership_shift
 from lib.metrics.stats import holm, sign_flip_p
 
@@ -97,6 +97,15 @@ def test_a_dose_beyond_the_members_cycles_through_them():
     assert set(zip(half_rows, half_members)) <= set(zip(rows, members))
     with pytest.raises(ValueError, match="no members to leak"):
         dose(recon_labels, np.repeat([0], 3), 0.5, seed=4)
+
+
+def test_lazy_blend_gives_the_whole_blend_a_slice_at_a_time():
+    members, partners = torch.rand(11, 1, 4, 4), torch.rand(11, 1, 4, 4)
+    lazy = lazy_blend(members, lambda lo, hi: partners[lo:hi], 0.35)
+    assert torch.equal(lazy.tensor(rows=3), blend(members, partners, 0.35))
+    assert torch.equal(lazy[4:7], blend(members, partners, 0.35)[4:7])
+    with pytest.raises(InputError, match="exact copy"):
+        lazy_blend(members, lambda lo, hi: partners[lo:hi], 1.0)
 
 
 def test_blend_refuses_an_exact_copy_and_partners_are_same_class():

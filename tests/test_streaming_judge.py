@@ -114,3 +114,40 @@ def test_every_network_pass_and_distance_runs_on_the_judges_device(monkeypatch):
         judge.evaluate(images(12, 3), labels, images(12, 4))
         assert "batched" in {name for name, _ in seen}
         assert all(d is not None and torch.device(d) == device for _, d in seen), seen
+
+
+def test_a_lazy_set_is_scored_as_the_tensor_it_stands_for_and_read_a_batch_at_a_time():
+    """A set made a slice at a time (a control in a file, a leak's blends) gives the same
+    key and numbers as the whole tensor; the streaming judge never asks for more than a
+    batch of it, the holding judge makes it whole."""
+    from lib.data.images import ImageFile, LazyImages
+    from lib.metrics.store import tensor_digest
+    held, streaming = judges()
+    labels = np.repeat([0, 2, 5], 8)
+    recon = images(24, 3)
+    asked = []
+
+    def rows(lo, hi):
+        asked.append(hi - lo)
+        return recon[lo:hi]
+
+    lazy = LazyImages(len(recon), recon.shape[1:], recon.dtype, rows)
+    assert tensor_digest(lazy) == tensor_digest(recon)
+    asked.clear()
+    got = streaming.evaluate(lazy, labels).values()
+    assert got == held.evaluate(recon, labels).values() == held.evaluate(lazy, labels).values()
+    assert asked and max(asked) <= streaming.batch_size
+    stored = ImageFile(len(recon), recon.shape[1:])
+    for i in range(len(recon)):
+        stored[i] = recon[i]
+    from_file = stored.images()
+    assert torch.equal(from_file.tensor(), recon)
+    assert torch.equal(from_file[[3, 0, 3]], recon[[3, 0, 3]])
+    assert torch.equal(from_file[5:9], recon[5:9])
+    assert torch.equal(from_file[np.arange(24) % 2 == 0], recon[::2])
+    with pytest.raises(Exception, match="step 1"):
+        from_file[::2]
+    with pytest.raises(Exception, match="out of range"):
+        from_file[[24]]
+    with pytest.raises(Exception, match="image file of"):
+        stored[0] = recon[0].double()

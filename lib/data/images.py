@@ -2,6 +2,10 @@
 profile's size, original labels, and their mapping into a model's label space."""
 from __future__ import annotations
 
+import math
+import tempfile
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,3 +66,87 @@ def role_indices(data, split) -> dict[str, tuple[np.ndarray, torch.Tensor]]:
             "public (attacker)": (split.public, data.train_labels),
             "E's training set": (split.evaluator, data.train_labels),
             "test (private classes)": (split.test, data.test_labels)}
+
+
+class LazyImages:
+    """A set of images made a slice at a time, for sets too large to hold: ``rows(lo, hi)``
+    returns images ``lo`` … ``hi - 1`` as a tensor. It answers ``len``, ``shape``, ``dtype``,
+    slices (step 1) and index arrays (rows in the order given); ``tensor()`` makes it whole.
+    The judge streams it a batch at a time, so it is never whole there; its digest
+    (``lib.metrics.store.tensor_digest``) is that of the whole tensor, computed once."""
+
+    def __init__(self, length: int, image_shape: tuple[int, ...], dtype: torch.dtype,
+                 rows: Callable[[int, int], torch.Tensor]) -> None:
+        self.length, self.image_shape, self.dtype = length, tuple(image_shape), dtype
+        self.rows = rows
+        self.digest: str | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.length, *self.image_shape))
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(self.length)
+            if step != 1:
+                raise InputError(f"a lazy image set is sliced with step 1, not {step}")
+            return self.rows(lo, max(lo, hi))
+        index = np.asarray(key).reshape(-1)
+        index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64)
+        if index.size and (index.min() < -self.length or index.max() >= self.length):
+            raise InputError(f"index out of range for a set of {self.length} images")
+        index = np.where(index < 0, index + self.length, index)
+        if not index.size:
+            return torch.empty((0, *self.image_shape), dtype=self.dtype)
+        return torch.cat([self.rows(int(i), int(i) + 1) for i in index])
+
+    def chunks(self, rows: int):
+        """The set in order, ``rows`` images at a time."""
+        for lo in range(0, self.length, rows):
+            yield self.rows(lo, min(lo + rows, self.length))
+
+    def tensor(self, rows: int = 1024) -> torch.Tensor:
+        """The whole set as one tensor."""
+        return torch.cat(list(self.chunks(rows))) if self.length else self[[]]
+
+
+def whole(images: torch.Tensor | LazyImages) -> torch.Tensor:
+    """``images`` as one tensor (a lazy set made whole)."""
+    return images.tensor() if isinstance(images, LazyImages) else images
+
+
+class ImageFile:
+    """``length`` images of one shape in a temporary file (deleted when closed or collected):
+    written by position (``file[i] = image``), read back as a ``LazyImages`` a slice at a
+    time, so the set is never in memory."""
+
+    def __init__(self, length: int, image_shape: tuple[int, ...],
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.length, self.image_shape, self.dtype = length, tuple(image_shape), dtype
+        self.row_bytes = math.prod(self.image_shape) * torch.empty((), dtype=dtype).element_size()
+        self.file = tempfile.TemporaryFile()
+        self.file.truncate(length * self.row_bytes)
+
+    def __setitem__(self, i: int, image: torch.Tensor) -> None:
+        if tuple(image.shape) != self.image_shape or image.dtype != self.dtype:
+            raise InputError(f"an image file of {self.image_shape} {self.dtype} images was given "
+                             f"one of {tuple(image.shape)} {image.dtype}")
+        self.file.seek(i * self.row_bytes)
+        flat = image.detach().cpu().contiguous().reshape(-1)
+        self.file.write(memoryview(flat.view(torch.uint8).numpy()))
+
+    def read(self, lo: int, hi: int) -> torch.Tensor:
+        """Images ``lo`` … ``hi - 1``."""
+        out = torch.empty((hi - lo, *self.image_shape), dtype=self.dtype)
+        self.file.seek(lo * self.row_bytes)
+        view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+        if self.file.readinto(view) != len(view):
+            raise InputError(f"the image file ends before image {hi - 1}")
+        return out
+
+    def images(self) -> LazyImages:
+        """The file's images, read a slice at a time."""
+        return LazyImages(self.length, self.image_shape, self.dtype, self.read)

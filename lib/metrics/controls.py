@@ -8,13 +8,14 @@ with their true labels — knowledge of the class, not of the training samples. 
 are read against these.
 
 Both drawn controls stream: candidates are generated (or loaded) and labelled a chunk at a
-time, and only the images that can still be chosen are kept, so a draw never holds its
-``candidates`` × ``per_class`` × classes images at once (200,000 at the paper profile). The
-chunks are whole multiples of the batches of ``lib.inference`` (``chunk_rows``), so every image
-and every probability is the one the whole-set pass computes, and the final choice is
-``torch.topk`` over the whole column of probabilities (its own order among tied values; the
-``random_generator`` columns are read back from a temporary file, 4 bytes per candidate and
-class): the streamed draw equals the whole-set draw, bit for bit.
+time, so a draw never holds its ``candidates`` × ``per_class`` × classes images at once
+(200,000 at the paper profile). The chunks are whole multiples of the batches of
+``lib.inference`` (``chunk_rows``), so every image and every probability is the one the
+whole-set pass computes, and the final choice is ``torch.topk`` over the whole column of
+probabilities (its own order among tied values; the ``random_generator`` columns are read back
+from a temporary file, 4 bytes per candidate and class): the streamed draw equals the
+whole-set draw, bit for bit. ``random_generator`` keeps no image while it draws (it generates
+the chosen ones again) and can hand its set to the judge from a file (``spill``).
 """
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ import tempfile
 import numpy as np
 import torch
 
-from ..data.images import subset
+from ..data.images import ImageFile, LazyImages, subset
 from ..errors import InputError
 from ..inference import generate, predict_logits
 
 LOGITS_BATCH = 1024     # ``predict_logits``' default batch, which the controls use
 CHUNK_AT_LEAST = 4096   # candidates per streamed chunk, at least
+SPILL_BYTES = 1 << 30   # a drawn set larger than this is kept in a temporary file
 
 CONTROLS = {
     "random_generator": "the GAN prior's random samples, most target-confident per class",
@@ -125,46 +127,51 @@ def real_test(data, split, classes, per_class: int, seed: int,
 
 def random_generator(generator: torch.nn.Module, target: torch.nn.Module, classes,
                      per_class: int, seed: int, candidates: int = 20, batch_size: int = 512,
-                     device: str | torch.device = "cpu",
-                     chunk: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+                     device: str | torch.device = "cpu", chunk: int | None = None,
+                     spill: bool | None = None) -> tuple[torch.Tensor | LazyImages, np.ndarray]:
     """Samples of ``generator`` at random codes, no optimisation: of ``candidates`` ×
     ``per_class`` × len(classes) samples, the ``per_class`` most target-confident for each
     class (the PPA-style attack's candidate selection without its optimisation); the networks
     run on ``device``.
 
-    Streamed: ``chunk`` candidates at a time (a multiple of ``batch_size`` and of
-    ``LOGITS_BATCH``). Only the images that reach some class's ``per_class``-th highest
-    probability so far are kept (ties included: any of them may be chosen); every candidate's
-    class probabilities go to a temporary file, class by class within each chunk, and each
-    class's choice is ``torch.topk`` over its whole column read back from it."""
+    Two streamed passes. First every candidate is generated and labelled ``chunk`` at a time
+    (a multiple of ``batch_size`` and of ``LOGITS_BATCH``) and only its class probabilities
+    are kept, in a temporary file, class by class within each chunk; each class's choice is
+    ``torch.topk`` over its whole column read back from it. Then the batches of
+    ``batch_size`` that hold a chosen candidate are generated again — the same codes in the
+    same batches, so the same images — and the chosen ones written out. No image but one
+    chunk's is held while drawing. ``spill``: the chosen set goes to a temporary file and
+    comes back as a ``LazyImages`` (default: when it is larger than ``SPILL_BYTES``), else
+    a tensor."""
     n = candidates * per_class * len(classes)
     step = _check_chunk(chunk or chunk_rows(batch_size, LOGITS_BATCH), batch_size, LOGITS_BATCH)
     latents = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}       # row → (image, probabilities)
-    top = torch.empty(0, len(classes))
     sizes: list[int] = []
-    with tempfile.TemporaryFile() as spill:
+    with tempfile.TemporaryFile() as spill_file:
         for lo in range(0, n, step):
             images = generate(generator, latents[lo:lo + step], batch_size, device)
             probs = torch.softmax(predict_logits(target, images, device=device), dim=1)
-            probs.T.contiguous().numpy().tofile(spill)
+            probs.T.contiguous().numpy().tofile(spill_file)
             sizes.append(len(probs))
-            top = torch.cat([top, probs]).topk(min(per_class, len(top) + len(probs)), 0).values
-            floor = top[-1] if len(top) == per_class else torch.full((len(classes),), -math.inf)
-            for i in (probs >= floor).any(1).nonzero().flatten().tolist():
-                kept[lo + i] = (images[i].clone(), probs[i].clone())
-            for r in [r for r, (_, p) in kept.items() if not (p >= floor).any()]:
-                del kept[r]
-        chosen = torch.cat([_column(spill, sizes, len(classes), j).topk(per_class).indices
+            del images
+        chosen = torch.cat([_column(spill_file, sizes, len(classes), j).topk(per_class).indices
                             for j in range(len(classes))]).tolist()
-    first = next(iter(kept.values()))[0]
-    out = torch.empty(len(chosen), *first.shape, dtype=first.dtype)
-    last_use = {r: i for i, r in enumerate(chosen)}
-    for i, r in enumerate(chosen):             # kept images freed as they are copied out
-        out[i] = kept[r][0]
-        if last_use[r] == i:
-            del kept[r]
-    return out, np.repeat(np.asarray(classes), per_class)
+    slots: dict[int, list[int]] = {}
+    for i, row in enumerate(chosen):
+        slots.setdefault(row, []).append(i)
+    out = None
+    for first in sorted({row - row % batch_size for row in slots}):
+        images = generate(generator, latents[first:first + batch_size], batch_size, device)
+        if out is None:
+            image_bytes = images[0].numel() * images.element_size()
+            on_disk = spill if spill is not None else len(chosen) * image_bytes > SPILL_BYTES
+            out = (ImageFile(len(chosen), images.shape[1:], images.dtype) if on_disk
+                   else torch.empty((len(chosen), *images.shape[1:]), dtype=images.dtype))
+        for row in [r for r in range(first, first + len(images)) if r in slots]:
+            for i in slots[row]:
+                out[i] = images[row - first]
+    return (out.images() if isinstance(out, ImageFile) else out,
+            np.repeat(np.asarray(classes), per_class))
 
 
 def _column(spill, sizes: list[int], n_classes: int, j: int) -> torch.Tensor:

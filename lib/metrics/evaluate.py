@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.images import whole
 from ..errors import InputError, TooFewSamplesError
 from ..models import StagedClassifier
 from ..inference import apply, batched, embed as penultimate, predict_logits
@@ -275,7 +276,8 @@ class Judge:
     def scores(self, images: torch.Tensor, labels, spaces: tuple[str, ...] = DISTANCES,
                small: bool = True) -> SetScores:
         """A set's distance blocks to D and R in ``spaces`` and (``small``) its small
-        features, class by class: from the store, else computed (and stored)."""
+        features, class by class: from the store, else computed (and stored). ``images``
+        may be a ``LazyImages`` (a streaming judge reads it a batch at a time)."""
         labels = np.asarray(labels, dtype=np.int64)
         if len(labels) == 0 or len(labels) != len(images):
             raise InputError(f"a scored set needs one label per image and at least one image "
@@ -295,8 +297,8 @@ class Judge:
     def _held_blocks(self, images: torch.Tensor, labels: np.ndarray, spaces: tuple[str, ...],
                      small: bool):
         """(blocks to D, blocks to R, small features) of a set embedded whole, then sliced
-        class by class."""
-        emb, feats = self.extract(images, spaces, small)
+        class by class (a lazy set is made whole first)."""
+        emb, feats = self.extract(whole(images), spaces, small)
         to_private, to_reference = {s: {} for s in spaces}, {s: {} for s in spaces}
         for c in np.unique(labels):
             rows = torch.as_tensor(np.flatnonzero(labels == c))

@@ -8,7 +8,8 @@ the private images themselves.
   random codes, the best kept). On a subset of D and of R it says how close the prior can come
   to individual samples at all ("the prior's reach"), against each sample's distance to its
   nearest other same-class image; projections of D members are also one kind of leak.
-- ``blend``: α·member + (1 − α)·a same-class public image: a leak of known strength α.
+- ``blend``: α·member + (1 − α)·a same-class public image: a leak of known strength α
+  (``lazy_blend``: the same, made a slice at a time for the judge to stream).
 - ``dose``: which reconstructions a dose f replaces, and by which members' leaks: per class,
   a seeded random round(f·n) of its reconstructions, each by a different member, the members
   drawn in one seeded order so that a larger dose contains every leak of a smaller one. A leak
@@ -17,11 +18,14 @@ the private images themselves.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
 
 from ..artifacts import PartialState
+from ..data.images import LazyImages
 from ..errors import InputError
 from ..inference import frozen, module_device
 from .ddcs import Blocks
@@ -84,6 +88,17 @@ def blend(members: torch.Tensor, others: torch.Tensor, alpha: float) -> torch.Te
         raise InputError(f"blend needs images of one shape and 0 < α < 1 (got {tuple(members.shape)}"
                          f", {tuple(others.shape)}, α = {alpha}); α = 1 would be an exact copy")
     return alpha * members + (1.0 - alpha) * others
+
+
+def lazy_blend(members: torch.Tensor, partner_rows: Callable[[int, int], torch.Tensor],
+               alpha: float) -> LazyImages:
+    """``blend`` of every member with its partner, made a slice at a time: ``partner_rows(lo,
+    hi)`` gives the partners of members ``lo`` … ``hi - 1``. The same images as the whole
+    ``blend`` (it is elementwise), never all at once."""
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"blend needs 0 < α < 1, got {alpha}; α = 1 would be an exact copy")
+    return LazyImages(len(members), tuple(members.shape[1:]), members.dtype,
+                      lambda lo, hi: blend(members[lo:hi], partner_rows(lo, hi), alpha))
 
 
 def same_class_partners(labels: np.ndarray, pool_labels: np.ndarray, seed: int) -> np.ndarray:

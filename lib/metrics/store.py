@@ -25,17 +25,32 @@ import numpy as np
 import torch
 
 from ..artifacts import load_tensors, save_tensors
+from ..data.images import LazyImages
 from ..errors import ArtifactError
 
 DEFAULT_MAX_BYTES = 1 << 30
 """What a store keeps in memory at most (1 GiB; the cpu run's sets take about 2 MB each)."""
 
 
-def tensor_digest(x: torch.Tensor | np.ndarray) -> str:
-    """The sha256 of a tensor or array (dtype, shape and bytes)."""
-    x = torch.as_tensor(x).detach().cpu().contiguous()
-    h = hashlib.sha256(f"{x.dtype}{tuple(x.shape)}".encode())
-    h.update(memoryview(x.reshape(-1).view(torch.uint8).numpy()))     # no copy of the bytes
+DIGEST_ROWS = 1024
+"""Images of a lazy set hashed at a time."""
+
+
+def tensor_digest(x: torch.Tensor | np.ndarray | LazyImages) -> str:
+    """The sha256 of a tensor or array (dtype, shape and bytes); of a lazy image set, that of
+    the whole tensor it stands for, hashed a slice at a time (and kept: it does not change)."""
+    if isinstance(x, LazyImages):
+        if x.digest is None:
+            x.digest = _digest(x.dtype, x.shape, x.chunks(DIGEST_ROWS))
+        return x.digest
+    x = torch.as_tensor(x).detach().cpu()
+    return _digest(x.dtype, x.shape, [x])
+
+
+def _digest(dtype: torch.dtype, shape: torch.Size, parts) -> str:
+    h = hashlib.sha256(f"{dtype}{tuple(shape)}".encode())
+    for part in parts:                                   # no copy of a contiguous part's bytes
+        h.update(memoryview(part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()
 
 

@@ -28,8 +28,8 @@ from ..inference import predict_logits
 from ..metrics.evaluate import Evaluation, Judge, SetFeatures
 from ..metrics.store import ScoreStore, SetScores, module_digest, tensor_digest
 from ..metrics.inception import inception_pool3
-from ..metrics.leaks import (BLEND_ALPHAS, LEAK_FRACTIONS, blend, dose, dosed_blocks, project,
-                             same_class_partners)
+from ..metrics.leaks import (BLEND_ALPHAS, LEAK_FRACTIONS, dose, dosed_blocks, lazy_blend,
+                             project, same_class_partners)
 from ..metrics.stats import format_ci
 from ..seeding import derive_seed
 from .attacks import require_attacks
@@ -375,17 +375,21 @@ def leak_scores(ctx, data, split, judge: Judge, prior: nn.Module) -> dict[str, S
     """d_P distance blocks (to D and R, class by class) of one leak of every member of D, per
     kind (rows in D's order): its oracle projection onto the prior, and its blends
     α·member + (1 − α)·a same-class public image for every α of ``BLEND_ALPHAS`` (never an
-    exact copy)."""
+    exact copy), made a slice at a time (only the partners' images are loaded, as needed)."""
     members, labels = judge.private.images, judge.private.labels
     _, projected, _ = _project(ctx, prior, judge, members, "leaks/project")
     rng = np.random.default_rng(ctx.subseed("leaks/public"))
     pool = np.sort(rng.choice(split.public, min(len(split.public), 20 * len(labels)),
                               replace=False))
-    public, public_labels = subset(data, pool)
-    partners = public[same_class_partners(labels, public_labels.numpy(),
-                                          ctx.subseed("leaks/partners"))]
+    pool_labels = data.train_labels[torch.from_numpy(pool)].numpy()
+    partners = pool[same_class_partners(labels, pool_labels, ctx.subseed("leaks/partners"))]
+
+    def partner_images(lo: int, hi: int) -> torch.Tensor:     # loaded a slice at a time
+        return subset(data, partners[lo:hi])[0]
+
     kinds = {"oracle projection": projected}
-    kinds |= {f"blend α={alpha}": blend(members, partners, alpha) for alpha in BLEND_ALPHAS}
+    kinds |= {f"blend α={alpha}": lazy_blend(members, partner_images, alpha)
+              for alpha in BLEND_ALPHAS}
     return {kind: judge.scores(images, labels, ("d_P",), small=False)
             for kind, images in kinds.items()}
 
