@@ -111,3 +111,15 @@ def test_streamed_public_by_target_equals_the_whole_set_draw(classes):
     want, want_labels = whole_set_public_by_target(data, split, target, classes, per_class, 4, 20)
     got, labels = public_by_target(data, split, target, classes, per_class, 4, chunk=1024)
     assert torch.equal(got, want) and np.array_equal(labels, want_labels)
+
+
+def test_a_drawn_set_larger_than_the_spill_size_is_kept_in_a_file(monkeypatch):
+    from lib.metrics import controls
+    generator, target = TinyGenerator(), saturating_target(2, 1.0)
+    held, _ = random_generator(generator, target, [0, 1], 5, 3, candidates=4, batch_size=8,
+                               chunk=1024)
+    assert isinstance(held, torch.Tensor)                   # 10 images of 768 bytes: held
+    monkeypatch.setattr(controls, "SPILL_BYTES", 10 * 3 * 8 * 8 * 4 - 1)
+    spilled, _ = random_generator(generator, target, [0, 1], 5, 3, candidates=4, batch_size=8,
+                                  chunk=1024)
+    assert isinstance(spilled, LazyImages) and torch.equal(spilled.tensor(), held)
