@@ -40,8 +40,8 @@ class Footprint:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         self.disk_before = folder_mb(self.folder) if self.folder else 0.0
-        self.rss_before = rss_mb("VmRSS")
-        reset_peak()
+        reset_peak()                     # VmHWM := the resident memory now, then only grows
+        self.rss_before = rss_mb("VmHWM")
         return self
 
     def __exit__(self, *exc) -> None:

@@ -106,8 +106,8 @@ def run_stage(stage: str, args) -> dict:
                      n_permutations=PERMUTATIONS, allow_not_computed=True, batch_size=BATCH,
                      store=ScoreStore(store_folder), stream=args.judge == "streaming")
 
-    baseline = rss_mb("VmRSS")
-    reset_peak()
+    reset_peak()                         # VmHWM := the resident memory now, then only grows
+    baseline = rss_mb("VmHWM")
     start = time.perf_counter()
     facts: dict = {}
     if stage == "judge":
