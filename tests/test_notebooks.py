@@ -144,3 +144,47 @@ def test_cells_have_unique_ids(path):
     """nbformat 4.5 requires a unique id per cell (papermill warns, later versions refuse)."""
     ids = [c.get("id") for c in load(path)["cells"]]
     assert None not in ids and len(set(ids)) == len(ids)
+
+
+BOOTSTRAPPING_PLOTS = {"barplot", "pointplot"}      # seaborn's default error bar is a bootstrap CI
+
+
+def unseeded_bootstraps(code: str) -> list[str]:
+    """The seaborn calls in `code` that draw a bootstrap interval without their own `seed`: their
+    bars would depend on numpy's global random state, i.e. on whatever ran before them."""
+    found = []
+    for node in ast.walk(ast.parse(code)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "sns"):
+            continue
+        kwargs = {k.arg: k.value for k in node.keywords if k.arg}
+        kind = kwargs.get("kind")
+        kind = kind.value if isinstance(kind, ast.Constant) else None
+        errorbar = kwargs.get("errorbar")
+        if errorbar is not None:
+            spec = errorbar.elts[0] if isinstance(errorbar, ast.Tuple) else errorbar
+            bootstraps = isinstance(spec, ast.Constant) and spec.value == "ci"
+        else:
+            bootstraps = node.func.attr in BOOTSTRAPPING_PLOTS or (
+                node.func.attr == "catplot" and kind in {"bar", "point"})
+        if bootstraps and "seed" not in kwargs:
+            found.append(ast.unparse(node)[:80])
+    return found
+
+
+def test_the_seed_check_sees_an_unseeded_bootstrap():
+    assert unseeded_bootstraps('sns.catplot(data=t, x="m", y="a", kind="bar", errorbar=("ci", 95))')
+    assert unseeded_bootstraps('sns.barplot(data=t, x="m", y="a")')
+    assert not unseeded_bootstraps('sns.barplot(data=t, x="m", y="a", seed=0)')
+    assert not unseeded_bootstraps('sns.barplot(data=t, x="m", y="a", errorbar="sd")')
+    assert not unseeded_bootstraps('sns.relplot(data=t, x="f", y="p", kind="line")')
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_bootstrap_error_bars_are_seeded(path):
+    """A figure's bytes depend only on the run's numbers: seaborn's bootstrap intervals get their
+    own seed (unseeded, they draw from numpy's global state, which moves with whatever the kernel
+    computed before, so a resumed run drew different bars from the same numbers)."""
+    for i, cell in enumerate(load(path)["cells"]):
+        if cell["cell_type"] == "code":
+            assert not unseeded_bootstraps(source(cell)), f"cell {i}: give the plot seed=0"
