@@ -2,7 +2,7 @@
 
 The environment of the notebook kernels (and of this process, before torch is imported) is
 the runner's: ``lib.paths.set_kernel_environment`` (no progress bars, a fixed hash seed, the
-CPU kernels pinned so that the smoke outputs are the same on every x86-64 machine).
+CPU kernels pinned as in a run; docs/protocol.md says how far that makes machines agree).
 nbval compares the outputs of cells marked ``# NBVAL_CHECK_OUTPUT`` (we run it with
 ``--nbval-lax``); stderr (warnings, progress bars) is never compared.
 """

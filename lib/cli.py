@@ -31,8 +31,8 @@ import sys
 
 from . import paths
 
-# Every command computes as the notebooks do: their kernel environment (CPU kernels pinned, so
-# a committed sweep or study gives the same numbers on any x86-64 machine), before torch loads.
+# Every command computes as the notebooks do: their kernel environment (the same pinned CPU
+# kernels, so a committed sweep or study matches the notebooks), set before torch loads.
 paths.set_kernel_environment()
 
 import argparse  # noqa: E402

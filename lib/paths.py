@@ -123,8 +123,10 @@ def weights_dir() -> Path:
 
 CPU_KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
                "OPENBLAS_CORETYPE": "Haswell", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-"""The CPU kernels torch and numpy/scipy may use, pinned so that a CPU run gives the same
-numbers on every x86-64 machine with AVX2. Otherwise each picks its kernels by CPU type at
+"""The CPU kernels torch and numpy/scipy may use, pinned so that CPU runs on different x86-64
+machines with AVX2 give the same numbers where the pins reach (not everywhere: on an AMD EPYC
+with AVX-512 the smoke run's prior and everything after it differed from the goldens of another
+machine, T and E did not; docs/protocol.md). Otherwise each picks its kernels by CPU type at
 run time: torch's AVX-512 kernels (oneDNN's convolutions, ATen's vectorised loops) sum in
 another order than its AVX2 ones, MKL's (torch's BLAS: linear layers, matrix products)
 pick AVX-512 paths on CPUs that have them (on one such machine E's smoke test accuracy moved
