@@ -21,6 +21,23 @@ def test_tensors_round_trip_with_manifest(tmp_path):
     assert all(torch.equal(loaded[k], t[k]) for k in t)
 
 
+def test_loaded_tensors_are_aligned_as_new_ones(tmp_path):
+    """safetensors returns tensors at the file's data offsets; loaded, every tensor sits in a
+    64-byte-aligned buffer as a new one does (kernels that read a misaligned input can sum in
+    another order: a resumed state would compute other last bits than the uncut run)."""
+    from safetensors.torch import load_file
+
+    path = A.save_tensors(tmp_path / "t.safetensors", {"a": torch.randn(10, 8), "b": torch.arange(3)},
+                          {"k": 1})
+    raw = load_file(str(path))
+    tensors, _ = A.load_tensors(path)
+    assert any(t.data_ptr() % A.ALIGNMENT for t in raw.values()), "no misaligned tensor to fix here"
+    assert all(t.data_ptr() % A.ALIGNMENT == 0 for t in tensors.values())
+    assert all(torch.equal(raw[k], tensors[k]) for k in raw)
+    aligned = torch.randn(4)
+    assert A.aligned(aligned) is aligned
+
+
 def test_modified_artefact_is_refused_and_kept(tmp_path):
     path = A.save_tensors(tmp_path / "t.safetensors", {"a": torch.zeros(3)}, {}, tmp_path)
     A.save_tensors(tmp_path / "other.safetensors", {"a": torch.ones(3)}, {}, tmp_path)
