@@ -216,10 +216,11 @@ ALIGNMENT = 64
 
 def aligned(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` in a buffer aligned as torch's allocator aligns a new one (a copy when it is
-    not). safetensors hands back tensors at the file's data offsets (32 bytes off here), and
-    some CPU kernels (MKL's on an AMD EPYC, seen) sum in another order for a misaligned
-    input: a network loaded from its file, or a resumed state, would then compute other
-    last bits than the one that was saved."""
+    not). safetensors hands back tensors at the file's data offsets (32 bytes off one here),
+    and some CPU kernels sum in another order for a misaligned input (seen on an AMD EPYC;
+    which kernel was not identified): a resumed state (a projection's codes) would then end
+    in other last bits than an uncut run. Networks are not affected (``load_state_dict``
+    copies into their own parameters)."""
     return tensor if tensor.data_ptr() % ALIGNMENT == 0 else tensor.clone()
 
 

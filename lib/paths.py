@@ -126,13 +126,14 @@ CPU_KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
 """The CPU kernels torch and numpy/scipy may use, pinned so that CPU runs on different x86-64
 machines with AVX2 give the same numbers where the pins reach (not everywhere: on an AMD EPYC
 with AVX-512 the smoke run's classifiers tested as in the goldens of another machine, but its
-prior and every number after it differed; docs/protocol.md). Otherwise each picks its kernels by CPU type at
-run time: torch's AVX-512 kernels (oneDNN's convolutions, ATen's vectorised loops) sum in
-another order than its AVX2 ones, MKL's (torch's BLAS: linear layers, matrix products)
-pick AVX-512 paths on CPUs that have them (on one such machine E's smoke test accuracy moved
-0.83 → 0.82 without this pin), and OpenBLAS's kernel families (Haswell, Zen, SkylakeX, ...)
-give eigenpairs of the natural-gradient metric (scipy's Lanczos) that differ in the last bits;
-training amplifies both into different rounded results. A value already set is kept."""
+prior and every number after it differed; docs/protocol.md). Otherwise each picks its kernels
+by CPU type at run time: torch's AVX-512 kernels (oneDNN's convolutions, ATen's vectorised
+loops) sum in another order than its AVX2 ones, MKL's (torch's BLAS: linear layers, matrix
+products) pick AVX-512 paths on CPUs that have them (on one such machine E's smoke test
+accuracy moved 0.83 → 0.82 without this pin), and OpenBLAS's kernel families (Haswell, Zen,
+SkylakeX, ...) give eigenpairs of the natural-gradient metric (scipy's Lanczos) that differ in
+the last bits; training amplifies both into different rounded results. A value already set is
+kept."""
 
 
 def set_kernel_environment() -> None:

@@ -146,7 +146,9 @@ def test_cells_have_unique_ids(path):
     assert None not in ids and len(set(ids)) == len(ids)
 
 
-BOOTSTRAPPING_PLOTS = {"barplot", "pointplot"}      # seaborn's default error bar is a bootstrap CI
+BOOTSTRAPPING_PLOTS = {"barplot", "pointplot", "lineplot"}
+"""seaborn plots whose default error bar is a bootstrap CI (a line plot's, where several y share an
+x; so is a bar/point catplot's and a line relplot's)."""
 
 
 def unseeded_bootstraps(code: str) -> list[str]:
@@ -164,9 +166,13 @@ def unseeded_bootstraps(code: str) -> list[str]:
         if errorbar is not None:
             spec = errorbar.elts[0] if isinstance(errorbar, ast.Tuple) else errorbar
             bootstraps = isinstance(spec, ast.Constant) and spec.value == "ci"
+        elif "estimator" in kwargs and isinstance(kwargs["estimator"], ast.Constant) \
+                and kwargs["estimator"].value is None:
+            bootstraps = False                              # no aggregation, no interval
         else:
             bootstraps = node.func.attr in BOOTSTRAPPING_PLOTS or (
-                node.func.attr == "catplot" and kind in {"bar", "point"})
+                node.func.attr == "catplot" and kind in {"bar", "point"}) or (
+                node.func.attr == "relplot" and kind == "line")
         if bootstraps and "seed" not in kwargs:
             found.append(ast.unparse(node)[:80])
     return found
@@ -177,7 +183,11 @@ def test_the_seed_check_sees_an_unseeded_bootstrap():
     assert unseeded_bootstraps('sns.barplot(data=t, x="m", y="a")')
     assert not unseeded_bootstraps('sns.barplot(data=t, x="m", y="a", seed=0)')
     assert not unseeded_bootstraps('sns.barplot(data=t, x="m", y="a", errorbar="sd")')
-    assert not unseeded_bootstraps('sns.relplot(data=t, x="f", y="p", kind="line")')
+    assert not unseeded_bootstraps('sns.relplot(data=t, x="f", y="p")')              # a scatter
+    assert unseeded_bootstraps('sns.relplot(data=t, x="f", y="p", kind="line")')
+    assert unseeded_bootstraps('sns.lineplot(data=t, x="f", y="p")')
+    assert not unseeded_bootstraps('sns.lineplot(data=t, x="f", y="p", estimator=None)')
+    assert not unseeded_bootstraps('sns.relplot(data=t, x="f", y="p", kind="line", seed=0)')
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
