@@ -230,6 +230,25 @@ def test_topk_ties_go_to_the_lower_class_index():
     assert topk_accuracy(logits, [0, 1], k=2) == 1.0
 
 
+def test_accuracies_in_row_blocks_equal_the_whole_set_computation(monkeypatch):
+    """The accuracies sort a few rows at a time (bounded memory at 1,000 classes); the
+    fraction is the one of the whole-set computation, ties and a NaN in a later block included."""
+    rng = np.random.default_rng(0)
+    logits = rng.integers(0, 4, size=(23, 6)).astype(np.float32)        # many ties
+    target = rng.integers(0, 6, size=23)
+    x = logits.astype(np.float64)
+    whole = {k: float((np.argsort(-x, axis=1, kind="stable")[:, :k] == target[:, None])
+                      .any(axis=1).mean()) for k in (1, 2, 5)}
+    classes = np.array([4, 1, 2, 5, 0, 3])
+    whole_restricted = float((classes[x[:, classes].argmax(axis=1)] == target).mean())
+    monkeypatch.setattr(fidelity, "ACCURACY_ROWS", 5)
+    assert {k: topk_accuracy(logits, target, k) for k in whole} == whole
+    assert restricted_accuracy(logits, target, classes) == whole_restricted
+    logits[21, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        topk_accuracy(logits, target, 1)
+
+
 def test_accuracy_errors():
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 3.0, 2.0]])
     with pytest.raises(ValueError, match="not among"):

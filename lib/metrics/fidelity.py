@@ -21,6 +21,7 @@ PRDC_KEYS = ("precision", "recall", "density", "coverage")
 PRDC_MIN_SAMPLES_OVER_K = 1   # PRDC needs k + 1 samples in each set (k neighbours besides self)
 FRECHET_MIN_SAMPLES = 2       # a covariance needs 2 samples (ddof = 1)
 ACCURACY_MIN_SAMPLES = 1      # accuracy of an empty set is undefined
+ACCURACY_ROWS = 4096          # logits rows an accuracy sorts at a time (temporaries ~ rows × classes)
 KNN_MIN_SAMPLES = 1           # at least one reconstruction, and one training sample per its class
 FRECHET_EPS = 1e-6            # ridge added to both covariances when their product is near-singular
 SQRTM_MAX_IMAG = 1e-3         # a larger imaginary part of sqrtm(Σa Σb) is an error, not noise
@@ -181,13 +182,22 @@ def frechet_distance(features_a, features_b, strict: bool = False,
 # ---------------------------------------------------------------------------- accuracy
 
 def _logits(logits) -> np.ndarray:
-    x = as_numpy(logits).astype(np.float64)
+    """``logits`` checked (2-D, finite, not empty), in their own dtype: the accuracies convert
+    ``ACCURACY_ROWS`` rows at a time (``_row_blocks``), so 50 reconstructions × 1,000 classes per
+    class never make whole-set float64 copies."""
+    x = as_numpy(logits)
     if x.ndim != 2:
         raise InputError(f"logits must be 2-D (samples, classes); got shape {x.shape}")
-    if not np.isfinite(x).all():
+    if not all(np.isfinite(block).all() for _, block in _row_blocks(x)):
         raise InputError("NaN or inf in logits; check the classifier that made them")
     _too_few("accuracy", len(x), ACCURACY_MIN_SAMPLES, "an empty set has no accuracy")
     return x
+
+
+def _row_blocks(x: np.ndarray):
+    """(first row, float64 copy of the rows) of ``x``, ``ACCURACY_ROWS`` rows at a time."""
+    for lo in range(0, len(x), ACCURACY_ROWS):
+        yield lo, x[lo:lo + ACCURACY_ROWS].astype(np.float64)
 
 
 def topk_accuracy(logits, target_labels, k: int = 1) -> float:
@@ -204,8 +214,11 @@ def topk_accuracy(logits, target_labels, k: int = 1) -> float:
     if labels.min() < 0 or labels.max() >= n_classes:
         raise InputError(f"target labels must lie in [0, {n_classes}); got "
                          f"{labels.min()}..{labels.max()}")
-    top = np.argsort(-x, axis=1, kind="stable")[:, :k]
-    return float((top == labels[:, None]).any(axis=1).mean())
+    hits = 0
+    for lo, block in _row_blocks(x):
+        top = np.argsort(-block, axis=1, kind="stable")[:, :k]
+        hits += int((top == labels[lo:lo + len(block), None]).any(axis=1).sum())
+    return hits / len(x)
 
 
 def restricted_accuracy(logits, target_labels, classes) -> float:
@@ -227,8 +240,11 @@ def restricted_accuracy(logits, target_labels, classes) -> float:
     if missing:
         raise InputError(f"target labels {missing} are not among the restricted classes "
                          f"{classes.tolist()}; pass original class ids that are in `classes`")
-    pred = classes[x[:, classes].argmax(axis=1)]
-    return float((pred == labels).mean())
+    hits = 0
+    for lo, block in _row_blocks(x):
+        pred = classes[block[:, classes].argmax(axis=1)]
+        hits += int((pred == labels[lo:lo + len(block)]).sum())
+    return hits / len(x)
 
 
 # ------------------------------------------------------------------------ KNN distance
