@@ -319,6 +319,24 @@ def test_golden_refuses_a_dirty_tree(monkeypatch):
         runner.golden(["00_overview"], executor=None, kernel_check=False, log=lambda s: None)
 
 
+def test_golden_refuses_while_the_shared_folders_are_held(tmp_runs, golden_folder):
+    """A second batch (make golden, nbval) refuses at its start, naming the one running, and
+    touches nothing; once the first is done the lock is free again."""
+    from lib.run.context import interactive_lock
+
+    shared = tmp_runs / "interactive" / "smoke"
+    shared.mkdir(parents=True)
+    (shared / "prior.safetensors").write_text("kept")
+    ran = []
+    with interactive_lock("an nbval session"):
+        with pytest.raises(RunnerError, match=r"an nbval session \(pid \d+\) is using .*interactive \(the notebooks' shared"):
+            runner.golden(["00_overview"], lambda *a: ran.append(a), kernel_check=False,
+                          log=lambda s: None)
+    assert ran == [] and (shared / "prior.safetensors").read_text() == "kept"
+    with interactive_lock("make golden"):
+        pass
+
+
 def test_summary_carries_the_attacks_and_validates(tmp_runs):
     code, run_dir = run(profile="smoke", executor=FakeExecutor())
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -6,17 +6,20 @@ is how a notebook records claims and metrics, saves figures and reads/writes art
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
 from .. import artifacts, config, paths, plotting, seeding
 from ..data import dataset
-from ..errors import ArtifactError
+from ..errors import ArtifactError, RunnerError
 from .profiling import start_if_requested
 from .provenance import provenance_text
 
@@ -51,6 +54,33 @@ def interactive_run_dir(profile: str, overrides: Mapping[str, Any]) -> Path:
         blob = json.dumps(dict(overrides), sort_keys=True).encode()
         name += "-" + hashlib.sha256(blob).hexdigest()[:8]
     return paths.runs_dir() / INTERACTIVE / name
+
+
+@contextlib.contextmanager
+def interactive_lock(what: str) -> Iterator[None]:
+    """Hold ``runs/interactive/.lock`` while ``what`` (``make golden``, an nbval session)
+    rebuilds the shared folders: a second such batch in the same checkout refuses at its
+    start, naming the first, instead of the two overwriting each other's artefacts midway."""
+    root = paths.runs_dir() / INTERACTIVE
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            inside = root.resolve().is_relative_to(paths.repo_root())
+            raise RunnerError(f"{holder} is using {display_path(root) if inside else root} (the "
+                              f"notebooks' shared folders); wait for it to finish before "
+                              f"starting {what}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{what} (pid {os.getpid()})\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()                            # closing releases the lock
 
 
 def config_difference(saved: Any, wanted: Any, prefix: str = "") -> str:

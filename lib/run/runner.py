@@ -31,6 +31,7 @@ from ..data import dataset
 from ..errors import DdcsMiError, RunnerError
 from ..stages.transfer import load_sweep, sweep_file
 from . import notebooks as nbfiles
+from .context import interactive_lock
 from .provenance import environment_info, git_commit, git_dirty_files
 from .summary import record_execution, validate_summary, write_summary
 
@@ -482,7 +483,8 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
     """Re-execute the committed notebooks in place under smoke defaults (no injected cell).
 
     The shared smoke folder ``runs/interactive/smoke`` is moved aside first (kept), so the
-    golden outputs come from a clean rebuild, as in CI.
+    golden outputs come from a clean rebuild, as in CI; the shared folders' lock
+    (``interactive_lock``) is held throughout.
     """
     executor = executor or papermill_executor
     dirty = git_dirty_files()
@@ -493,41 +495,45 @@ def golden(notebooks: list[str] | None = None, executor: Executor | None = None,
     commit = git_commit(short=False)
     if kernel_check:
         check_kernel()
-    paths.set_kernel_environment()
-    shared = paths.runs_dir() / "interactive" / "smoke"
-    if shared.exists():
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        shared.rename(shared.with_name(f"smoke.replaced-{stamp}"))
-    # Executed into a staging folder and written into notebooks/ only at the end, so that every
-    # notebook's provenance sees the clean tree of ``commit``, not the goldens written before it.
-    failed, staged = [], []
-    with tempfile.TemporaryDirectory(prefix="golden-") as staging:
-        jobs = [(notebook_path(name), name) for name in notebooks or NOTEBOOKS]
-        if notebooks is None:             # the tools notebooks (not pipeline stages)
-            jobs += [(paths.repo_root() / rel, rel) for rel in TOOL_NOTEBOOKS]
-        for path, label in jobs:
-            out = Path(staging) / f"{len(staged) + len(failed)}_{path.name}"
-            if label in TOOL_NOTEBOOKS:
-                shutil.rmtree(audit_example.example_dir(), ignore_errors=True)   # it rebuilds it
-            t0 = time.monotonic()
-            try:
-                executor(path, out, None, path.parent,
-                         config.PROFILES["smoke"]["cell_timeout_s"] or None)
+    with interactive_lock("make golden"):
+        paths.set_kernel_environment()
+        shared = paths.runs_dir() / "interactive" / "smoke"
+        if shared.exists():
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            shared.rename(shared.with_name(f"smoke.replaced-{stamp}"))
+        # Executed into a staging folder and written into notebooks/ only at the end, so that
+        # every notebook's provenance sees the clean tree of ``commit``, not the goldens
+        # written before it.
+        failed, staged = [], []
+        with tempfile.TemporaryDirectory(prefix="golden-") as staging:
+            jobs = [(notebook_path(name), name) for name in notebooks or NOTEBOOKS]
+            if notebooks is None:             # the tools notebooks (not pipeline stages)
+                jobs += [(paths.repo_root() / rel, rel) for rel in TOOL_NOTEBOOKS]
+            for path, label in jobs:
+                out = Path(staging) / f"{len(staged) + len(failed)}_{path.name}"
                 if label in TOOL_NOTEBOOKS:
-                    nb = nbfiles.strip_machine_paths(nbfiles.strip_execution_metadata(
-                        nbfiles.read(out)), {str(paths.repo_root()) + "/": ""})
-                    out.write_bytes(nbfiles.dumps(nbfiles.record_golden_commit(nb, commit)))
-                else:
-                    clean_golden(out, label, commit)
-                staged.append((path, out))
-                log(f"{label}: golden outputs executed ({time.monotonic() - t0:.1f} s)")
-            except Exception as err:  # keep going; the committed notebook stays as it was
-                failed.append(label)
-                log(f"{label}: FAILED ({_error_text(err)}); the committed notebook is unchanged")
-        for path, out in staged:
-            artifacts.atomic_write_bytes(path, out.read_bytes())
-        log(f"golden outputs written: {len(staged)} notebooks")
-    return 1 if failed else 0
+                    # the tools notebook rebuilds its example
+                    shutil.rmtree(audit_example.example_dir(), ignore_errors=True)
+                t0 = time.monotonic()
+                try:
+                    executor(path, out, None, path.parent,
+                             config.PROFILES["smoke"]["cell_timeout_s"] or None)
+                    if label in TOOL_NOTEBOOKS:
+                        nb = nbfiles.strip_machine_paths(nbfiles.strip_execution_metadata(
+                            nbfiles.read(out)), {str(paths.repo_root()) + "/": ""})
+                        out.write_bytes(nbfiles.dumps(nbfiles.record_golden_commit(nb, commit)))
+                    else:
+                        clean_golden(out, label, commit)
+                    staged.append((path, out))
+                    log(f"{label}: golden outputs executed ({time.monotonic() - t0:.1f} s)")
+                except Exception as err:  # keep going; the committed notebook stays as it was
+                    failed.append(label)
+                    log(f"{label}: FAILED ({_error_text(err)}); the committed notebook is "
+                        "unchanged")
+            for path, out in staged:
+                artifacts.atomic_write_bytes(path, out.read_bytes())
+            log(f"golden outputs written: {len(staged)} notebooks")
+        return 1 if failed else 0
 
 
 def parse_override(text: str) -> tuple[str, Any]:
