@@ -55,6 +55,10 @@ def test_streaming_equals_holding_every_metric_audit_and_test(d_per_class):
         assert a.membership[space].p_value == b.membership[space].p_value
     assert np.allclose(held.ddcs_of(recon, labels).per_sample_best,
                        streaming.ddcs_of(recon, labels).per_sample_best, rtol=1e-9)
+    small_a, small_b = held.scores(recon, labels).small, streaming.scores(recon, labels).small
+    assert set(small_a) == set(small_b) == {"penultimate", "logits"}
+    for key in small_a:                # 24 images in batches of 7: filled batch by batch
+        assert small_b[key].shape == small_a[key].shape and torch.equal(small_a[key], small_b[key])
     keep = held.private.indices[::2]
     assert np.allclose(held.restricted(keep).ddcs_of(recon, labels).per_sample_best,
                        streaming.restricted(keep).ddcs_of(recon, labels).per_sample_best,
