@@ -136,6 +136,13 @@ the last bits; training amplifies both into different rounded results. A value a
 kept."""
 
 
+def unpinned_kernels() -> dict[str, str | None]:
+    """The CPU kernel settings of this process that are not ``CPU_KERNELS``' (``None``: unset),
+    e.g. in a kernel JupyterLab started: empty under the runner and the notebook tests."""
+    return {name: os.environ.get(name) for name, value in CPU_KERNELS.items()
+            if os.environ.get(name) != value}
+
+
 def set_kernel_environment() -> None:
     """What the runner and the notebook tests set before notebook kernels start (they inherit
     it, and it must precede torch's import): a fixed ``PYTHONHASHSEED``, ``DDCS_MI_HEADLESS``

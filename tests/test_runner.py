@@ -587,3 +587,23 @@ def test_a_notebook_run_prints_no_kernel_transport_warning(tmp_path, capfd):
     assert "42" in out.read_text()
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out
+
+
+def test_the_shared_folder_is_keyed_by_unpinned_cpu_kernels(tmp_runs, monkeypatch):
+    """Under the pins (the runner, nbval) the shared folder is ``<profile>``; a kernel with other
+    CPU kernel settings (JupyterLab's: none set) gets its own, never the pinned one's artefacts."""
+    from lib import paths
+    from lib.run.context import interactive_run_dir
+
+    for name, value in paths.CPU_KERNELS.items():
+        monkeypatch.setenv(name, value)
+    pinned = interactive_run_dir("smoke", {})
+    assert pinned == tmp_runs / "interactive" / "smoke" and paths.unpinned_kernels() == {}
+    assert interactive_run_dir("smoke", {"seeds": 2}).name.startswith("smoke-")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert paths.unpinned_kernels() == {"ONEDNN_MAX_CPU_ISA": None}
+    unset = interactive_run_dir("smoke", {})
+    assert unset.name.startswith("smoke-kernels-") and unset != pinned
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    other = interactive_run_dir("smoke", {})
+    assert other.name.startswith("smoke-kernels-") and other not in (pinned, unset)

@@ -48,11 +48,18 @@ def resolve_device(requested: str, cfg: Mapping[str, Any]) -> str:
 
 
 def interactive_run_dir(profile: str, overrides: Mapping[str, Any]) -> Path:
-    """``runs/interactive/<profile>/``, or ``<profile>-<hash>`` when there are overrides."""
+    """``runs/interactive/<profile>/``, or ``<profile>-<hash>`` when there are overrides, and
+    ``…-kernels-<hash>`` when the CPU kernels are not the pinned ones (``paths.unpinned_kernels``:
+    a kernel JupyterLab started), whose numbers can differ in the last bits: artefacts made
+    under other kernels are never reused by the notebook tests, nor theirs by such a kernel."""
     name = profile
     if overrides:
         blob = json.dumps(dict(overrides), sort_keys=True).encode()
         name += "-" + hashlib.sha256(blob).hexdigest()[:8]
+    kernels = paths.unpinned_kernels()
+    if kernels:
+        blob = json.dumps(kernels, sort_keys=True).encode()
+        name += "-kernels-" + hashlib.sha256(blob).hexdigest()[:8]
     return paths.runs_dir() / INTERACTIVE / name
 
 
