@@ -125,8 +125,10 @@ gpu-check: data
 	$(PY) benchmarks/gpu_check.py --device cpu --counts cpu --out runs/gpu_check_cpu \
 	  --part-s 3600 --command-s 36000
 
+# JupyterLab with the CPU kernels pinned as in a run (lib.paths.pin_cpu_kernels)
 lab: data
-	$(VENV)/bin/jupyter lab notebooks/
+	$(PY) -c 'import os, sys; from lib import paths; paths.pin_cpu_kernels(); \
+	  os.execv(sys.executable, [sys.executable, "-m", "jupyterlab", "notebooks/"])'
 
 clean-venv:
 	rm -rf $(VENV)

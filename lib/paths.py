@@ -149,6 +149,12 @@ def set_kernel_environment() -> None:
     (no progress bars in executed notebooks) and the pinned CPU kernels (``CPU_KERNELS``)."""
     os.environ["PYTHONHASHSEED"] = "0"
     os.environ[ENV_HEADLESS] = "1"
+    pin_cpu_kernels()
+
+
+def pin_cpu_kernels() -> None:
+    """``CPU_KERNELS`` into this process's environment (a value already set is kept); what
+    ``make lab`` does before JupyterLab starts, so its kernels compute as a run's."""
     for name, value in CPU_KERNELS.items():
         os.environ.setdefault(name, value)
 
