@@ -35,10 +35,11 @@ from lib.metrics.distances import PerceptualDistance
 from lib.metrics.membership import membership_gap, membership_shift
 from lib.models import Discriminator, Generator, build_classifier
 from lib.ngd import build_reference_metric
-from lib.seeding import global_seed
+from lib.seeding import flush_denormals, global_seed
 from lib.training import discriminator_loss, generator_loss, r1_penalty
 
 lib.paths.set_kernel_environment()
+flush_denormals()                   # as a run's notebooks do (lib.run.context.setup)
 
 
 def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:

@@ -35,3 +35,34 @@ def test_the_transfer_stage_writes_the_same_bytes_in_two_processes(tmp_path):
             "models/transfer/entropy-ngd_seed0.safetensors",
             "models/ngd_metric_seed0.safetensors", "models/gan_prior.safetensors"} <= set(first)
     assert first == second
+
+
+
+SUBNORMALS = """
+import sys
+import torch
+{before}
+torch.set_num_threads(2)
+x = torch.ones(4_000_000, dtype=torch.int32).view(torch.float32)   # the smallest subnormal
+print(int((x * 2.0**30 != 0).sum()), torch.get_num_threads())       # normal unless read as zero
+"""
+SETUP = 'from lib.run import context\ncontext.setup("smoke", sys.argv[1], 0, "cpu", notebook="test", show_config=False)'
+
+
+def _nonzero_products(before: str, run_dir) -> int:
+    done = subprocess.run([sys.executable, "-c", SUBNORMALS.format(before=before), str(run_dir)],
+                          check=True, capture_output=True, text=True)
+    nonzero, threads = map(int, done.stdout.split()[-2:])
+    assert threads == 2
+    return nonzero
+
+
+def test_setup_flushes_subnormals_in_every_torch_thread(tmp_path):
+    """The notebooks' setup reads subnormals as zero (lib.seeding.flush_denormals) before
+    torch's thread pool exists, so every worker thread does too: products of subnormals split
+    over two threads are zero everywhere. Controls: without the setting every product is
+    nonzero, and set after the pool has started it reaches only part of them."""
+    assert _nonzero_products(SETUP, tmp_path / "run") == 0
+    assert _nonzero_products("", tmp_path / "plain") == 4_000_000
+    late = "torch.set_num_threads(2); torch.ones(4_000_000).mul(2); torch.set_flush_denormal(True)"
+    assert 0 < _nonzero_products(late, tmp_path / "late") < 4_000_000

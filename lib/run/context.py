@@ -210,6 +210,7 @@ def setup(profile: str = "smoke", run_dir: str = "", seed: int = 0, device: str 
           show_config: bool = True) -> Context:
     """Resolve the profile, seed everything, pick the device and the run folder."""
     overrides = dict(overrides or {})
+    seeding.flush_denormals()             # before any parallel torch operation (speed only)
     start_if_requested(notebook)          # only when DDCS_MI_CPROFILE is set
     cfg = config.resolve(profile, overrides)
     dataset.check_inputs(cfg)   # the paper profile's face data and weights, with the fix
