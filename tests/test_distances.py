@@ -12,6 +12,7 @@ from torch import nn
 from lib.metrics.distances import (LPIPS_VGG_WEIGHTS_FILE, NORM_EPS, PerceptualDistance,
                                    _VGG_SLICES, lpips_head_weights, lpips_vgg,
                                    pairwise_sq_distances)
+from lib.errors import InputError
 from lib.models import ConvClassifier
 
 CHANNELS = (4, 8, 16)  # ConvClassifier("mcnn", width=4): 4, 8, 16 channels at 16², 8², 4²
@@ -281,3 +282,42 @@ def test_natural_gradient_metric_on_lpips_vgg(lpips_reference):
         v = vecs[0][:, j]
         residual = (hvp(v) - vals[0][j] * v).norm() / vals[0][j]
         assert residual < 1e-4 and abs(v.norm().item() - 1) < 1e-8
+
+
+def test_against_fixed_targets_equals_the_pair_formula_bit_for_bit():
+    """``d.against(y)(x)`` is ``d(x, y)``: values and the gradient in x, bit for bit (float32,
+    per-channel weights), with y embedded once; a batch of another shape is refused."""
+    torch.manual_seed(0)
+    d = PerceptualDistance(ConvClassifier("mcnn", 5, width=4), [w.float() for w in random_weights()])
+    x, y = images(6, 1).float(), images(6, 2).float()
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    direct, fixed = d(x1, y), d.against(y)(x2)
+    assert torch.equal(direct, fixed)
+    direct.sum().backward(), fixed.sum().backward()
+    assert torch.equal(x1.grad, x2.grad)
+    with pytest.raises(InputError, match="differ in shape"):
+        d.against(y)(x[:3])
+
+
+def test_the_projection_embeds_its_targets_once_with_the_same_codes():
+    """The oracle projection evaluates d(G(z), targets) at every step; with
+    ``PerceptualDistance.against`` the targets' feature maps are computed once per batch, and
+    the codes, images and distances equal those of a distance without it bit for bit."""
+    from lib.metrics.leaks import project
+    from lib.models import Generator
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, width=4)
+    d = PerceptualDistance(ConvClassifier("mcnn", 5, width=4))
+    plain = type("Plain", (nn.Module,), {"forward": lambda self, a, b: d(a, b)})()
+    targets = torch.rand(5, 1, 32, 32) * 2 - 1
+    settings = dict(steps=4, restarts=2, seed=3, batch_size=4)          # 10 codes: 3 batches
+    calls = []
+    original = d.feature_maps
+    d.feature_maps = lambda t: calls.append(len(t)) or original(t)
+    fast = project(G, d, targets, **settings)
+    n_fast = len(calls)
+    calls.clear()
+    slow = project(G, plain, targets, **settings)
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow))
+    assert (n_fast, len(calls)) == (3 * (4 + 2), 3 * 2 * (4 + 1))    # per batch: steps + best + targets

@@ -150,9 +150,29 @@ class PerceptualDistance(nn.Module):
             raise InputError(f"{self.name}: x {tuple(x.shape)} and y {tuple(y.shape)} differ in "
                              "shape; the distance compares pairs (x_i, y_i). For all pairs use "
                              "pairwise_sq_distances(d.embed(x), d.embed(y))")
-        total = x.new_zeros(len(x))
-        for i, (fx, fy) in enumerate(zip(self.feature_maps(x), self.feature_maps(y))):
-            sq = (unit_normalise(fx) - unit_normalise(fy)).pow(2) * self._weight(i, fx)
+        return self._to_normalised(self.feature_maps(x),
+                                   [unit_normalise(f) for f in self.feature_maps(y)])
+
+    def against(self, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x ↦ self(x, y)`` with ``y``'s normalised feature maps computed once, without a
+        gradient (fixed targets: the oracle projection evaluates it at every step). The same
+        numbers bit for bit: ``y`` is embedded on its own in both, and carries no gradient."""
+        with torch.no_grad():
+            target = [unit_normalise(f) for f in self.feature_maps(y)]
+
+        def to_target(x: torch.Tensor) -> torch.Tensor:
+            if x.shape != y.shape:
+                raise InputError(f"{self.name}: x {tuple(x.shape)} and the targets "
+                                 f"{tuple(y.shape)} differ in shape; one image per target")
+            return self._to_normalised(self.feature_maps(x), target)
+        return to_target
+
+    def _to_normalised(self, maps_x: list[torch.Tensor], normalised_y: list[torch.Tensor]
+                       ) -> torch.Tensor:
+        """d(x_i, y_i) from x's feature maps and y's unit-normalised ones, shape (N,)."""
+        total = maps_x[0].new_zeros(len(maps_x[0]))
+        for i, (fx, fy) in enumerate(zip(maps_x, normalised_y)):
+            sq = (unit_normalise(fx) - fy).pow(2) * self._weight(i, fx)
             total = total + sq.sum(dim=1).mean(dim=(1, 2))
         return total
 

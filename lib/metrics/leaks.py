@@ -64,14 +64,14 @@ def project(generator: nn.Module, distance: nn.Module, targets: torch.Tensor, *,
     with frozen(generator, distance):
         for lo in range(first, len(codes), batch_size):
             z = codes[lo:lo + batch_size].to(device).requires_grad_(True)
-            x = repeated[lo:lo + batch_size].to(device)
+            to_target = _against(distance, repeated[lo:lo + batch_size].to(device))
             opt = torch.optim.Adam([z], lr=lr)
             for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
-                distance(generator(z), x).sum().backward()
+                to_target(generator(z)).sum().backward()
                 opt.step()
             with torch.no_grad():
-                best[lo:lo + batch_size] = distance(generator(z), x).cpu()
+                best[lo:lo + batch_size] = to_target(generator(z)).cpu()
             codes[lo:lo + batch_size] = z.detach().cpu()
             if partial is not None and partial.enabled:
                 partial.save({"codes": codes, "best": best, "next": lo + batch_size})
@@ -80,6 +80,13 @@ def project(generator: nn.Module, distance: nn.Module, targets: torch.Tensor, *,
             images = torch.cat([generator(codes[pick][i:i + batch_size].to(device)).cpu()
                                 for i in range(0, n, batch_size)])
     return codes[pick], images, best[pick]
+
+
+def _against(distance: nn.Module, targets: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x ↦ distance(x, targets)``, the targets embedded once where the distance can
+    (``PerceptualDistance.against``: the same numbers), else evaluated each call."""
+    against = getattr(distance, "against", None)
+    return against(targets) if against is not None else (lambda x: distance(x, targets))
 
 
 def blend(members: torch.Tensor, others: torch.Tensor, alpha: float) -> torch.Tensor:
