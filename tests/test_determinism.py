@@ -37,7 +37,6 @@ def test_the_transfer_stage_writes_the_same_bytes_in_two_processes(tmp_path):
     assert first == second
 
 
-
 SUBNORMALS = """
 import sys
 import torch
@@ -46,7 +45,8 @@ torch.set_num_threads(2)
 x = torch.ones(4_000_000, dtype=torch.int32).view(torch.float32)   # the smallest subnormal
 print(int((x * 2.0**30 != 0).sum()), torch.get_num_threads())       # normal unless read as zero
 """
-SETUP = 'from lib.run import context\ncontext.setup("smoke", sys.argv[1], 0, "cpu", notebook="test", show_config=False)'
+SETUP = ('from lib.run import context\n'
+         'context.setup("smoke", sys.argv[1], 0, "cpu", notebook="test", show_config=False)')
 
 
 def _nonzero_products(before: str, run_dir) -> int:

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.errors import InputError
 from lib.metrics.distances import (LPIPS_VGG_WEIGHTS_FILE, NORM_EPS, PerceptualDistance,
                                    _VGG_SLICES, lpips_head_weights, lpips_vgg,
                                    pairwise_sq_distances)
-from lib.errors import InputError
 from lib.models import ConvClassifier
 
 CHANNELS = (4, 8, 16)  # ConvClassifier("mcnn", width=4): 4, 8, 16 channels at 16², 8², 4²
@@ -288,7 +288,8 @@ def test_against_fixed_targets_equals_the_pair_formula_bit_for_bit():
     """``d.against(y)(x)`` is ``d(x, y)``: values and the gradient in x, bit for bit (float32,
     per-channel weights), with y embedded once; a batch of another shape is refused."""
     torch.manual_seed(0)
-    d = PerceptualDistance(ConvClassifier("mcnn", 5, width=4), [w.float() for w in random_weights()])
+    weights = [w.float() for w in random_weights()]
+    d = PerceptualDistance(ConvClassifier("mcnn", 5, width=4), weights)
     x, y = images(6, 1).float(), images(6, 2).float()
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     direct, fixed = d(x1, y), d.against(y)(x2)
@@ -320,4 +321,5 @@ def test_the_projection_embeds_its_targets_once_with_the_same_codes():
     calls.clear()
     slow = project(G, plain, targets, **settings)
     assert all(torch.equal(a, b) for a, b in zip(fast, slow))
-    assert (n_fast, len(calls)) == (3 * (4 + 2), 3 * 2 * (4 + 1))    # per batch: steps + best + targets
+    # per batch: the steps, the best distances and (once, or at every call) the targets
+    assert (n_fast, len(calls)) == (3 * (4 + 2), 3 * 2 * (4 + 1))
