@@ -69,6 +69,21 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
     return apply(model, images, batch_size, device, method="embed")
 
 
+def embed_and_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
+                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(``embed``, ``predict_logits``) of a classifier (``forward`` = ``head`` ∘ ``embed``) in
+    one pass: each batch's logits are its features through the head, the same numbers as the
+    two functions' separate passes over the same batches."""
+    def both(x: torch.Tensor) -> torch.Tensor:
+        features = model.embed(x)
+        return torch.cat([features, model.head(features)], dim=1)
+
+    model.eval().to(device)
+    out = batched(both, images, batch_size, device)
+    n_features = out.shape[1] - model.head.out_features
+    return out[:, :n_features].contiguous(), out[:, n_features:].contiguous()
+
+
 def generate(generator: nn.Module, latents: torch.Tensor, batch_size: int = 512,
              device: str | torch.device = "cpu") -> torch.Tensor:
     """Images of ``generator`` (eval mode) for ``latents``, batched, on the CPU."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -32,7 +33,18 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     paths.set_deterministic_cublas()
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    use_deterministic_algorithms(deterministic)
+
+
+def use_deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)`` without loading torch's
+    compiler: torch's function imports ``torch._inductor`` (2 s, in every notebook) only to copy
+    the flag into the compiler's config. The flag the eager kernels read is set the same way;
+    the compiler's copy too when it is already loaded (nothing in this repository compiles)."""
+    compiler = sys.modules.get("torch._inductor.config")
+    if compiler is not None:
+        compiler.deterministic = mode
+    torch._C._set_deterministic_algorithms(mode, warn_only=True)
 
 
 def flush_denormals() -> None:

@@ -65,6 +65,27 @@ def test_streamed_random_generator_equals_the_whole_set_draw(scale):
     assert torch.equal(spilled.tensor(), want) and np.array_equal(spilled_labels, want_labels)
 
 
+def test_held_candidates_give_the_draw_of_generating_the_chosen_again(monkeypatch):
+    """Held (the default at this size) or made again (``HOLD_BYTES`` below the set): the same
+    images bit for bit; held, the generator runs once over the candidates."""
+    from lib.metrics import controls
+    torch.manual_seed(0)
+    generator, target = TinyGenerator(), saturating_target(3, 400.0)
+    classes, per_class, candidates = [2, 5, 7], 20, 40          # 2,400 candidates: 3 chunks
+    batches = []
+    forward = generator.forward
+    generator.forward = lambda z: (batches.append(len(z)), forward(z))[1]     # counts rows
+    held, held_labels = random_generator(generator, target, classes, per_class, 11, candidates,
+                                         batch_size=64, chunk=1024)
+    once = sum(batches)
+    batches.clear()
+    monkeypatch.setattr(controls, "HOLD_BYTES", 0)
+    again, again_labels = random_generator(generator, target, classes, per_class, 11,
+                                           candidates, batch_size=64, chunk=1024)
+    assert once == 2400 and sum(batches) > 2400                  # the chosen made again
+    assert torch.equal(held, again) and np.array_equal(held_labels, again_labels)
+
+
 def test_chunk_must_be_a_multiple_of_the_batches():
     assert chunk_rows(512, 1024) == 4096 and chunk_rows(300, 1024) == 76800
     with pytest.raises(InputError, match="multiple of 1024"):

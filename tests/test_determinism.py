@@ -66,3 +66,39 @@ def test_setup_flushes_subnormals_in_every_torch_thread(tmp_path):
     assert _nonzero_products("", tmp_path / "plain") == 4_000_000
     late = "torch.set_num_threads(2); torch.ones(4_000_000).mul(2); torch.set_flush_denormal(True)"
     assert 0 < _nonzero_products(late, tmp_path / "late") < 4_000_000
+
+
+DETERMINISM = """
+import sys
+import torch
+{before}
+print(torch.are_deterministic_algorithms_enabled(),
+      torch.is_deterministic_algorithms_warn_only_enabled(), "torch._inductor" in sys.modules)
+"""
+
+
+def _determinism_flags(before: str, run_dir) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", DETERMINISM.format(before=before), str(run_dir)],
+                          check=True, capture_output=True, text=True)
+    return done.stdout.split()[-3:]
+
+
+def test_setup_sets_deterministic_algorithms_without_loading_the_compiler(tmp_path):
+    """The setup turns torch's deterministic algorithms on (warnings only) as
+    ``torch.use_deterministic_algorithms`` does, without importing ``torch._inductor`` (2 s in
+    every notebook). Control: torch's own function loads it."""
+    assert _determinism_flags(SETUP, tmp_path / "run") == ["True", "True", "False"]
+    torch_way = "torch.use_deterministic_algorithms(True, warn_only=True)"
+    assert _determinism_flags(torch_way, tmp_path / "torch") == ["True", "True", "True"]
+    import torch
+    import torch._inductor.config as compiler
+    from lib import seeding
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(), compiler.deterministic)
+    try:                                                     # with the compiler loaded
+        for mode in (True, False):
+            seeding.use_deterministic_algorithms(mode)
+            assert torch.are_deterministic_algorithms_enabled() == mode == compiler.deterministic
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        compiler.deterministic = before[2]

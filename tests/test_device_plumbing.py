@@ -14,7 +14,8 @@ from lib.stages import evaluation
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = {"predict_logits", "generate", "embed", "penultimate", "apply", "class_probabilities",
          "project", "label_view", "random_generator", "public_by_target", "cheap_signals",
-         "test_classifiers", "evaluator_row", "embed_batched", "memorising_target"}
+         "test_classifiers", "evaluator_row", "embed_batched", "memorising_target",
+         "embed_and_logits"}
 """Functions that run a network over a set (``lib.inference`` and the helpers built on it)."""
 LIB_MODULES = {"lib.inference", "lib.defense", "lib.stages.classifiers", "lib.stages.transfer",
                "lib.metrics.controls", "lib.metrics.leaks", "lib.stages.regimes"}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lib import claims, config, seeding, training
 from lib.data import dataset
 from lib.errors import ArtifactError
-from lib.inference import predict_logits
+from lib.inference import embed, embed_and_logits, predict_logits
 from lib.metrics.fidelity import confusion_matrix, topk_accuracy
 from lib.run import context
 from lib.stages import classifiers
@@ -25,6 +25,18 @@ def test_classifier_shapes(arch):
     assert maps[-1].shape == (3, 16, 4, 4)
     assert model.embed(x).shape == (3, model.embed_dim)
     assert model(x).shape == (3, 7)
+
+
+def test_embed_and_logits_is_one_pass_with_the_numbers_of_two():
+    model = ConvClassifier(next(iter(ARCHITECTURES)), n_classes=7, width=8).eval()
+    images = torch.randn(37, 1, 32, 32)
+    calls = []
+    model.stages[0].register_forward_hook(lambda *_: calls.append(1))
+    features, logits = embed_and_logits(model, images, batch_size=16)
+    assert len(calls) == 3                                   # one pass: ceil(37 / 16) batches
+    assert torch.equal(features, embed(model, images, batch_size=16))
+    assert torch.equal(logits, predict_logits(model, images, batch_size=16))
+    assert logits.shape == (37, 7) and features.is_contiguous() and logits.is_contiguous()
 
 
 def test_unknown_architecture():

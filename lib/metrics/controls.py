@@ -14,8 +14,10 @@ time, so a draw never holds its ``candidates`` × ``per_class`` × classes image
 whole-set pass computes, and the final choice is ``torch.topk`` over the whole column of
 probabilities (its own order among tied values; the ``random_generator`` columns are read back
 from a temporary file, 4 bytes per candidate and class): the streamed draw equals the
-whole-set draw, bit for bit. ``random_generator`` keeps no image while it draws (it generates
-the chosen ones again) and can hand its set to the judge from a file (``spill``).
+whole-set draw, bit for bit. ``random_generator`` holds its candidates' images while it draws
+only when they fit in ``HOLD_BYTES`` (40 MB at the cpu profile); otherwise it keeps none and
+generates the chosen ones again, in the same batches, so the same images. It can hand its set
+to the judge from a file (``spill``).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from ..inference import generate, predict_logits
 LOGITS_BATCH = 1024     # ``predict_logits``' default batch, which the controls use
 CHUNK_AT_LEAST = 4096   # candidates per streamed chunk, at least
 SPILL_BYTES = 1 << 30   # a drawn set larger than this is kept in a temporary file
+HOLD_BYTES = 1 << 28    # random_generator holds its candidates' images up to this size
 
 CONTROLS = {
     "random_generator": "the GAN prior's random samples, most target-confident per class",
@@ -147,21 +150,31 @@ def random_generator(generator: torch.nn.Module, target: torch.nn.Module, classe
     step = _check_chunk(chunk or chunk_rows(batch_size, LOGITS_BATCH), batch_size, LOGITS_BATCH)
     latents = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
     sizes: list[int] = []
+    held: list[torch.Tensor] = []          # every chunk's images, when they fit in HOLD_BYTES
     with tempfile.TemporaryFile() as spill_file:
         for lo in range(0, n, step):
             images = generate(generator, latents[lo:lo + step], batch_size, device)
             probs = torch.softmax(predict_logits(target, images, device=device), dim=1)
             probs.T.contiguous().numpy().tofile(spill_file)
             sizes.append(len(probs))
+            if n * images[0].numel() * images.element_size() <= HOLD_BYTES:
+                held.append(images)
             del images
         chosen = torch.cat([_column(spill_file, sizes, len(classes), j).topk(per_class).indices
                             for j in range(len(classes))]).tolist()
     slots: dict[int, list[int]] = {}
     for i, row in enumerate(chosen):
         slots.setdefault(row, []).append(i)
+
+    def batch_at(first: int) -> torch.Tensor:
+        """The batch of ``batch_size`` candidates from row ``first``: held, or made again."""
+        if held:                           # a chunk is whole batches: none straddles two
+            return held[first // step][first % step:first % step + batch_size]
+        return generate(generator, latents[first:first + batch_size], batch_size, device)
+
     out = None
     for first in sorted({row - row % batch_size for row in slots}):
-        images = generate(generator, latents[first:first + batch_size], batch_size, device)
+        images = batch_at(first)
         if out is None:
             image_bytes = images[0].numel() * images.element_size()
             on_disk = spill if spill is not None else len(chosen) * image_bytes > SPILL_BYTES

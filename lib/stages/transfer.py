@@ -21,7 +21,7 @@ from ..data import dataset
 from ..data.images import subset
 from ..distributed import SINGLE, World, main_first
 from ..errors import ArtifactError
-from ..inference import embed, generate, predict_logits
+from ..inference import embed, embed_and_logits, generate, predict_logits
 from ..metrics.fidelity import frechet_distance
 from ..seeding import derive_seed, seeded_rng
 from ..transfer import (SWEEP_RULE, SWEEP_WEIGHTS, TransferResult, TransferSettings,
@@ -215,12 +215,12 @@ def evaluator_row(samples: torch.Tensor, target_logits: torch.Tensor, evaluator:
     """How E sees a generator's samples: the share it puts in a private class, its agreement
     with T's label, and FID-E against the public images' features (E on ``device``)."""
     classes = np.asarray(private_classes)
-    e_pred = predict_logits(evaluator, samples, device=device).argmax(1).numpy()
+    features, logits = embed_and_logits(evaluator, samples, device=device)
+    e_pred = logits.argmax(1).numpy()
     t_pred = classes[target_logits.argmax(1).numpy()]
     return {"E_private_share": float(np.isin(e_pred, classes).mean()),
             "E_agrees_with_T": float((e_pred == t_pred).mean()),
-            "fid_e_vs_public": frechet_distance(embed(evaluator, samples, device=device),
-                                                public_feats)}
+            "fid_e_vs_public": frechet_distance(features, public_feats)}
 
 
 def evaluator_view(ctx, data, split, samples: dict[tuple[str, int], torch.Tensor],
@@ -301,8 +301,7 @@ def sweep(ctx, modes: tuple[str, ...] = ("entropy", *NATURAL_GRADIENT_MODES), se
     def report(result: TransferResult) -> dict:
         samples = generate(result.generator_ema, z_eval, device=ctx.device)
         return evaluator_row(samples, predict_logits(inputs.target, samples, device=ctx.device),
-                             evaluator,
-                             ctx.cfg["private_classes"], public_feats)
+                             evaluator, ctx.cfg["private_classes"], public_feats, ctx.device)
 
     out: dict[str, Any] = {"rule": SWEEP_RULE, "seed": seed, "units": "authors", "modes": {}}
     for mode in modes:
