@@ -195,8 +195,8 @@ def floors(profile: str) -> dict[str, dict[str, float]]:
     ppa = (cfg["attack_pool"] * (fwd["G"] + fwd["T"])
            + k * (cfg["attack_steps"] * ppa_step + (cfg["attack_final_aug"] + 2) * ppa_views))
     gmi_d = lambda x: F.softplus(-D(x)).mean()                                    # noqa: E731
-    gmi_step = timed(latent_step(G, T, per * k, torch.nn.Identity(), gmi_d, (D,)))
-    gmi = cfg["gmi_restarts"] * cfg["gmi_steps"] * gmi_step
+    gmi_step = timed(latent_step(G, T, per, torch.nn.Identity(), gmi_d, (D,)))   # one class's
+    gmi = k * cfg["gmi_restarts"] * cfg["gmi_steps"] * gmi_step     # codes, as the attack runs
     n_ppa = 3 * seeds
     n_gmi = sum(len(config.attack_seeds(cfg, "gmi", mode)) for mode in config.MODES)
     out["05_attacks"] = {"PPA-style": n_ppa * ppa, "GMI-style": n_gmi * gmi}
