@@ -92,3 +92,20 @@ def test_the_provenance_line_gives_the_first_executions_time_and_the_reexecution
 
 def test_the_readme_stays_short():
     assert len((ROOT / "README.md").read_text()) <= 15000
+
+
+def test_a_committed_study_the_run_does_not_read_is_labelled_so():
+    """C2d's bullet comes from the committed study; when the run's C2d says the study was made
+    under another config, the bullet says so first (never reads as this run's verdict)."""
+    study = json.loads((ROOT / "results" / "ngd_damped_study.json").read_text())
+    summary = constructed([0.05, 0.06, 0.055], 0.001, -0.01)
+    applies = next(f for f in findings.findings(summary, {"ngd_damped_study.json": study})
+                   if f.startswith("**C2d"))
+    assert applies.startswith("**C2d** (`entropy+ngd-damped` − `vanilla`")
+    summary["claims"] = [{"id": "C2d", "passed": None, "status": "not run here: the committed "
+                          "study was made under another transfer or attack config"}]
+    stale = next(f for f in findings.findings(summary, {"ngd_damped_study.json": study})
+                 if f.startswith("**C2d"))
+    assert stale.startswith("**C2d** (not read by this run: the committed study was made under "
+                            f"another transfer or attack config, at commit `{study['git_commit'][:7]}`;")
+    assert stale.split("): ", 1)[1] == applies.split("): ", 1)[1]      # the same numbers

@@ -96,9 +96,10 @@ def registered_interval(criterion: str) -> str:
 
 
 def c2_finding(claim_id: str, table: pd.DataFrame, treatment: str, explain: bool = True,
-               criterion: str = "paired t") -> str:
+               criterion: str = "paired t", caveat: str = "") -> str:
     """C2 / C2d per metric, under the wording rules, with the number of paired seeds and the
-    interval its recorded ``criterion`` registered (``registered_interval``)."""
+    interval its recorded ``criterion`` registered (``registered_interval``); ``caveat`` first
+    in the parentheses (e.g. why the run does not read a committed study)."""
     signs = {label: sign for _, sign, label in IMPROVEMENT_METRICS}
     rows = table[table["mode"] == treatment]
     seeds = int(rows["seeds"].max()) if len(rows) else 0
@@ -114,7 +115,8 @@ def c2_finding(claim_id: str, table: pd.DataFrame, treatment: str, explain: bool
     why = ("" if not explain else
            f"; a bootstrap over {seeds} paired differences excludes 0 when all share a sign"
            if kind == "bootstrap" else "; two-sided 95% paired t intervals")
-    return (f"**{claim_id}** (`{treatment}` − `vanilla`, paired over {seeds} seeds{why}): "
+    return (f"**{claim_id}** ({caveat + '; ' if caveat else ''}"
+            f"`{treatment}` − `vanilla`, paired over {seeds} seeds{why}): "
             + "; ".join(texts) + ".")
 
 
@@ -134,7 +136,8 @@ def regimes_finding(study: Mapping[str, Any]) -> str:
     """The memorisation study: per regime C1b and C1c under their own Holm family, with Holm
     over all of the study's tests beside (``lib.stages.regimes.study_tests``)."""
     tests = study_tests(study)
-    return ("**The memorisation study** (`results/regimes.json`; Holm p within its regime | over "
+    return ("**The memorisation study** (`results/regimes.json`, made at commit "
+            f"`{study.get('git_commit', '?')[:7]}`; Holm p within its regime | over "
             f"all {len(tests)} of the study's tests): "
             + "; ".join(f"{t['reading'].text}, Holm p {t['p_holm']:.2g} | {t['p_all']:.2g}"
                         for t in tests) + ".")
@@ -174,9 +177,12 @@ def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = Non
                                   criterion=claims.get("C2", {}).get("criterion", "")))
     damped = studies.get("ngd_damped_study.json")
     if damped:
+        stale = claims.get("C2d", {}).get("status", "").startswith("not run here")
+        caveat = (f"not read by this run: {claims['C2d']['status'].removeprefix('not run here: ')}"
+                  f", at commit `{damped.get('git_commit', '?')[:7]}`" if stale else "")
         out.append(c2_finding("C2d", pd.DataFrame(damped["claim_table"]), "entropy+ngd-damped",
                               explain=not any(line.startswith("**C2**") for line in out),
-                              criterion=damped["claim"].get("criterion", "")))
+                              criterion=damped["claim"].get("criterion", ""), caveat=caveat))
     for cid in ("C1", "C3a"):
         if cid in claims:
             out.append(f"**{cid}** ({verdict(claims[cid])}): {claims[cid]['measured']}.")
