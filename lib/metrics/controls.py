@@ -138,12 +138,13 @@ def random_generator(generator: torch.nn.Module, target: torch.nn.Module, classe
     run on ``device``.
 
     Two streamed passes. First every candidate is generated and labelled ``chunk`` at a time
-    (a multiple of ``batch_size`` and of ``LOGITS_BATCH``) and only its class probabilities
-    are kept, in a temporary file, class by class within each chunk; each class's choice is
+    (a multiple of ``batch_size`` and of ``LOGITS_BATCH``) and its class probabilities are
+    kept, in a temporary file, class by class within each chunk; each class's choice is
     ``torch.topk`` over its whole column read back from it. Then the batches of
-    ``batch_size`` that hold a chosen candidate are generated again — the same codes in the
-    same batches, so the same images — and the chosen ones written out. No image but one
-    chunk's is held while drawing. ``spill``: the chosen set goes to a temporary file and
+    ``batch_size`` that hold a chosen candidate are taken from the held chunks when every
+    candidate's image fits in ``HOLD_BYTES``, else generated again — the same codes in the
+    same batches, so the same images — and the chosen ones written out; in that case no image
+    but one chunk's is held while drawing. ``spill``: the chosen set goes to a temporary file and
     comes back as a ``LazyImages`` (default: when it is larger than ``SPILL_BYTES``), else
     a tensor."""
     n = candidates * per_class * len(classes)
