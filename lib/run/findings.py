@@ -17,6 +17,7 @@ from .. import paths
 from ..claims import (DETECTED, IMPROVEMENT_METRICS, NOT_DETECTED, OPPOSITE, improvement_claim,
                       membership_claim, membership_exposure_claim, read_result, shift_claim)
 from ..metrics.stats import combined_p_value
+from ..stages.damped_study import NOT_READ
 from ..stages.regimes import study_tests
 from .compare import STUDY_FILES
 from .report import attacks_table, markdown
@@ -177,8 +178,8 @@ def findings(summary: Mapping[str, Any], studies: Mapping[str, Any] | None = Non
                                   criterion=claims.get("C2", {}).get("criterion", "")))
     damped = studies.get("ngd_damped_study.json")
     if damped:
-        stale = claims.get("C2d", {}).get("status", "").startswith("not run here")
-        caveat = (f"not read by this run: {claims['C2d']['status'].removeprefix('not run here: ')}"
+        stale = claims.get("C2d", {}).get("status", "").startswith(NOT_READ)
+        caveat = (f"not read by this run: {claims['C2d']['status'].removeprefix(NOT_READ)}"
                   f", at commit `{damped.get('git_commit', '?')[:7]}`" if stale else "")
         out.append(c2_finding("C2d", pd.DataFrame(damped["claim_table"]), "entropy+ngd-damped",
                               explain=not any(line.startswith("**C2**") for line in out),

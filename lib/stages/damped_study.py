@@ -28,6 +28,7 @@ from .transfer import (evaluator_view, mode_samples, monitor_table, require_tran
                        transfer_inputs)
 
 MODE = "entropy+ngd-damped"
+NOT_READ = "not run here: "   # the status of a committed study this run does not apply to
 
 
 def study_file() -> Path:
@@ -93,7 +94,7 @@ def committed_claim(cfg) -> dict[str, Any]:
     why = matches(study, cfg)
     if why:
         return {**base, "measured": "not measured under this config", "passed": None,
-                "status": f"not run here: {why}",
+                "status": f"{NOT_READ}{why}",
                 "details": f"{source}, which measured: {study['claim']['measured']}"}
     claim = {k: v for k, v in study["claim"].items() if k != "id"}
     return {**claim, "details": f"{claim['details']}; {source}"}
