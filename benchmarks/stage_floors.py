@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 import lib.paths
 from lib import config
+from lib.allocator import reuse_freed_memory
 from lib.inference import frozen
 from lib.augment import attack_view, classifier_shifts, target_view
 from lib.metrics.distances import PerceptualDistance
@@ -40,6 +41,7 @@ from lib.training import discriminator_loss, generator_loss, r1_penalty
 
 lib.paths.set_kernel_environment()
 flush_denormals()                   # as a run's notebooks do (lib.run.context.setup)
+reuse_freed_memory()
 
 
 def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
