@@ -1,6 +1,6 @@
 """The floor of each notebook of the cpu run: the passes it cannot avoid, timed bare here.
 
-    .venv/bin/python benchmarks/stage_floors.py [--run runs/<folder>] [--profile cpu]
+    .venv/bin/python benchmarks/stage_floors.py [--run runs/<folder>] [--profile cpu] [--times N]
 
 For every notebook, the forward/backward passes its result needs (counted from the profile:
 epochs × images, GAN steps, attack steps × candidates, permutations, ...) are timed one kind
@@ -9,8 +9,10 @@ no augmentation bookkeeping, logging, checkpoints or I/O, the median of a few re
 multiplied by their counts. A pass kind's time includes the optimiser step and the kornia views
 the stage applies (they are part of the bytes it must reproduce). With ``--run`` the run's own
 seconds per notebook (``summary.json``) are printed beside, and their ratio to the floor.
-Notebooks 00, 01, 08 and 99 compute nothing heavy (their floor is reading and plotting) and
-are listed with a floor of 0.
+The bare passes run faster or slower with the machine's state (±6% in total, up to ±18% per
+notebook within an hour, more between hours): ``--times N`` measures them N times and prints the
+median and the range; measure right after the run, not hours later. Notebooks 00, 01, 08 and
+99 compute nothing heavy (their floor is reading and plotting) and are listed with a floor of 0.
 """
 from __future__ import annotations
 
@@ -241,29 +243,45 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--run", type=Path, help="a run folder whose summary.json to set beside")
-    parser.add_argument("--json", type=Path, help="also write the floors here")
+    parser.add_argument("--times", type=int, default=1,
+                        help="measure the floors this many times (they drift with the machine's "
+                             "speed): the median is printed, and the range when more than once")
+    parser.add_argument("--json", type=Path, help="also write the floors here (every time)")
     args = parser.parse_args()
+    if args.times < 1:
+        parser.error("--times must be at least 1")
     torch.manual_seed(0)
-    result = floors(args.profile)
+    results = [floors(args.profile) for _ in range(args.times)]
     measured = {}
     if args.run:
         summary = json.loads((args.run / "summary.json").read_text())
         measured = {nb["name"]: nb["seconds"] for nb in summary["notebooks"]}
-    total_floor = total_run = 0.0
-    print(f"{'notebook':16} {'floor s':>9} {'run s':>8} {'ratio':>6}  passes")
-    for name in sorted(result):
-        parts = result[name]
-        floor = sum(parts.values())
+    span = lambda values: (f" [{min(values):.0f}–{max(values):.0f}]"          # noqa: E731
+                           if len(values) > 1 else "")
+    totals = [sum(sum(parts.values()) for parts in result.values()) for result in results]
+    total_run = 0.0
+    print(f"{'notebook':16} {'floor s':>9} {'run s':>8} {'ratio':>6}  passes (median floor)"
+          + ("  [floor range]" if args.times > 1 else ""))
+    for name in sorted(results[0]):
+        each = [sum(result[name].values()) for result in results]
+        floor = statistics.median(each)
         run = measured.get(name)
-        total_floor += floor
         total_run += run or 0.0
         ratio = f"{run / floor:6.2f}" if run and floor else "     -"
-        detail = "; ".join(f"{k} {v:.1f}" for k, v in parts.items())
-        print(f"{name:16} {floor:9.1f} {run if run is not None else float('nan'):8.1f} {ratio}  {detail}")
-    print(f"{'total':16} {total_floor:9.1f} {total_run:8.1f}"
-          + (f" {total_run / total_floor:6.2f}" if total_run else ""))
+        detail = "; ".join(f"{k} {statistics.median(r[name][k] for r in results):.1f}"
+                           for k in results[0][name])
+        print(f"{name:16} {floor:9.1f} {run if run is not None else float('nan'):8.1f} {ratio}  "
+              f"{detail}{span(each) if floor else ''}")
+    total_floor = statistics.median(totals)
+    line = f"{'total':16} {total_floor:9.1f} {total_run:8.1f}"
+    if total_run:
+        line += f" {total_run / total_floor:6.2f}"
+        if args.times > 1:
+            line += f"  (ratio {total_run / max(totals):.2f}–{total_run / min(totals):.2f} over " \
+                    f"the {args.times} measurements{span(totals)})"
+    print(line)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        args.json.write_text(json.dumps(results if args.times > 1 else results[0], indent=1))
     return 0
 
 
