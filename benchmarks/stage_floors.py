@@ -10,7 +10,7 @@ multiplied by their counts. A pass kind's time includes the optimiser step and t
 the stage applies (they are part of the bytes it must reproduce). With ``--run`` the run's own
 seconds per notebook (``summary.json``) are printed beside, and their ratio to the floor.
 The bare passes run faster or slower with the machine's state (±6% in total, up to ±18% per
-notebook within an hour, more between hours): ``--times N`` measures them N times and prints the
+notebook, and drifting by a fifth within forty minutes): ``--times N`` measures them N times and prints the
 median and the range; measure right after the run, not hours later. Notebooks 00, 01, 08 and
 99 compute nothing heavy (their floor is reading and plotting) and are listed with a floor of 0.
 """
