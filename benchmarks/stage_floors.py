@@ -10,9 +10,10 @@ multiplied by their counts. A pass kind's time includes the optimiser step and t
 the stage applies (they are part of the bytes it must reproduce). With ``--run`` the run's own
 seconds per notebook (``summary.json``) are printed beside, and their ratio to the floor.
 The bare passes run faster or slower with the machine's state (±6% in total, up to ±18% per
-notebook, and drifting by a fifth within forty minutes): ``--times N`` measures them N times and prints the
-median and the range; measure right after the run, not hours later. Notebooks 00, 01, 08 and
-99 compute nothing heavy (their floor is reading and plotting) and are listed with a floor of 0.
+notebook, drifting by a fifth within forty minutes): ``--times N`` measures them N times and
+prints the median and the range; measure right after the run, not hours later. Notebooks 00,
+01, 08 and 99 compute nothing heavy (their floor is reading and plotting) and are listed with a
+floor of 0.
 """
 from __future__ import annotations
 
@@ -246,7 +247,7 @@ def main() -> int:
     parser.add_argument("--times", type=int, default=1,
                         help="measure the floors this many times (they drift with the machine's "
                              "speed): the median is printed, and the range when more than once")
-    parser.add_argument("--json", type=Path, help="also write the floors here (every time)")
+    parser.add_argument("--json", type=Path, help="also write the floors here (a list of N with --times N > 1)")
     args = parser.parse_args()
     if args.times < 1:
         parser.error("--times must be at least 1")

@@ -18,7 +18,6 @@ from the heap, so the resident size stays near its peak.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 MMAP_BYTES = 256 * 2**20
@@ -30,11 +29,12 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3          # glibc's mallopt paramet
 
 
 def _glibc() -> ctypes.CDLL | None:
-    """The process's C library when it is glibc (the only one with these settings)."""
+    """The symbols of this process (its C library's among them) when that library is glibc,
+    the only one with these settings."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)                        # the allocator this process runs on
         libc.gnu_get_libc_version                       # glibc only (musl has no mallopt)
         return libc
     except (OSError, AttributeError):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lib.run import findings
+from lib.stages.damped_study import NOT_READ
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +103,7 @@ def test_a_committed_study_the_run_does_not_read_is_labelled_so():
     applies = next(f for f in findings.findings(summary, {"ngd_damped_study.json": study})
                    if f.startswith("**C2d"))
     assert applies.startswith("**C2d** (`entropy+ngd-damped` − `vanilla`")
-    summary["claims"] = [{"id": "C2d", "passed": None, "status": "not run here: the committed "
+    summary["claims"] = [{"id": "C2d", "passed": None, "status": f"{NOT_READ}the committed "
                           "study was made under another transfer or attack config"}]
     stale = next(f for f in findings.findings(summary, {"ngd_damped_study.json": study})
                  if f.startswith("**C2d"))
