@@ -37,24 +37,31 @@ def to_display(images: torch.Tensor) -> np.ndarray:
     return x[:, 0].numpy() if x.shape[1] == 1 else x.permute(0, 2, 3, 1).numpy()
 
 
+def tile_row(pics: np.ndarray, n_cols: int, gap: int = 3) -> np.ndarray:
+    """Images (``to_display``'s output) side by side, ``gap`` white pixels apart, padded with
+    white to ``n_cols`` images: one picture per row, so a grid needs one axes per row."""
+    height, width = pics.shape[1:3]
+    tiled = np.ones((height, n_cols * (width + gap) - gap) + pics.shape[3:], dtype=pics.dtype)
+    for j, pic in enumerate(pics):
+        tiled[:, j * (width + gap): j * (width + gap) + width] = pic
+    return tiled
+
+
 def image_grid(rows: list[torch.Tensor], row_labels: list[str] | None = None,
                title: str | None = None, scale: float = 0.9) -> matplotlib.figure.Figure:
     """A figure with one row of images per tensor in ``rows`` (each (N, C, H, W), [-1, 1];
     grey or colour)."""
     n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(scale * n_cols, scale * len(rows) + 0.4),
+    fig, axes = plt.subplots(len(rows), 1, figsize=(scale * n_cols, scale * len(rows) + 0.4),
                              squeeze=False)
     for i, row in enumerate(rows):
-        pics = to_display(row)
-        for j in range(n_cols):
-            ax = axes[i, j]
-            ax.set_xticks([]); ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(False)
-            if j < len(pics):
-                ax.imshow(pics[j], vmin=0, vmax=1, cmap="gray")
+        ax = axes[i, 0]
+        ax.imshow(tile_row(to_display(row), n_cols), vmin=0, vmax=1, cmap="gray")
+        ax.set_xticks([]); ax.set_yticks([]); ax.grid(False)
+        for side in ax.spines.values():
+            side.set_visible(False)
         if row_labels:
-            axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=9)
+            ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -14,6 +14,7 @@ reference).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -30,7 +31,7 @@ from ..audit import example as audit_example
 from ..data import dataset
 from ..errors import DdcsMiError, RunnerError
 from ..stages.transfer import load_sweep, sweep_file
-from . import notebooks as nbfiles
+from . import kernels, notebooks as nbfiles
 from .context import interactive_lock
 from .provenance import environment_info, git_commit, git_dirty_files
 from .summary import record_execution, validate_summary, write_summary
@@ -139,15 +140,20 @@ KeyboardInterrupt it logs when papermill stops it, would otherwise fill the runn
 
 
 def papermill_executor(input_path: Path, output_path: Path, parameters: dict | None,
-                       cwd: Path, timeout: int | None) -> None:
+                       cwd: Path, timeout: int | None, kernel=None) -> None:
     """Execute one notebook with papermill (the default executor); ``timeout`` per cell in
-    seconds, None for none."""
+    seconds, None for none. ``kernel``: a started kernel's manager to run it on
+    (``kernels.KernelQueue``); None: papermill starts one. Either way the kernel is stopped
+    at the end without waiting for its orderly exit (every file the notebook writes is
+    written by then)."""
     import papermill as pm  # only the runner executes notebooks
 
+    adopted = {} if kernel is None else {"kernel_manager_class": kernels.adopting(kernel)}
     pm.execute_notebook(str(input_path), str(output_path), parameters=parameters or None,
                         kernel_name=KERNEL_NAME, cwd=str(cwd), progress_bar=False,
                         log_output=False, execution_timeout=timeout,
-                        extra_arguments=KERNEL_ARGUMENTS)
+                        extra_arguments=KERNEL_ARGUMENTS, shutdown_kernel="immediate",
+                        **adopted)
 
 
 def clean_golden(nb_path: Path, name: str, commit: str) -> None:
@@ -283,6 +289,7 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
         raise RunnerError(f"unknown notebook(s) {unknown}; valid: {', '.join(NOTEBOOKS)}")
     selected = [n for n in NOTEBOOKS if n in selected]   # always in pipeline order
     settings = {k: overrides.pop(k) for k in config.RUNNER_KEYS if k in overrides}
+    queue_kernels = executor is None          # papermill's kernels, the next one started early
     executor = executor or papermill_executor
     if kernel_check:
         check_kernel()
@@ -311,34 +318,47 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
     for name in rerun:
         if name not in selected:
             log(f"{name} must run again to rebuild its missing files: add it to --only")
-    for i, name in enumerate(selected, 1):
-        params = {"PROFILE": profile, "RUN_DIR": str(run_dir), "SEED": seed,
-                  "DEVICE": device, "OVERRIDES": overrides}
+    params = {"PROFILE": profile, "RUN_DIR": str(run_dir), "SEED": seed,
+              "DEVICE": device, "OVERRIDES": overrides}
+    plan = []                                 # (name, fingerprint, previous entry, skip)
+    for name in selected:
         fp = fingerprint(notebook_path(name), params)
         prev = state.get(name, {})
-        if (resume and name not in rerun and prev.get("status") == "ok"
-                and prev.get("fingerprint") == fp):
-            log(f"[{i}/{len(selected)}] {name}: unchanged since it succeeded here, skipped")
-            continue
-        log(f"[{i}/{len(selected)}] {name}: running ...")
-        out = run_dir / "notebooks" / f"{name}.ipynb"
-        execution_started, t0 = _now(), time.monotonic()
-        try:
-            executor(notebook_path(name), out, params, notebook_path(name).parent, limit or None)
-            entry = {"status": "ok", "error": None}
-            nb = nbfiles.set_banner(nbfiles.read(out), nbfiles.run_banner(profile, run_dir.name))
-            artifacts.atomic_write_bytes(out, nbfiles.dumps(nb))
-        except Exception as err:  # keep going; the failure is reported and sets the exit code
-            entry = {"status": "failed", "error": _error_text(err)}
-        entry.update(seconds=round(time.monotonic() - t0, 2), commit=commit,
-                     started=execution_started)
-        state[name] = entry = record_execution(prev, entry, fp)
-        if out.is_file():
-            artifacts.register(run_dir, out, producer="runner", kind="executed-notebook")
-        artifacts.atomic_write_json(run_dir / STATE, state_all)
-        log(f"[{i}/{len(selected)}] {name}: {entry['status']} in {entry['seconds']:.1f} s"
-            + budget_note(profile, name, entry["seconds"])
-            + (f" — {entry['error']}" if entry["error"] else ""))
+        plan.append((name, fp, prev, bool(resume and name not in rerun
+                                          and prev.get("status") == "ok"
+                                          and prev.get("fingerprint") == fp)))
+    to_execute = sum(not skip for *_, skip in plan)
+    queue = (kernels.KernelQueue(to_execute, KERNEL_NAME, paths.notebooks_dir(), KERNEL_ARGUMENTS)
+             if queue_kernels else contextlib.nullcontext())
+    with queue:
+        if queue_kernels:
+            import papermill  # noqa: F401  (1–3 s: loaded while the first kernel starts)
+        for i, (name, fp, prev, skip) in enumerate(plan, 1):
+            if skip:
+                log(f"[{i}/{len(plan)}] {name}: unchanged since it succeeded here, skipped")
+                continue
+            log(f"[{i}/{len(plan)}] {name}: running ...")
+            out = run_dir / "notebooks" / f"{name}.ipynb"
+            execution_started, t0 = _now(), time.monotonic()
+            try:
+                kernel = {"kernel": queue.take()} if queue_kernels else {}
+                executor(notebook_path(name), out, params, notebook_path(name).parent,
+                         limit or None, **kernel)
+                entry = {"status": "ok", "error": None}
+                nb = nbfiles.set_banner(nbfiles.read(out),
+                                        nbfiles.run_banner(profile, run_dir.name))
+                artifacts.atomic_write_bytes(out, nbfiles.dumps(nb))
+            except Exception as err:  # keep going; the failure is reported and sets the exit code
+                entry = {"status": "failed", "error": _error_text(err)}
+            entry.update(seconds=round(time.monotonic() - t0, 2), commit=commit,
+                         started=execution_started)
+            state[name] = entry = record_execution(prev, entry, fp)
+            if out.is_file():
+                artifacts.register(run_dir, out, producer="runner", kind="executed-notebook")
+            artifacts.atomic_write_json(run_dir / STATE, state_all)
+            log(f"[{i}/{len(plan)}] {name}: {entry['status']} in {entry['seconds']:.1f} s"
+                + budget_note(profile, name, entry["seconds"])
+                + (f" — {entry['error']}" if entry["error"] else ""))
     ordered = {n: state[n] for n in NOTEBOOKS if n in state}
     write_summary(run_dir, profile, overrides, seed, ordered, started)
     failed = [n for n, e in ordered.items() if e["status"] != "ok"]

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
 from ..artifacts import PartialState, atomic_path, read_manifest, register
 from ..attacks.interface import attack_parts, finish_attack
@@ -104,6 +103,8 @@ def regenerate(generator: nn.Module, latents: torch.Tensor, batch_size: int = 25
 
 def save_class_grids(ctx, run: AttackRun, nrow: int = 10) -> list[Path]:
     """One PNG per class (``attacks/<stem>/<class slug>.png``), registered in the manifest."""
+    from torchvision.utils import save_image  # here only: importing torchvision takes 1.2 s
+
     folder = ctx.path(f"attacks/{run.stem}")
     written = []
     for label, cls in enumerate(run.classes):

@@ -1,0 +1,61 @@
+"""The runner's kernel queue: a notebook runs on a kernel started (and warmed up) in advance
+exactly as on one started for it, and no kernel outlives the queue."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from jupyter_core.utils import run_sync
+
+from lib import paths
+from lib.run import kernels, runner
+
+
+def _notebook(path, source: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": runner.KERNEL_NAME, "language": "python",
+                                 "display_name": runner.KERNEL_NAME}
+    nb.cells = [nbformat.v4.new_code_cell("X = 0", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, str(path))
+
+
+PROBE = ("import sys, json\n"
+         "print(json.dumps({'names': sorted(k for k in globals() if not k.startswith('_')),\n"
+         "                  'count': get_ipython().execution_count,\n"
+         "                  'torch': 'torch' in sys.modules, 'x': X}))")
+
+
+def _probe(out) -> dict:
+    nb = nbformat.read(str(out), as_version=4)
+    return json.loads(nb.cells[-1].outputs[0]["text"])
+
+
+def test_a_queued_kernel_runs_a_notebook_as_a_fresh_one(tmp_path):
+    paths.set_kernel_environment()
+    source = tmp_path / "probe.ipynb"
+    _notebook(source, PROBE)
+    runner.papermill_executor(source, tmp_path / "fresh.ipynb", {"X": 1}, tmp_path, 60)
+    with kernels.KernelQueue(2, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS) as queue:
+        first = queue.take()
+        assert queue.waiting is not None              # the next one starts meanwhile
+        runner.papermill_executor(source, tmp_path / "queued.ipynb", {"X": 1}, tmp_path, 60,
+                                  kernel=first)
+        assert not run_sync(first.is_alive)()         # stopped by papermill at the end
+        second = queue.take()
+        assert queue.take() is None and queue.waiting is None   # two kernels, no more
+        run_sync(second.shutdown_kernel)(now=True)
+    fresh, queued = _probe(tmp_path / "fresh.ipynb"), _probe(tmp_path / "queued.ipynb")
+    assert queued["torch"] and not fresh["torch"]     # the warm-up imported the pipeline ...
+    assert queued["names"] == fresh["names"]          # ... and bound no name in the notebook
+    assert queued["count"] == fresh["count"] and queued["x"] == fresh["x"] == 1
+
+
+def test_close_stops_the_waiting_kernel(tmp_path):
+    paths.set_kernel_environment()
+    queue = kernels.KernelQueue(3, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS)
+    waiting = queue.waiting
+    assert run_sync(waiting.is_alive)()
+    queue.close()
+    assert not run_sync(waiting.is_alive)() and queue.take() is None
