@@ -4,9 +4,10 @@
 
 Executes ``--notebooks`` probe notebooks one after another, as the runner does: a parameters
 cell, the pipeline notebooks' first imports (``import lib``, matplotlib, numpy, pandas,
-seaborn, torch, ``lib.run.context``), then ``--work`` seconds of work: either idle
-(``time.sleep``) or compute-bound (2-thread matrix products, as a training notebook keeps both
-cores busy). Once with papermill starting each kernel itself (``papermill_executor`` without a
+seaborn, torch, ``lib.run.context``), then about ``--work`` seconds of work: either idle
+(``time.sleep``) or compute-bound (a fixed number of 2-thread matrix products, as a training
+notebook keeps both cores busy; the count is calibrated here first, so a slowdown from a kernel
+warming up beside it counts as fixed cost). Once with papermill starting each kernel itself (``papermill_executor`` without a
 kernel: start, imports, stop) and once with ``lib.run.kernels.KernelQueue`` (the next kernel
 started and its imports loaded while the current notebook works). Prints, per setting, the
 median seconds per notebook beyond its work (its fixed cost) and the queue's saving.
@@ -27,17 +28,35 @@ from lib.run import kernels, runner
 IMPORTS = ("import lib\nimport matplotlib.pyplot as plt\nimport numpy as np\nimport pandas as pd\n"
            "import seaborn as sns\nimport torch\nimport lib.run.context")
 WORK = {"idle": "import time\ntime.sleep({seconds})",
-        "compute": ("import time, torch\na = torch.randn(1024, 1024)\nend = time.perf_counter()"
-                    " + {seconds}\nwhile time.perf_counter() < end:\n    a @ a")}
+        "compute": "import torch\na = torch.randn(1024, 1024)\nfor _ in range({products}):\n    a @ a"}
 
 
-def probe(folder: Path, kind: str, seconds: float) -> Path:
+def calibrate(seconds: float) -> tuple[int, float]:
+    """How many products take about ``seconds`` here, and how long they take (median of 3)."""
+    import torch
+
+    a = torch.randn(1024, 1024)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        a @ a
+    products = max(1, round(seconds * 20 / (time.perf_counter() - t0)))
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(products):
+            a @ a
+        times.append(time.perf_counter() - t0)
+    return products, statistics.median(times)
+
+
+def probe(folder: Path, kind: str, seconds: float, products: int) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": runner.KERNEL_NAME, "language": "python",
                                  "display_name": runner.KERNEL_NAME}
     nb.cells = [nbformat.v4.new_code_cell("X = 0", metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell(IMPORTS),
-                nbformat.v4.new_code_cell(WORK[kind].format(seconds=seconds))]
+                nbformat.v4.new_code_cell(WORK[kind].format(seconds=seconds,
+                                                                   products=products))]
     path = folder / f"probe_{kind}.ipynb"
     nbformat.write(nb, str(path))
     return path
@@ -66,13 +85,16 @@ def main() -> int:
     lib.paths.set_kernel_environment()
     import papermill  # noqa: F401  (loaded once, outside the timings)
 
-    print(f"{args.notebooks} notebooks in a row, {args.work:.0f} s of work each; "
-          "seconds per notebook beyond its work (median [range])")
+    products, compute_s = calibrate(args.work)
+    print(f"{args.notebooks} notebooks in a row, each with {args.work:.1f} s of sleep or "
+          f"{products} matrix products ({compute_s:.1f} s alone); seconds per notebook beyond "
+          "its work (median [range])")
     with tempfile.TemporaryDirectory(prefix="kernel-queue-") as tmp:
         for kind in WORK:
-            path = probe(Path(tmp), kind, args.work)
-            fresh = fixed_costs(path, args.notebooks, args.work, queued=False)
-            queued = fixed_costs(path, args.notebooks, args.work, queued=True)
+            path = probe(Path(tmp), kind, args.work, products)
+            work = args.work if kind == "idle" else compute_s
+            fresh = fixed_costs(path, args.notebooks, work, queued=False)
+            queued = fixed_costs(path, args.notebooks, work, queued=True)
             f, q = statistics.median(fresh), statistics.median(queued)
             print(f"{kind:8} fresh kernels {f:5.2f} [{min(fresh):.2f}–{max(fresh):.2f}]   "
                   f"queued {q:5.2f} [{min(queued):.2f}–{max(queued):.2f}]   "
