@@ -59,3 +59,16 @@ def test_close_stops_the_waiting_kernel(tmp_path):
     assert run_sync(waiting.is_alive)()
     queue.close()
     assert not run_sync(waiting.is_alive)() and queue.take() is None
+
+
+def test_stop_ends_a_kernel_whose_notebook_never_started(tmp_path):
+    paths.set_kernel_environment()
+    with kernels.KernelQueue(1, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS) as queue:
+        kernel = queue.take()
+        with pytest.raises(Exception):
+            runner.papermill_executor(tmp_path / "missing.ipynb", tmp_path / "out.ipynb", None,
+                                      tmp_path, 60, kernel=kernel)
+        assert run_sync(kernel.is_alive)()            # papermill failed before using it
+        kernels.stop(kernel)                          # what the runner does after every notebook
+        assert not run_sync(kernel.is_alive)()
+        kernels.stop(kernel)                          # and again: nothing left to stop

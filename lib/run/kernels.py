@@ -13,6 +13,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+
 PIPELINE_MODULES = ("torch", "numpy", "pandas", "scipy.stats", "matplotlib.pyplot", "seaborn",
                     "lib.run.context", "lib.plotting", "lib.stages.classifiers", "lib.stages.gan",
                     "lib.stages.transfer", "lib.stages.attacks", "lib.stages.evaluation",
@@ -29,11 +32,9 @@ def import_pipeline() -> None:
         importlib.import_module(name)
 
 
-def adopting(manager):
+def adopting(manager: AsyncKernelManager) -> type:
     """A kernel-manager class for papermill whose "new" instance is ``manager``, a kernel
     already started: papermill runs the notebook on it and stops it as if it had started it."""
-    from jupyter_client.manager import AsyncKernelManager
-
     class Adopted(AsyncKernelManager):
         def __new__(cls, *args, **kwargs):
             return manager
@@ -41,31 +42,33 @@ def adopting(manager):
     return Adopted
 
 
+def stop(manager: AsyncKernelManager | None) -> None:
+    """Stop ``manager``'s kernel if it still runs (papermill stops the kernels it ran a notebook
+    on; this catches one handed out for a notebook that failed before it started)."""
+    if manager is not None and run_sync(manager.is_alive)():
+        run_sync(manager.shutdown_kernel)(now=True)
+
+
 class KernelQueue:
     """Hands out ``count`` fresh kernels one after another, each started (and warmed up) while
-    the one before it is in use, the first one when the queue is made. ``take()`` returns a started kernel manager or None (no
-    kernel left, or the waiting one died: papermill then starts its own). ``close()`` stops
-    a kernel still waiting; use it as a context manager."""
+    the one before it is in use, the first one when the queue is made. ``take()`` returns a
+    started kernel manager or None (no kernel left, or the waiting one died: papermill then
+    starts its own). ``close()`` stops a kernel still waiting; use it as a context manager."""
 
     def __init__(self, count: int, kernel_name: str, cwd: Path, arguments: list[str]):
         self.remaining, self.kernel_name = count, kernel_name
         self.cwd, self.arguments = str(cwd), list(arguments)
         self.waiting = self._start() if count > 0 else None     # the first one, right away
 
-    def _start(self):
-        from jupyter_client.manager import AsyncKernelManager
-        from jupyter_core.utils import run_sync
-
+    def _start(self) -> AsyncKernelManager:
         manager = AsyncKernelManager(kernel_name=self.kernel_name)
         run_sync(manager.start_kernel)(
             extra_arguments=self.arguments + [f"--IPKernelApp.exec_lines={WARM_UP}"],
             cwd=self.cwd)
         return manager
 
-    def take(self):
+    def take(self) -> AsyncKernelManager | None:
         """The next kernel (started now if none is waiting); starts the one after it."""
-        from jupyter_core.utils import run_sync
-
         if self.remaining <= 0:
             return None
         manager = self.waiting or self._start()
@@ -79,11 +82,8 @@ class KernelQueue:
 
     def close(self) -> None:
         """Stop the kernel still waiting, if any (a run cut short)."""
-        from jupyter_core.utils import run_sync
-
-        if self.waiting is not None:
-            run_sync(self.waiting.shutdown_kernel)(now=True)
-            self.waiting, self.remaining = None, 0
+        stop(self.waiting)
+        self.waiting, self.remaining = None, 0
 
     def __enter__(self) -> "KernelQueue":
         return self

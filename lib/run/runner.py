@@ -341,9 +341,12 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
             out = run_dir / "notebooks" / f"{name}.ipynb"
             execution_started, t0 = _now(), time.monotonic()
             try:
-                kernel = {"kernel": queue.take()} if queue_kernels else {}
-                executor(notebook_path(name), out, params, notebook_path(name).parent,
-                         limit or None, **kernel)
+                kernel = queue.take() if queue_kernels else None
+                try:
+                    executor(notebook_path(name), out, params, notebook_path(name).parent,
+                             limit or None, **({"kernel": kernel} if queue_kernels else {}))
+                finally:
+                    kernels.stop(kernel)
                 entry = {"status": "ok", "error": None}
                 nb = nbfiles.set_banner(nbfiles.read(out),
                                         nbfiles.run_banner(profile, run_dir.name))
