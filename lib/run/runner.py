@@ -14,7 +14,6 @@ reference).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -140,7 +139,8 @@ KeyboardInterrupt it logs when papermill stops it, would otherwise fill the runn
 
 
 def papermill_executor(input_path: Path, output_path: Path, parameters: dict | None,
-                       cwd: Path, timeout: int | None, kernel=None) -> None:
+                       cwd: Path, timeout: int | None,
+                       kernel: kernels.AsyncKernelManager | None = None) -> None:
     """Execute one notebook with papermill (the default executor); ``timeout`` per cell in
     seconds, None for none. ``kernel``: a started kernel's manager to run it on
     (``kernels.KernelQueue``); None: papermill starts one. Either way the kernel is stopped
@@ -327,10 +327,9 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
         plan.append((name, fp, prev, bool(resume and name not in rerun
                                           and prev.get("status") == "ok"
                                           and prev.get("fingerprint") == fp)))
-    to_execute = sum(not skip for *_, skip in plan)
-    queue = (kernels.KernelQueue(to_execute, KERNEL_NAME, paths.notebooks_dir(), KERNEL_ARGUMENTS)
-             if queue_kernels else contextlib.nullcontext())
-    with queue:
+    to_execute = sum(not skip for *_, skip in plan) if queue_kernels else 0
+    with kernels.KernelQueue(to_execute, KERNEL_NAME, paths.notebooks_dir(),
+                             KERNEL_ARGUMENTS) as queue:
         if queue_kernels:
             import papermill  # noqa: F401  (1–3 s: loaded while the first kernel starts)
         for i, (name, fp, prev, skip) in enumerate(plan, 1):
@@ -341,10 +340,10 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
             out = run_dir / "notebooks" / f"{name}.ipynb"
             execution_started, t0 = _now(), time.monotonic()
             try:
-                kernel = queue.take() if queue_kernels else None
+                kernel = queue.take()             # None for an injected executor
                 try:
                     executor(notebook_path(name), out, params, notebook_path(name).parent,
-                             limit or None, **({"kernel": kernel} if queue_kernels else {}))
+                             limit or None, **({"kernel": kernel} if kernel is not None else {}))
                 finally:
                     kernels.stop(kernel)
                 entry = {"status": "ok", "error": None}
