@@ -103,6 +103,7 @@ regimes: data
 benchmarks: data
 	@for f in benchmarks/*.py; do case $$f in *gpu_check.py|*footprint.py) continue;; \
 	  *ema_statistics.py|*ema_rampup_effect.py|*selection_positive_control.py) echo "== $$f: reads a finished run folder, run it by hand"; continue;; \
+	  *run_beside_floors.py) echo "== $$f: a whole cpu run with its floors (about 47 min), run it by hand"; continue;; \
 	  *paper_scale.py) echo "== $$f: takes --identities and --out, run it by hand (benchmarks/README.md)"; continue;; esac; \
 	  echo "== $$f"; $(PY) $$f || exit 1; done
 

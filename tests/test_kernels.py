@@ -72,3 +72,25 @@ def test_stop_ends_a_kernel_whose_notebook_never_started(tmp_path):
         kernels.stop(kernel)                          # what the runner does after every notebook
         assert not run_sync(kernel.is_alive)()
         kernels.stop(kernel)                          # and again: nothing left to stop
+
+
+def test_a_kernel_started_before_the_runner_is_used_first_or_stopped(tmp_path):
+    paths.set_kernel_environment()
+    early = kernels.start(tmp_path)
+    with kernels.KernelQueue(2, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS,
+                             first=early) as queue:
+        assert queue.take() is early and queue.waiting is not early   # handed out first
+        kernels.stop(early)
+    unused = kernels.start(tmp_path)
+    kernels.KernelQueue(0, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS, first=unused)
+    assert not run_sync(unused.is_alive)()            # a queue with nothing to run stops it
+    listing = kernels.start(tmp_path)
+    assert runner.main(["--list"], first_kernel=listing) == 0
+    assert not run_sync(listing.is_alive)()           # a command that runs nothing stops it
+
+
+def test_run_all_starts_no_kernel_for_commands_that_run_no_notebook():
+    import run_all
+
+    for argv in (["--list"], ["--help"], ["--golden"], ["--publish", "runs/x"]):
+        assert run_all.start_first_kernel(argv) is None

@@ -7,6 +7,9 @@ runs; papermill then executes the notebook on that kernel and stops it at the en
 warm-up only imports (``import_pipeline``): it binds no name in the notebook's namespace and
 counts no execution, so a notebook runs as it would in a kernel started for it (its printed
 outputs, figures and files are the same).
+
+This module is light (jupyter_client only): ``run_all.py`` starts the first notebook's kernel
+with it before it imports the runner, torch and papermill, so the kernel starts meanwhile.
 """
 from __future__ import annotations
 
@@ -15,6 +18,14 @@ from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
+
+KERNEL_NAME = "ddcs-mi"
+"""The Jupyter kernel every notebook runs on (``make install`` registers it for ``.venv``)."""
+
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+"""The kernels' own log (not the notebooks' outputs: a failing cell still fails the notebook,
+with its error) off: the local kernel's warning about TCP without encryption, and the
+KeyboardInterrupt it logs when papermill stops it, would otherwise fill the runner's log."""
 
 PIPELINE_MODULES = ("torch", "numpy", "pandas", "scipy.stats", "matplotlib.pyplot", "seaborn",
                     "lib.run.context", "lib.plotting", "lib.stages.classifiers", "lib.stages.gan",
@@ -42,6 +53,16 @@ def adopting(manager: AsyncKernelManager) -> type:
     return Adopted
 
 
+def start(cwd: Path, kernel_name: str = KERNEL_NAME,
+          arguments: list[str] = KERNEL_ARGUMENTS) -> AsyncKernelManager:
+    """A new kernel in ``cwd`` that imports the pipeline's modules as it starts (``WARM_UP``);
+    it inherits this process's environment (``paths.set_kernel_environment`` first)."""
+    manager = AsyncKernelManager(kernel_name=kernel_name)
+    run_sync(manager.start_kernel)(
+        extra_arguments=list(arguments) + [f"--IPKernelApp.exec_lines={WARM_UP}"], cwd=str(cwd))
+    return manager
+
+
 def stop(manager: AsyncKernelManager | None) -> None:
     """Stop ``manager``'s kernel if it still runs (papermill stops the kernels it ran a notebook
     on; this catches one handed out for a notebook that failed before it started)."""
@@ -53,19 +74,20 @@ class KernelQueue:
     """Hands out ``count`` fresh kernels one after another, each started (and warmed up) while
     the one before it is in use, the first one when the queue is made. ``take()`` returns a
     started kernel manager or None (no kernel left, or the waiting one died: papermill then
-    starts its own). ``close()`` stops a kernel still waiting; use it as a context manager."""
+    starts its own). ``close()`` stops a kernel still waiting; use it as a context manager.
+    ``first``: a kernel started before the queue was made (by ``start``, with the same name,
+    folder and arguments), handed out first; the queue stops it if it needs none."""
 
-    def __init__(self, count: int, kernel_name: str, cwd: Path, arguments: list[str]):
+    def __init__(self, count: int, kernel_name: str, cwd: Path, arguments: list[str],
+                 first: AsyncKernelManager | None = None):
         self.remaining, self.kernel_name = count, kernel_name
-        self.cwd, self.arguments = str(cwd), list(arguments)
-        self.waiting = self._start() if count > 0 else None     # the first one, right away
+        self.cwd, self.arguments = Path(cwd), list(arguments)
+        if count <= 0:
+            stop(first)
+        self.waiting = (first or self._start()) if count > 0 else None  # the first, right away
 
     def _start(self) -> AsyncKernelManager:
-        manager = AsyncKernelManager(kernel_name=self.kernel_name)
-        run_sync(manager.start_kernel)(
-            extra_arguments=self.arguments + [f"--IPKernelApp.exec_lines={WARM_UP}"],
-            cwd=self.cwd)
-        return manager
+        return start(self.cwd, self.kernel_name, self.arguments)
 
     def take(self) -> AsyncKernelManager | None:
         """The next kernel (started now if none is waiting); starts the one after it."""

@@ -46,7 +46,7 @@ COMMITTED_INPUTS = {"00_overview": ["summary.json"],
 """The committed files under ``results/`` that a notebook reads (part of its fingerprint)."""
 BUDGET_SECTION = "## Budgets"
 """The section of docs/protocol.md whose table gives each notebook's wall-time budget."""
-KERNEL_NAME = "ddcs-mi"
+KERNEL_NAME, KERNEL_ARGUMENTS = kernels.KERNEL_NAME, kernels.KERNEL_ARGUMENTS
 STATE = "runner_state.json"
 
 Executor = Callable[..., Any]
@@ -132,10 +132,14 @@ def check_kernel(name: str = KERNEL_NAME) -> str:
     return kernel_python
 
 
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
-"""The kernels' own log (not the notebooks' outputs: a failing cell still fails the notebook,
-with its error) off: the local kernel's warning about TCP without encryption, and the
-KeyboardInterrupt it logs when papermill stops it, would otherwise fill the runner's log."""
+def import_papermill():
+    """papermill, loaded without jsonschema's optional IRI-format checker: importing
+    ``rfc3987_syntax`` builds an Earley parser (1 s of the runner's start on 2 cores) for a
+    string format that no notebook's schema uses; jsonschema skips that checker when the
+    module cannot be imported. A process that already loaded it keeps it."""
+    sys.modules.setdefault("rfc3987_syntax", None)
+    import papermill
+    return papermill
 
 
 def papermill_executor(input_path: Path, output_path: Path, parameters: dict | None,
@@ -146,7 +150,7 @@ def papermill_executor(input_path: Path, output_path: Path, parameters: dict | N
     (``kernels.KernelQueue``); None: papermill starts one. Either way the kernel is stopped
     at the end without waiting for its orderly exit (every file the notebook writes is
     written by then)."""
-    import papermill as pm  # only the runner executes notebooks
+    pm = import_papermill()  # only the runner executes notebooks
 
     adopted = {} if kernel is None else {"kernel_manager_class": kernels.adopting(kernel)}
     pm.execute_notebook(str(input_path), str(output_path), parameters=parameters or None,
@@ -273,12 +277,15 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
         device: str = "auto", resume: str | Path | None = None,
         notebooks: list[str] | None = None, executor: Executor | None = None,
         kernel_check: bool = True, timeout: int | None = None,
-        log: Callable[[str], None] = print) -> tuple[int, Path]:
+        log: Callable[[str], None] = print,
+        first_kernel: kernels.AsyncKernelManager | None = None) -> tuple[int, Path]:
     """Execute ``notebooks`` (default: all, in order) under ``profile``; (exit code, run dir).
 
     Everything is checked before a run folder is made: the profile, every override's type
     and domain, the device, the notebooks' names, the data and weights. ``timeout`` (or the
-    ``cell_timeout_s`` override) limits each cell; 0 or None: no limit."""
+    ``cell_timeout_s`` override) limits each cell; 0 or None: no limit. ``first_kernel``: the
+    first notebook's kernel, started before this was called (``kernels.start``); the caller
+    stops it if the run fails before handing it out (``main`` does)."""
     overrides = dict(overrides or {})
     cfg = config.resolve(profile, overrides)            # profile, keys, types, domains
     config.check_device(device, cfg)
@@ -328,10 +335,10 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
                                           and prev.get("status") == "ok"
                                           and prev.get("fingerprint") == fp)))
     to_execute = sum(not skip for *_, skip in plan) if queue_kernels else 0
-    with kernels.KernelQueue(to_execute, KERNEL_NAME, paths.notebooks_dir(),
-                             KERNEL_ARGUMENTS) as queue:
+    with kernels.KernelQueue(to_execute, KERNEL_NAME, paths.notebooks_dir(), KERNEL_ARGUMENTS,
+                             first=first_kernel) as queue:
         if queue_kernels:
-            import papermill  # noqa: F401  (1–3 s: loaded while the first kernel starts)
+            import_papermill()                    # loaded while the first kernel starts
         for i, (name, fp, prev, skip) in enumerate(plan, 1):
             if skip:
                 log(f"[{i}/{len(plan)}] {name}: unchanged since it succeeded here, skipped")
@@ -569,7 +576,17 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None,
+         first_kernel: kernels.AsyncKernelManager | None = None) -> int:
+    """The command line; ``first_kernel``: the first notebook's kernel, started by
+    ``run_all.py`` while this module loaded (stopped here when nothing runs on it)."""
+    try:
+        return _main(argv, first_kernel)
+    finally:
+        kernels.stop(first_kernel)
+
+
+def _main(argv: list[str] | None, first_kernel: kernels.AsyncKernelManager | None) -> int:
     parser = argparse.ArgumentParser(prog="run_all.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default=None,
                         help=f"one of {', '.join(config.PROFILES)} (default: cpu; with "
@@ -611,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
                 profile, overrides = saved["profile"], {**saved["overrides"], **overrides}
             seed = saved.get("seed", 0) if args.seed is None else args.seed
             device = saved.get("device", "auto") if args.device is None else args.device
-        code, _ = run(profile, overrides, seed, device, args.resume, args.only)
+        code, _ = run(profile, overrides, seed, device, args.resume, args.only,
+                      first_kernel=first_kernel)
         return code
     except (DdcsMiError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
