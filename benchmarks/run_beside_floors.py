@@ -20,13 +20,24 @@ import json
 import sys
 from pathlib import Path
 
-import stage_floors  # noqa: E402  (this folder; it sets the kernels' environment and threads)
+import stage_floors  # this folder; it sets the kernels' environment and threads
 
 from lib.run import runner
 
 HEAVY = ("02_classifiers", "03_gan_prior", "04_transfer", "05_attacks", "06_evaluation",
          "07_defense")
 """The notebooks with a floor (the others read, plot and write: their floor is 0)."""
+
+
+def whole(floors: dict[str, dict[str, float]]) -> float:
+    """Seconds of one floor measurement, all notebooks together."""
+    return sum(sum(parts.values()) for parts in floors.values())
+
+
+def measure(profile: str, floors: list) -> None:
+    """Append a floor measurement to ``floors`` and print its total."""
+    floors.append(stage_floors.floors(profile))
+    print(f"floors measured: {whole(floors[-1]):.0f} s", flush=True)
 
 
 def bracketed_table(seconds: dict[str, float], floors: list[dict[str, dict[str, float]]]
@@ -52,16 +63,14 @@ def main() -> int:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--json", type=Path, help="also write every floor measurement here")
     args = parser.parse_args()
-    light_first = [n for n in runner.NOTEBOOKS[:runner.NOTEBOOKS.index(HEAVY[0])]]
-    light_last = [n for n in runner.NOTEBOOKS[runner.NOTEBOOKS.index(HEAVY[-1]) + 1:]]
+    light_first = runner.NOTEBOOKS[:runner.NOTEBOOKS.index(HEAVY[0])]
+    light_last = runner.NOTEBOOKS[runner.NOTEBOOKS.index(HEAVY[-1]) + 1:]
     code, run_dir = runner.run(args.profile, notebooks=light_first)
-    floors = [stage_floors.floors(args.profile)]
-    print(f"floors measured: {sum(sum(p.values()) for p in floors[-1].values()):.0f} s", flush=True)
+    floors: list[dict[str, dict[str, float]]] = []
+    measure(args.profile, floors)
     for name in HEAVY:
         code |= runner.run(args.profile, resume=run_dir, notebooks=[name])[0]
-        floors.append(stage_floors.floors(args.profile))
-        print(f"floors measured: {sum(sum(p.values()) for p in floors[-1].values()):.0f} s",
-              flush=True)
+        measure(args.profile, floors)
     code |= runner.run(args.profile, resume=run_dir, notebooks=light_last)[0]
     if code:
         print(f"a notebook failed: see {run_dir / 'summary.md'}", file=sys.stderr)
@@ -77,7 +86,7 @@ def main() -> int:
         else:
             print(f"{name:16} {run_s:8.1f} {before:13.1f} {after:12.1f} "
                   f"{run_s / ((before + after) / 2):6.2f}")
-    each = [sum(sum(p.values()) for p in f.values()) for f in floors]
+    each = [whole(f) for f in floors]
     print(f"{'total':16} {total_run:8.1f} {total_floor:26.1f} {total_run / total_floor:6.2f}  "
           f"(each notebook against the mean of the floors measured just before and after it; "
           f"the whole floors, measured {len(floors)} times: {min(each):.0f}–{max(each):.0f} s)")
