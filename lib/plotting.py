@@ -17,14 +17,40 @@ def set_theme() -> None:
     plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 120, "image.cmap": "gray"})
 
 
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+"""Jupyter's inline backend: a figure shown there is a PNG in the notebook's output."""
+
+
+def png_width(png: bytes) -> int:
+    """The pixel width of a PNG (its IHDR chunk, bytes 16–19)."""
+    return int.from_bytes(png[16:20], "big")
+
+
+def show_saved(fig: matplotlib.figure.Figure, path: Path) -> None:
+    """Show ``fig``. Under Jupyter's inline backend the notebook shows the PNG just saved at
+    ``path`` (at the size the figure has on screen, ``figure.dpi``) and closes the figure,
+    rather than drawing it a second time; anywhere else ``plt.show()``."""
+    if matplotlib.get_backend() != INLINE_BACKEND:
+        plt.show()
+        return
+    from IPython.display import Image, display
+
+    png = Path(path).read_bytes()
+    saved_dpi = plt.rcParams["savefig.dpi"]
+    scale = 1.0 if saved_dpi == "figure" else fig.dpi / float(saved_dpi)
+    display(Image(data=png, format="png", width=round(png_width(png) * scale)))
+    plt.close(fig)
+
+
 def savefig(fig: matplotlib.figure.Figure, figures_dir: Path, fig_id: str,
             show: bool = True) -> Path:
-    """Save ``fig`` as ``<figures_dir>/<fig_id>.png`` (stable name, atomically), then show it."""
+    """Save ``fig`` as ``<figures_dir>/<fig_id>.png`` (stable name, atomically), then show it
+    (``show_saved``) or only close it."""
     path = Path(figures_dir) / f"{fig_id}.png"
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
     if show:
-        plt.show()
+        show_saved(fig, path)
     else:
         plt.close(fig)
     return path

@@ -39,12 +39,12 @@ def test_a_queued_kernel_runs_a_notebook_as_a_fresh_one(tmp_path):
     runner.papermill_executor(source, tmp_path / "fresh.ipynb", {"X": 1}, tmp_path, 60)
     with kernels.KernelQueue(2, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS) as queue:
         first = queue.take()
-        assert queue.waiting is not None              # the next one starts meanwhile
+        assert len(queue.waiting) == 1                # the next one starts meanwhile
         runner.papermill_executor(source, tmp_path / "queued.ipynb", {"X": 1}, tmp_path, 60,
                                   kernel=first)
         assert not run_sync(first.is_alive)()         # stopped by papermill at the end
         second = queue.take()
-        assert queue.take() is None and queue.waiting is None   # two kernels, no more
+        assert queue.take() is None and not queue.waiting       # two kernels, no more
         run_sync(second.shutdown_kernel)(now=True)
     fresh, queued = _probe(tmp_path / "fresh.ipynb"), _probe(tmp_path / "queued.ipynb")
     assert queued["torch"] and not fresh["torch"]     # the warm-up imported the pipeline ...
@@ -52,13 +52,13 @@ def test_a_queued_kernel_runs_a_notebook_as_a_fresh_one(tmp_path):
     assert queued["count"] == fresh["count"] and queued["x"] == fresh["x"] == 1
 
 
-def test_close_stops_the_waiting_kernel(tmp_path):
+def test_close_stops_the_waiting_kernels(tmp_path):
     paths.set_kernel_environment()
     queue = kernels.KernelQueue(3, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS)
-    waiting = queue.waiting
-    assert run_sync(waiting.is_alive)()
+    waiting = list(queue.waiting)
+    assert len(waiting) == 1 and all(run_sync(k.is_alive)() for k in waiting)
     queue.close()
-    assert not run_sync(waiting.is_alive)() and queue.take() is None
+    assert not any(run_sync(k.is_alive)() for k in waiting) and queue.take() is None
 
 
 def test_stop_ends_a_kernel_whose_notebook_never_started(tmp_path):
@@ -74,23 +74,34 @@ def test_stop_ends_a_kernel_whose_notebook_never_started(tmp_path):
         kernels.stop(kernel)                          # and again: nothing left to stop
 
 
-def test_a_kernel_started_before_the_runner_is_used_first_or_stopped(tmp_path):
+def test_kernels_started_before_the_runner_are_used_first_in_order_or_stopped(tmp_path):
     paths.set_kernel_environment()
-    early = kernels.start(tmp_path)
-    with kernels.KernelQueue(2, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS,
-                             first=early) as queue:
-        assert queue.take() is early and queue.waiting is not early   # handed out first
-        kernels.stop(early)
-    unused = kernels.start(tmp_path)
-    kernels.KernelQueue(0, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS, first=unused)
-    assert not run_sync(unused.is_alive)()            # a queue with nothing to run stops it
-    listing = kernels.start(tmp_path)
-    assert runner.main(["--list"], first_kernel=listing) == 0
-    assert not run_sync(listing.is_alive)()           # a command that runs nothing stops it
+    early = [kernels.start(tmp_path), kernels.start(tmp_path)]
+    with kernels.KernelQueue(4, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS,
+                             started=early) as queue:
+        assert list(queue.waiting) == early           # nothing more started meanwhile
+        assert queue.take() is early[0]               # in order; one still waits: no third
+        assert list(queue.waiting) == [early[1]]
+        assert queue.take() is early[1]               # now the third starts
+        kernels.stop(early[0]), kernels.stop(early[1])
+        later = list(queue.waiting)
+    assert len(later) == 1 and not any(run_sync(k.is_alive)() for k in later)  # closed
+    unused = [kernels.start(tmp_path), kernels.start(tmp_path)]
+    with kernels.KernelQueue(1, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS,
+                             started=unused) as queue:
+        assert not run_sync(unused[1].is_alive)()     # one notebook to run: the second stops
+        assert list(queue.waiting) == [unused[0]]
+    assert not run_sync(unused[0].is_alive)()
+    idle = [kernels.start(tmp_path)]
+    kernels.KernelQueue(0, runner.KERNEL_NAME, tmp_path, runner.KERNEL_ARGUMENTS, started=idle)
+    assert not run_sync(idle[0].is_alive)()           # a queue with nothing to run stops it
+    listing = [kernels.start(tmp_path), kernels.start(tmp_path)]
+    assert runner.main(["--list"], started_kernels=listing) == 0
+    assert not any(run_sync(k.is_alive)() for k in listing)   # a command that runs nothing
 
 
 def test_run_all_starts_no_kernel_for_commands_that_run_no_notebook():
     import run_all
 
     for argv in (["--list"], ["--help"], ["--golden"], ["--publish", "runs/x"]):
-        assert run_all.start_first_kernel(argv) is None
+        assert run_all.start_early_kernels(argv) == []

@@ -31,3 +31,40 @@ def test_image_grid_draws_one_row_per_tensor_with_its_label():
     expected = rows[1][1, 0].add(1).div(2).numpy()
     assert np.allclose(shown[:, 11:19], expected)
     plt.close(fig)
+
+
+def _line_figure() -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(4, 2), dpi=90)
+    ax.plot([0, 1, 2], [1, 0, 1])
+    return fig
+
+
+def test_savefig_under_the_inline_backend_shows_the_saved_png_at_screen_size(tmp_path,
+                                                                             monkeypatch):
+    shown = []
+    monkeypatch.setattr(plotting.matplotlib, "get_backend", lambda: plotting.INLINE_BACKEND)
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    monkeypatch.setitem(plt.rcParams, "savefig.dpi", 120)
+    fig = _line_figure()
+    path = plotting.savefig(fig, tmp_path, "line")
+    png = path.read_bytes()
+    assert len(shown) == 1 and shown[0].data == png                  # the file, not a redraw
+    assert shown[0].width == round(plotting.png_width(png) * 90 / 120)
+    assert not plt.fignum_exists(fig.number)                         # closed: not shown twice
+
+
+def test_savefig_elsewhere_shows_with_matplotlib_and_saves_the_same_bytes(tmp_path,
+                                                                          monkeypatch):
+    calls = []
+    monkeypatch.setattr(plotting.plt, "show", lambda: calls.append("show"))
+    monkeypatch.setitem(plt.rcParams, "savefig.dpi", 120)
+    fig = _line_figure()
+    path = plotting.savefig(fig, tmp_path, "line")
+    assert calls == ["show"] and plt.fignum_exists(fig.number)
+    again = plotting.savefig(fig, tmp_path / "again", "line", show=False)
+    assert again.read_bytes() == path.read_bytes() and not plt.fignum_exists(fig.number)
+
+
+def test_png_width_reads_the_header():
+    png = bytes(16) + (640).to_bytes(4, "big") + (480).to_bytes(4, "big")
+    assert plotting.png_width(png) == 640

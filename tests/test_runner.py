@@ -414,7 +414,7 @@ def test_cli_resume_continues_with_the_runs_own_profile(tmp_runs, monkeypatch):
                      overrides={"target_epochs": 2})
     seen = {}
 
-    def fake_run(profile, overrides, seed, device, resume, only, first_kernel=None):
+    def fake_run(profile, overrides, seed, device, resume, only, started_kernels=()):
         seen.update(profile=profile, overrides=overrides, resume=resume)
         return 0, run_dir
 

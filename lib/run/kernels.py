@@ -1,20 +1,23 @@
-"""Kernels for the runner: every notebook in a fresh kernel, the next one started early.
+"""Kernels for the runner: every notebook in a fresh kernel, the next ones started early.
 
 A notebook kernel spends its first seconds starting and importing torch, matplotlib, seaborn
 and the pipeline's modules (about 3.5 s on 2 cores, 10 notebooks to a run). ``KernelQueue``
-starts the next notebook's kernel, and has it import those modules, while the current notebook
-runs; papermill then executes the notebook on that kernel and stops it at the end. The
+starts the next notebooks' kernels, and has them import those modules, while the current
+notebook runs; papermill then executes the notebook on that kernel and stops it at the end. The
 warm-up only imports (``import_pipeline``): it binds no name in the notebook's namespace and
 counts no execution, so a notebook runs as it would in a kernel started for it (its printed
 outputs, figures and files are the same).
 
-This module is light (jupyter_client only): ``run_all.py`` starts the first notebook's kernel
-with it before it imports the runner, torch and papermill, so the kernel starts meanwhile.
+This module is light (jupyter_client only): ``run_all.py`` starts the first two notebooks'
+kernels with it before it imports the runner, torch and papermill, so they start meanwhile
+(the first notebook takes about a second, so the second would otherwise wait for its kernel).
 """
 from __future__ import annotations
 
 import importlib
+from collections import deque
 from pathlib import Path
+from typing import Sequence
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
@@ -70,42 +73,51 @@ def stop(manager: AsyncKernelManager | None) -> None:
         run_sync(manager.shutdown_kernel)(now=True)
 
 
+AHEAD = 1
+"""Kernels the queue keeps started and waiting (besides those started before it): the next
+notebook's. Two (the one after it too) made the smoke run slower, not faster: 122 and 126 s
+against 118 s, with 10–14 s more system time."""
+
+
 class KernelQueue:
-    """Hands out ``count`` fresh kernels one after another, each started (and warmed up) while
-    the one before it is in use, the first one when the queue is made. ``take()`` returns a
-    started kernel manager or None (no kernel left, or the waiting one died: papermill then
-    starts its own). ``close()`` stops a kernel still waiting; use it as a context manager.
-    ``first``: a kernel started before the queue was made (by ``start``, with the same name,
-    folder and arguments), handed out first; the queue stops it if it needs none."""
+    """Hands out ``count`` fresh kernels one after another, keeping up to ``AHEAD`` started (and
+    warmed up) while the one before them is in use, the first ones when the queue is made.
+    ``take()`` returns a started kernel manager or None (no kernel left, or the waiting one
+    died: papermill then starts its own). ``close()`` stops the kernels still waiting; use it
+    as a context manager. ``started``: kernels started before the queue was made (by
+    ``start``, with the same name, folder and arguments), handed out first in their order;
+    the queue stops those it does not need."""
 
     def __init__(self, count: int, kernel_name: str, cwd: Path, arguments: list[str],
-                 first: AsyncKernelManager | None = None):
-        self.remaining, self.kernel_name = count, kernel_name
+                 started: Sequence[AsyncKernelManager] = ()):
+        self.remaining, self.kernel_name = max(count, 0), kernel_name
         self.cwd, self.arguments = Path(cwd), list(arguments)
-        if count <= 0:
-            stop(first)
-        self.waiting = (first or self._start()) if count > 0 else None  # the first, right away
+        self.waiting: deque[AsyncKernelManager] = deque(started[:self.remaining])
+        for extra in started[self.remaining:]:
+            stop(extra)
+        self._fill()
 
-    def _start(self) -> AsyncKernelManager:
-        return start(self.cwd, self.kernel_name, self.arguments)
+    def _fill(self) -> None:
+        while len(self.waiting) < min(AHEAD, self.remaining):
+            self.waiting.append(start(self.cwd, self.kernel_name, self.arguments))
 
     def take(self) -> AsyncKernelManager | None:
-        """The next kernel (started now if none is waiting); starts the one after it."""
+        """The next kernel; starts the one ``AHEAD`` notebooks later."""
         if self.remaining <= 0:
             return None
-        manager = self.waiting or self._start()
-        self.waiting, self.remaining = None, self.remaining - 1
-        if self.remaining > 0:
-            self.waiting = self._start()
+        manager = self.waiting.popleft()
+        self.remaining -= 1
+        self._fill()
         if not run_sync(manager.is_alive)():
             run_sync(manager.cleanup_resources)()
             return None
         return manager
 
     def close(self) -> None:
-        """Stop the kernel still waiting, if any (a run cut short)."""
-        stop(self.waiting)
-        self.waiting, self.remaining = None, 0
+        """Stop the kernels still waiting, if any (a run cut short)."""
+        while self.waiting:
+            stop(self.waiting.popleft())
+        self.remaining = 0
 
     def __enter__(self) -> "KernelQueue":
         return self

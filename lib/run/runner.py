@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .. import artifacts, config, paths
 from ..audit import example as audit_example
@@ -278,14 +278,14 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
         notebooks: list[str] | None = None, executor: Executor | None = None,
         kernel_check: bool = True, timeout: int | None = None,
         log: Callable[[str], None] = print,
-        first_kernel: kernels.AsyncKernelManager | None = None) -> tuple[int, Path]:
+        started_kernels: Sequence[kernels.AsyncKernelManager] = ()) -> tuple[int, Path]:
     """Execute ``notebooks`` (default: all, in order) under ``profile``; (exit code, run dir).
 
     Everything is checked before a run folder is made: the profile, every override's type
     and domain, the device, the notebooks' names, the data and weights. ``timeout`` (or the
-    ``cell_timeout_s`` override) limits each cell; 0 or None: no limit. ``first_kernel``: the
-    first notebook's kernel, started before this was called (``kernels.start``); the caller
-    stops it if the run fails before handing it out (``main`` does)."""
+    ``cell_timeout_s`` override) limits each cell; 0 or None: no limit. ``started_kernels``:
+    the first notebooks' kernels, started before this was called (``kernels.start``); the
+    caller stops them if the run fails before handing them out (``main`` does)."""
     overrides = dict(overrides or {})
     cfg = config.resolve(profile, overrides)            # profile, keys, types, domains
     config.check_device(device, cfg)
@@ -336,7 +336,7 @@ def run(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, seed: 
                                           and prev.get("fingerprint") == fp)))
     to_execute = sum(not skip for *_, skip in plan) if queue_kernels else 0
     with kernels.KernelQueue(to_execute, KERNEL_NAME, paths.notebooks_dir(), KERNEL_ARGUMENTS,
-                             first=first_kernel) as queue:
+                             started=started_kernels) as queue:
         if queue_kernels:
             import_papermill()                    # loaded while the first kernel starts
         for i, (name, fp, prev, skip) in enumerate(plan, 1):
@@ -577,16 +577,18 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def main(argv: list[str] | None = None,
-         first_kernel: kernels.AsyncKernelManager | None = None) -> int:
-    """The command line; ``first_kernel``: the first notebook's kernel, started by
-    ``run_all.py`` while this module loaded (stopped here when nothing runs on it)."""
+         started_kernels: Sequence[kernels.AsyncKernelManager] = ()) -> int:
+    """The command line; ``started_kernels``: the first notebooks' kernels, started by
+    ``run_all.py`` while this module loaded (stopped here when nothing runs on them)."""
     try:
-        return _main(argv, first_kernel)
+        return _main(argv, started_kernels)
     finally:
-        kernels.stop(first_kernel)
+        for kernel in started_kernels:
+            kernels.stop(kernel)
 
 
-def _main(argv: list[str] | None, first_kernel: kernels.AsyncKernelManager | None) -> int:
+def _main(argv: list[str] | None,
+          started_kernels: Sequence[kernels.AsyncKernelManager]) -> int:
     parser = argparse.ArgumentParser(prog="run_all.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default=None,
                         help=f"one of {', '.join(config.PROFILES)} (default: cpu; with "
@@ -629,7 +631,7 @@ def _main(argv: list[str] | None, first_kernel: kernels.AsyncKernelManager | Non
             seed = saved.get("seed", 0) if args.seed is None else args.seed
             device = saved.get("device", "auto") if args.device is None else args.device
         code, _ = run(profile, overrides, seed, device, args.resume, args.only,
-                      first_kernel=first_kernel)
+                      started_kernels=started_kernels)
         return code
     except (DdcsMiError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
