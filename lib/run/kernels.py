@@ -75,8 +75,8 @@ def stop(manager: AsyncKernelManager | None) -> None:
 
 AHEAD = 1
 """Kernels the queue keeps started and waiting (besides those started before it): the next
-notebook's. Two (the one after it too) made the smoke run slower, not faster: 122 and 126 s
-against 118 s, with 10–14 s more system time."""
+notebook's. With two (the one after it too) two smoke runs were slower, not faster: 122 and
+126 s against 118 s, with 9–14 s more system time."""
 
 
 class KernelQueue:
