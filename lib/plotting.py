@@ -26,19 +26,27 @@ def png_width(png: bytes) -> int:
     return int.from_bytes(png[16:20], "big")
 
 
-def show_saved(fig: matplotlib.figure.Figure, path: Path) -> None:
-    """Show ``fig``. Under Jupyter's inline backend the notebook shows the PNG just saved at
-    ``path`` (at the size the figure has on screen, ``figure.dpi``) and closes the figure,
-    rather than drawing it a second time; anywhere else ``plt.show()``."""
-    if matplotlib.get_backend() != INLINE_BACKEND:
-        plt.show()
-        return
-    from IPython.display import Image, display
+def saved_image(fig: matplotlib.figure.Figure, path: Path):
+    """The PNG saved from ``fig`` at ``path``, as an IPython image shown at the size the figure
+    has on screen (``figure.dpi``, where the file has ``savefig.dpi``)."""
+    from IPython.display import Image
 
     png = Path(path).read_bytes()
     saved_dpi = plt.rcParams["savefig.dpi"]
     scale = 1.0 if saved_dpi == "figure" else fig.dpi / float(saved_dpi)
-    display(Image(data=png, format="png", width=round(png_width(png) * scale)))
+    return Image(data=png, format="png", width=round(png_width(png) * scale))
+
+
+def show_saved(fig: matplotlib.figure.Figure, path: Path) -> None:
+    """Show ``fig``. Under Jupyter's inline backend the notebook shows the PNG just saved at
+    ``path`` (``saved_image``) and closes the figure, rather than drawing it a second time;
+    anywhere else ``plt.show()``."""
+    if matplotlib.get_backend() != INLINE_BACKEND:
+        plt.show()
+        return
+    from IPython.display import display
+
+    display(saved_image(fig, path))
     plt.close(fig)
 
 
